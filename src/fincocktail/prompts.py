@@ -1,0 +1,82 @@
+"""Prompt templates, in one place, and the one tokenization both training and evaluation use.
+
+Two styles: FinGPT's `Instruction / Input / Answer` text, and the model's own chat template.
+The answer separator belongs to the *target* (" positive" after "Answer:"), and prompt and
+target are tokenized separately and concatenated. Training masks the prompt ids and scores the
+target ids; evaluation scores exactly the same target ids. Keeping this in one function is what
+keeps the two consistent (trl, for instance, silently drops a trailing prompt space).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fincocktail.tasks.base import Example, Task
+
+PromptStyle = Literal["instruction", "chat"]
+
+# Bump when the text below changes: it is part of every task's version.
+TEMPLATE_VERSION = "v1"
+
+INSTRUCTION_TEMPLATE = "Instruction: {instruction}\nInput: {input}\nAnswer:"
+INSTRUCTION_TEMPLATE_NO_INPUT = "Instruction: {instruction}\nAnswer:"
+
+
+@dataclass(frozen=True)
+class PromptPair:
+    prompt: str
+    target: str  # includes its leading separator for the instruction style
+
+
+def _user_text(instruction: str, input_text: str) -> str:
+    return f"{instruction}\n\n{input_text}" if input_text else instruction
+
+
+def render(
+    task: Task,
+    example: Example,
+    style: PromptStyle = "instruction",
+    tokenizer: Any | None = None,
+    instruction: str | None = None,
+) -> PromptPair:
+    """Render `example` of `task` as a prompt and its target answer.
+
+    `instruction` overrides the task's instruction (instruction-data tasks carry their own
+    per-example instruction in `example.meta["instruction"]`).
+    """
+    instr = instruction or example.meta.get("instruction") or task.instruction
+    return render_text(instr, example.input, example.target, style=style, tokenizer=tokenizer)
+
+
+def render_text(
+    instruction: str,
+    input_text: str,
+    target: str,
+    style: PromptStyle = "instruction",
+    tokenizer: Any | None = None,
+) -> PromptPair:
+    if style == "instruction":
+        template = INSTRUCTION_TEMPLATE if input_text else INSTRUCTION_TEMPLATE_NO_INPUT
+        prompt = template.format(instruction=instruction, input=input_text)
+        return PromptPair(prompt=prompt, target=" " + target if target else "")
+    if style == "chat":
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError("prompt style 'chat' needs a tokenizer with a chat template; use style 'instruction'")
+        messages = [{"role": "user", "content": _user_text(instruction, input_text)}]
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return PromptPair(prompt=prompt, target=target)
+    raise ValueError(f"unknown prompt style {style!r}; expected 'instruction' or 'chat'")
+
+
+def encode_pair(tokenizer: Any, pair: PromptPair, add_eos: bool = True) -> tuple[list[int], list[int]]:
+    """Token ids of the prompt and of the target, tokenized separately.
+
+    The prompt gets the tokenizer's special prefix (BOS) if it uses one; the target never does.
+    With `add_eos` the target ends with EOS so a trained model learns to stop.
+    """
+    prompt_ids = tokenizer(pair.prompt, add_special_tokens=True)["input_ids"]
+    target_ids = tokenizer(pair.target, add_special_tokens=False)["input_ids"]
+    if add_eos and tokenizer.eos_token_id is not None:
+        target_ids = list(target_ids) + [tokenizer.eos_token_id]
+    return list(prompt_ids), list(target_ids)

@@ -1,0 +1,88 @@
+"""What a task is: its examples, how answers are read out of model text, and how they are scored.
+
+Every concept downstream (prompts, cocktails, training, evaluation, reports) speaks in
+`Example`s and asks a `Task` for extraction and scoring, so a new task (built-in or a user's
+YAML) plugs in without touching those layers.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+TaskKind = Literal[
+    "classification",  # fixed label set; choice mode scores each label
+    "multiple_choice",  # per-example choices (CFA); choice mode scores each choice
+    "extraction",  # NER entity lists; generate only
+    "numeric",  # FinQA / ConvFinQA / GSM8K; generate only
+    "open_qa",  # FinanceBench; generate only
+    "instruction",  # general / math ingredients used for training only
+]
+
+ExtractMode = Literal["strict", "flexible"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One prompt-able item.
+
+    `id` is stable across runs (task, split and a source-derived key) so predictions from
+    different models line up. `choices` is set for classification / multiple choice: the exact
+    answer strings choice mode scores. `group` is the unit that must never straddle train and
+    test (a headline, a FinQA document).
+    """
+
+    id: str
+    input: str
+    target: str
+    choices: tuple[str, ...] | None = None
+    group: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """How generate mode should decode for this task."""
+
+    max_new_tokens: int = 16
+    stop: tuple[str, ...] = ("\n",)
+
+
+class Task(ABC):
+    """A task of the suite. Subclasses set the class attributes and implement `load`."""
+
+    id: str
+    version: str  # e.g. "fpb@fingpt": bump when splits, prompts or targets change
+    kind: TaskKind
+    description: str = ""
+    instruction: str = ""  # the FinGPT-style instruction line
+    labels: tuple[str, ...] | None = None
+    metric: str = "accuracy"  # the headline metric reported for this task
+    splits: tuple[str, ...] = ("train", "validation", "test")
+    generation: GenerationSpec = GenerationSpec()
+    eval_only: bool = False
+    train_only: bool = False
+    source: str = ""  # where the data comes from (file names offline, hub id online)
+    licence: str = ""
+
+    @abstractmethod
+    def load(self, split: str, data_dir: Path) -> list[Example]:
+        """Read `split` from the original files under `data_dir`, deterministically."""
+
+    @abstractmethod
+    def extract(self, text: str, mode: ExtractMode = "flexible") -> str | None:
+        """Read the answer out of generated text; None means a parse failure."""
+
+    @abstractmethod
+    def is_correct(self, prediction: str | None, example: Example) -> bool:
+        """Per-example correctness, used for bootstrap intervals and the predictions file."""
+
+    @abstractmethod
+    def score(self, predictions: Sequence[str | None], examples: Sequence[Example]) -> dict[str, float]:
+        """Corpus metrics as the anchors compute them, plus `parse_failure_rate`.
+
+        `predictions[i]` is the extracted answer for `examples[i]` (None = parse failure).
+        The dict always contains the key named by `self.metric`.
+        """

@@ -1,0 +1,66 @@
+"""The task registry: built-in tasks by id, plus user tasks from YAML folders.
+
+Built-ins are named here as "module:Class" and imported on first use, so listing tasks does
+not import every loader.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+from fincocktail.errors import ConfigError
+from fincocktail.tasks.base import Task
+
+BUILTIN_TASKS: dict[str, str] = {
+    "fpb": "fincocktail.tasks.sentiment:FPB",
+    "fiqa_sa": "fincocktail.tasks.sentiment:FiQASA",
+    "tfns": "fincocktail.tasks.sentiment:TFNS",
+    "headline": "fincocktail.tasks.headline:Headline",
+    "finner": "fincocktail.tasks.finner:FinNER",
+    "ner_cls": "fincocktail.tasks.ner_cls:NERCls",
+    "finqa": "fincocktail.tasks.finqa:FinQA",
+    "convfinqa": "fincocktail.tasks.finqa:ConvFinQA",
+    "gsm8k": "fincocktail.tasks.gsm8k:GSM8K",
+    "general": "fincocktail.tasks.general:General",
+    "cfa": "fincocktail.tasks.knowledge:CFA",
+    "financebench": "fincocktail.tasks.knowledge:FinanceBench",
+}
+
+
+def _builtin(task_id: str) -> Task:
+    module, cls = BUILTIN_TASKS[task_id].split(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+def user_tasks_dir(explicit: str | os.PathLike | None = None) -> Path | None:
+    value = explicit or os.environ.get("FINCOCKTAIL_TASKS")
+    return Path(value).expanduser() if value else None
+
+
+def _user_tasks(tasks_dir: Path | None) -> dict[str, Task]:
+    if tasks_dir is None:
+        return {}
+    from fincocktail.tasks.custom import load_user_tasks
+
+    return load_user_tasks(tasks_dir)
+
+
+def task_ids(tasks_dir: str | os.PathLike | None = None) -> list[str]:
+    return list(BUILTIN_TASKS) + sorted(_user_tasks(user_tasks_dir(tasks_dir)))
+
+
+def get_task(task_id: str, tasks_dir: str | os.PathLike | None = None) -> Task:
+    """The task named `task_id` (a built-in, or a user task from `tasks_dir` / FINCOCKTAIL_TASKS)."""
+    if task_id in BUILTIN_TASKS:
+        return _builtin(task_id)
+    user = _user_tasks(user_tasks_dir(tasks_dir))
+    if task_id in user:
+        return user[task_id]
+    known = ", ".join(task_ids(tasks_dir))
+    raise ConfigError(f"unknown task {task_id!r}; known tasks: {known}")
+
+
+def all_tasks(tasks_dir: str | os.PathLike | None = None) -> list[Task]:
+    return [get_task(t, tasks_dir) for t in task_ids(tasks_dir)]

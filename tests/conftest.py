@@ -1,0 +1,39 @@
+"""Shared fixtures: a tiny random model for unit tests, the real data folder, an isolated cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tiny_model import build_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny Llama with a trained BPE tokenizer and a chat template, as a HF folder."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real datasets (../shared/data or FINCOCKTAIL_DATA)."""
+    path = Path(os.environ.get("FINCOCKTAIL_DATA", SHARED_DATA))
+    if not path.is_dir():
+        pytest.fail(f"data folder {path} not found: tests need the shared datasets (set FINCOCKTAIL_DATA)")
+    return path
+
+
+@pytest.fixture
+def isolated_home(tmp_path, monkeypatch) -> Path:
+    """Point FINCOCKTAIL_HOME at a fresh folder so tests never touch the user's cache."""
+    home = tmp_path / "fchome"
+    monkeypatch.setenv("FINCOCKTAIL_HOME", str(home))
+    return home
