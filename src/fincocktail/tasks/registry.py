@@ -25,7 +25,7 @@ BUILTIN_TASKS: dict[str, str] = {
     "gsm8k": "fincocktail.tasks.gsm8k:GSM8K",
     "general": "fincocktail.tasks.general:General",
     "cfa": "fincocktail.tasks.knowledge:CFA",
-    "financebench": "fincocktail.tasks.knowledge:FinanceBench",
+    "financebench": "fincocktail.tasks.financebench:FinanceBench",
 }
 
 

@@ -1,0 +1,3 @@
+from fincocktail.cli import main
+
+main()
