@@ -1,0 +1,296 @@
+"""The numbers behind the report: selection on validation, scores on test, deltas with intervals.
+
+Rules, stated once here and in the report:
+- A "recipe" is a run config without its seed; repeats of a recipe are averaged.
+- Whenever the report picks a best recipe (best single-task, best cocktail, ...), it picks on the
+  *validation* score of the task in question and reports that recipe's *test* score. If no
+  validation score exists it falls back to test and says so.
+- A cocktail's effect on task T is its test score on T minus the single-task (T only) recipe's.
+  With >= 2 seeds on both sides, the 95% interval is Welch's t-interval across seeds; with one
+  seed it is a paired bootstrap over test examples of per-example correctness.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import mean, stdev
+from typing import Iterable
+
+import numpy as np
+
+from fincocktail.report.records import MetricRecord, ReportData, RunRecord
+
+FINANCIAL_TASKS = ("fpb", "fiqa_sa", "tfns", "headline", "finner", "ner_cls", "finqa", "convfinqa")
+KNOWLEDGE_TASKS = ("cfa", "financebench")
+
+
+@dataclass(frozen=True)
+class Score:
+    """A recipe's score on one task/split: mean over seeds with a 95% interval."""
+
+    value: float
+    low: float | None
+    high: float | None
+    n_seeds: int
+    run_ids: tuple[str, ...]
+    label: str = ""
+    selected_on: str = "validation"
+
+    def fmt(self, digits: int = 3) -> str:
+        if self.low is None or self.high is None:
+            return f"{self.value:.{digits}f}"
+        return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+
+@dataclass(frozen=True)
+class Delta:
+    task: str
+    recipe: str
+    reference: str
+    value: float
+    low: float
+    high: float
+    method: str  # "seeds" or "bootstrap"
+
+    @property
+    def significant(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+class Analysis:
+    def __init__(self, data: ReportData, primary_metric: dict[str, str] | None = None, seed: int = 0):
+        self.data = data
+        self.seed = seed
+        self.primary = dict(primary_metric or {})
+        for m in data.metrics:  # tasks without a declared metric use the first one seen
+            self.primary.setdefault(m.task, m.metric)
+        self._by_run_task: dict[tuple[str, str, str], MetricRecord] = {}
+        for m in data.metrics:
+            if m.metric == self.primary[m.task]:
+                self._by_run_task[(m.run_id, m.task, m.split)] = m
+        self.recipes: dict[tuple, list[RunRecord]] = defaultdict(list)
+        for r in data.runs:
+            self.recipes[r.recipe].append(r)
+
+    # ----- basic lookups -------------------------------------------------------------------
+    @property
+    def eval_tasks(self) -> list[str]:
+        seen = {m.task for m in self.data.metrics}
+        ordered = [t for t in FINANCIAL_TASKS + KNOWLEDGE_TASKS if t in seen]
+        return ordered + sorted(seen - set(ordered))
+
+    @property
+    def financial_eval_tasks(self) -> list[str]:
+        return [t for t in self.eval_tasks if t not in KNOWLEDGE_TASKS]
+
+    @property
+    def knowledge_eval_tasks(self) -> list[str]:
+        return [t for t in self.eval_tasks if t in KNOWLEDGE_TASKS]
+
+    def metric(self, run_id: str, task: str, split: str = "test") -> MetricRecord | None:
+        return self._by_run_task.get((run_id, task, split))
+
+    def score(self, runs: Iterable[RunRecord], task: str, split: str = "test") -> Score | None:
+        recs = [(r, self.metric(r.run_id, task, split)) for r in runs]
+        recs = [(r, m) for r, m in recs if m is not None]
+        if not recs:
+            return None
+        values = [m.value for _, m in recs]
+        ids = tuple(r.run_id for r, _ in recs)
+        if len(values) >= 2:
+            half = _t_quantile(len(values) - 1) * stdev(values) / math.sqrt(len(values))
+            return Score(mean(values), mean(values) - half, mean(values) + half, len(values), ids)
+        m = recs[0][1]
+        return Score(m.value, m.ci_low, m.ci_high, 1, ids)
+
+    def recipe_label(self, recipe: tuple) -> str:
+        return self.recipes[recipe][0].cocktail_name
+
+    # ----- selection -----------------------------------------------------------------------
+    def best(self, recipes: list[tuple], task: str) -> tuple[tuple, Score] | None:
+        """The recipe with the best validation score on `task`, and its test score."""
+        scored = []
+        for rec in recipes:
+            runs = self.recipes[rec]
+            test = self.score(runs, task, "test")
+            if test is None:
+                continue
+            val = self.score(runs, task, "validation")
+            key = val.value if val is not None else test.value
+            scored.append((val is not None, key, rec, test))
+        if not scored:
+            return None
+        # Prefer recipes that have a validation score; never let a test-only score win over them.
+        has_val = any(s[0] for s in scored)
+        pool = [s for s in scored if s[0]] if has_val else scored
+        _, _, rec, test = max(pool, key=lambda s: s[1])
+        return rec, Score(test.value, test.low, test.high, test.n_seeds, test.run_ids,
+                          label=self.recipe_label(rec), selected_on="validation" if has_val else "test")
+
+    def recipes_of(self, kind: str, task: str | None = None, general: bool | None = None,
+                   math_: bool | None = None, single_of: str | None = None) -> list[tuple]:
+        out = []
+        for rec, runs in self.recipes.items():
+            r = runs[0]
+            if r.kind != kind:
+                continue
+            if single_of is not None and r.train_tasks != (single_of,):
+                continue
+            if task is not None and task not in r.train_tasks:
+                continue
+            if general is not None and bool(r.general) != general:
+                continue
+            if math_ is not None and bool(r.math) != math_:
+                continue
+            out.append(rec)
+        return out
+
+    # ----- the report's sections -----------------------------------------------------------
+    def main_table(self) -> list[dict]:
+        """Per task: base, best single-task, best cocktail, + general, + math, API, published."""
+        rows = []
+        api_models = sorted({r.model for r in self.data.runs if r.kind == "api"})
+        for task in self.eval_tasks:
+            row: dict = {"task": task, "metric": self.primary.get(task, "")}
+            base = self.recipes_of("base")
+            row["base zero-shot"] = self.best(base, task)
+            row["best single-task"] = self.best(self.recipes_of("single", single_of=task), task)
+            row["best cocktail"] = self.best(self.recipes_of("cocktail", task=task, general=False, math_=False), task)
+            row["cocktail + general"] = self.best(self.recipes_of("cocktail", task=task, general=True, math_=False), task)
+            row["cocktail + math"] = self.best(self.recipes_of("cocktail", task=task, math_=True), task)
+            for model in api_models:
+                recs = [rec for rec in self.recipes_of("api") if self.recipes[rec][0].model == model]
+                row[f"API {model}"] = self.best(recs, task)
+            for name, scores in self.data.published.items():
+                if task in scores:
+                    row[f"{name} (published)"] = scores[task]
+            rows.append(row)
+        return rows
+
+    def cocktail_effects(self) -> list[Delta]:
+        """Each cocktail vs the task's single-task recipe, on every task the cocktail trained on."""
+        out: list[Delta] = []
+        for task in self.financial_eval_tasks:
+            singles = self.recipes_of("single", single_of=task)
+            if not singles:
+                continue
+            ref = singles[0] if len(singles) == 1 else self.best(singles, task)[0]
+            for rec in self.recipes_of("cocktail", task=task):
+                d = self.delta(rec, ref, task)
+                if d is not None:
+                    out.append(d)
+        return out
+
+    def ablations(self) -> list[Delta]:
+        """What adding general data, and adding math data, did to the same cocktail, per task."""
+        out: list[Delta] = []
+        plain = {rec[:3]: rec for rec in self.recipes if rec[0] in ("single", "cocktail") and not rec[3] and not rec[4]}
+        for rec in self.recipes:
+            if rec[0] not in ("single", "cocktail") or not (rec[3] or rec[4]):
+                continue
+            ref = plain.get(rec[:3])
+            if ref is None:
+                continue
+            for task in self.eval_tasks:
+                d = self.delta(rec, ref, task)
+                if d is not None:
+                    out.append(d)
+        return out
+
+    def knowledge_check(self) -> list[Delta]:
+        """Did task fine-tuning move domain knowledge (CFA, FinanceBench)? Each tuned recipe vs base."""
+        out: list[Delta] = []
+        for base in self.recipes_of("base"):
+            model = base[1]
+            for rec in self.recipes:
+                if rec[0] in ("single", "cocktail") and rec[1] == model:
+                    for task in self.knowledge_eval_tasks:
+                        d = self.delta(rec, base, task)
+                        if d is not None:
+                            out.append(d)
+        return out
+
+    def transfer_matrix(self) -> tuple[list[str], list[str], np.ndarray]:
+        """Rows: training recipe; columns: evaluation task; cells: test score (NaN if not run)."""
+        rows = [rec for rec in self.recipes if rec[0] in ("base", "single", "cocktail")]
+        rows.sort(key=lambda rec: (["base", "single", "cocktail"].index(rec[0]), len(rec[2]), rec[2], rec[3], rec[4]))
+        cols = self.eval_tasks
+        mat = np.full((len(rows), len(cols)), np.nan)
+        for i, rec in enumerate(rows):
+            for j, task in enumerate(cols):
+                s = self.score(self.recipes[rec], task)
+                if s is not None:
+                    mat[i, j] = s.value
+        return [self.recipe_label(r) for r in rows], cols, mat
+
+    def costs(self) -> list[RunRecord]:
+        return sorted((r for r in self.data.runs if r.kind in ("single", "cocktail")), key=lambda r: r.run_id)
+
+    # ----- deltas --------------------------------------------------------------------------
+    def delta(self, rec: tuple, ref: tuple, task: str) -> Delta | None:
+        a_runs, b_runs = self.recipes[rec], self.recipes[ref]
+        a = [self.metric(r.run_id, task) for r in a_runs]
+        b = [self.metric(r.run_id, task) for r in b_runs]
+        a = [m for m in a if m is not None]
+        b = [m for m in b if m is not None]
+        if not a or not b:
+            return None
+        value = mean(m.value for m in a) - mean(m.value for m in b)
+        label, ref_label = self.recipe_label(rec), self.recipe_label(ref)
+        if len(a) >= 2 and len(b) >= 2:
+            low, high = welch_interval([m.value for m in a], [m.value for m in b])
+            return Delta(task, label, ref_label, value, low, high, "seeds")
+        iv = paired_bootstrap(a[0].predictions, b[0].predictions, seed=self.seed)
+        if iv is None:
+            return Delta(task, label, ref_label, value, float("nan"), float("nan"), "none")
+        return Delta(task, label, ref_label, value, iv[0], iv[1], "bootstrap")
+
+
+def _t_quantile(df: int) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, df))
+
+
+def welch_interval(a: list[float], b: list[float]) -> tuple[float, float]:
+    """95% Welch t-interval for mean(a) - mean(b)."""
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    diff = mean(a) - mean(b)
+    if se == 0:
+        return diff, diff
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = _t_quantile(max(1, int(df))) * se
+    return diff - half, diff + half
+
+
+def _correct_by_id(path: Path | None) -> dict[str, float] | None:
+    if path is None or not Path(path).is_file():
+        return None
+    out: dict[str, float] = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                out[str(row["id"])] = float(bool(row["correct"]))
+    return out
+
+
+def paired_bootstrap(a_path: Path | None, b_path: Path | None, n_boot: int = 2000, seed: int = 0
+                     ) -> tuple[float, float] | None:
+    """95% percentile interval of the mean per-example correctness difference, resampling examples."""
+    a, b = _correct_by_id(a_path), _correct_by_id(b_path)
+    if not a or not b:
+        return None
+    ids = sorted(set(a) & set(b))
+    if not ids:
+        return None
+    diff = np.array([a[i] - b[i] for i in ids])
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(diff), size=(n_boot, len(diff)))
+    means = diff[idx].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))

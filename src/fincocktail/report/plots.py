@@ -1,0 +1,101 @@
+"""The report's figures (matplotlib, Agg backend), each returned as PNG bytes."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from fincocktail.report.analysis import Analysis, Delta, Score  # noqa: E402
+
+MAIN_COLUMNS = ("base zero-shot", "best single-task", "best cocktail", "cocktail + general", "cocktail + math")
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def main_bars(rows: list[dict]) -> bytes:
+    tasks = [r["task"] for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(tasks) + 2), 4))
+    width = 0.8 / len(MAIN_COLUMNS)
+    x = np.arange(len(tasks))
+    for k, col in enumerate(MAIN_COLUMNS):
+        vals, lo, hi = [], [], []
+        for r in rows:
+            s = r.get(col)
+            s = s[1] if isinstance(s, tuple) else s
+            if isinstance(s, Score):
+                vals.append(s.value)
+                lo.append(s.value - (s.low if s.low is not None else s.value))
+                hi.append((s.high if s.high is not None else s.value) - s.value)
+            else:
+                vals.append(np.nan)
+                lo.append(0)
+                hi.append(0)
+        ax.bar(x + (k - len(MAIN_COLUMNS) / 2 + 0.5) * width, vals, width, yerr=[lo, hi], capsize=2, label=col)
+    ax.set_xticks(x, tasks)
+    ax.set_ylabel("test score (task's headline metric)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    ax.set_title("Per task: base, single-task, cocktails (95% intervals)")
+    return _png(fig)
+
+
+def deltas_plot(deltas: list[Delta], title: str) -> bytes:
+    labels = [f"{d.task}: {d.recipe}" + (f" vs {d.reference}" if "vs" in title else "") for d in deltas]
+    fig, ax = plt.subplots(figsize=(7, max(2.0, 0.32 * len(deltas) + 1)))
+    y = np.arange(len(deltas))
+    vals = np.array([d.value for d in deltas])
+    lo = np.array([d.value - d.low if np.isfinite(d.low) else 0 for d in deltas])
+    hi = np.array([d.high - d.value if np.isfinite(d.high) else 0 for d in deltas])
+    colours = ["tab:green" if d.significant and d.value > 0 else "tab:red" if d.significant else "tab:gray" for d in deltas]
+    ax.errorbar(vals, y, xerr=[lo, hi], fmt="none", ecolor="black", capsize=2, lw=1)
+    ax.scatter(vals, y, c=colours, zorder=3)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("difference in test score (95% interval; coloured when it excludes 0)")
+    ax.set_title(title)
+    return _png(fig)
+
+
+def heatmap(row_labels: list[str], col_labels: list[str], mat: np.ndarray) -> bytes:
+    fig, ax = plt.subplots(figsize=(1.1 * len(col_labels) + 3, 0.35 * len(row_labels) + 1.5))
+    im = ax.imshow(np.ma.masked_invalid(mat), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(row_labels)), row_labels, fontsize=7)
+    for i in range(mat.shape[0]):
+        for j in range(mat.shape[1]):
+            if np.isfinite(mat[i, j]):
+                ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if mat[i, j] < 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    ax.set_xlabel("evaluation task (test)")
+    ax.set_ylabel("training cocktail")
+    ax.set_title("Transfer: test score of each training cocktail on each task")
+    return _png(fig)
+
+
+def all_plots(an: Analysis) -> dict[str, bytes]:
+    plots = {"main": main_bars(an.main_table())}
+    effects = an.cocktail_effects()
+    if effects:
+        plots["cocktail_effect"] = deltas_plot(effects, "Cocktail effect: cocktail vs single-task")
+    rows, cols, mat = an.transfer_matrix()
+    if rows and cols:
+        plots["transfer"] = heatmap(rows, cols, mat)
+    abl = an.ablations()
+    if abl:
+        plots["ablation"] = deltas_plot(abl, "Ingredient ablation: with vs without general / math data")
+    know = an.knowledge_check()
+    if know:
+        plots["knowledge"] = deltas_plot(know, "Domain knowledge: fine-tuned vs base")
+    return plots

@@ -1,0 +1,107 @@
+"""The report: selection on validation, deltas and their intervals, and the written files."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from fincocktail.report.analysis import Analysis, paired_bootstrap, welch_interval
+from fincocktail.report.records import MetricRecord, ReportData, RunRecord
+from fincocktail.report.render import write_report
+
+
+def _preds(path: Path, correct: list[bool]) -> Path:
+    with path.open("w") as fh:
+        for i, c in enumerate(correct):
+            fh.write(json.dumps({"id": f"ex{i}", "correct": bool(c)}) + "\n")
+    return path
+
+
+def synthetic(tmp_path: Path, seeds=(0,)) -> ReportData:
+    rng = np.random.default_rng(1)
+    runs, metrics = [], []
+    recipes = [
+        ("base", ()),
+        ("single", ("fpb",)),
+        ("single", ("tfns",)),
+        ("cocktail", ("fpb", "tfns")),
+    ]
+    quality = {"base": 0.4, "single": 0.6, "cocktail": 0.7}
+    for kind, tasks in recipes:
+        for extra in ((0.0, 0.0), (0.5, 0.0), (0.0, 0.5)) if kind == "cocktail" else ((0.0, 0.0),):
+            for seed in seeds:
+                rid = f"{kind}-{'+'.join(tasks) or 'none'}-g{extra[0]}-m{extra[1]}-s{seed}"
+                runs.append(RunRecord(rid, kind, "tiny", tasks, extra[0], extra[1], seed, 1000, 10.0, 500.0))
+                for task in ("fpb", "tfns", "cfa"):
+                    p = quality[kind] + (0.05 if extra[0] else 0) - (0.05 if extra[1] else 0)
+                    if task == "cfa":
+                        p = 0.35
+                    correct = list(rng.random(200) < p)
+                    path = _preds(tmp_path / f"{rid}-{task}.jsonl", correct)
+                    acc = float(np.mean(correct))
+                    metrics.append(MetricRecord(rid, task, "test", "accuracy", acc, acc - 0.05, acc + 0.05, 200, path))
+                    metrics.append(MetricRecord(rid, task, "validation", "accuracy", acc + rng.normal(0, 0.01), n=50))
+    return ReportData(runs, metrics, title="synthetic", published={"GPT-4o": {"fpb": 0.8113}})
+
+
+def test_welch_interval_matches_scipy():
+    a, b = [0.71, 0.74, 0.69], [0.62, 0.66, 0.61, 0.64]
+    lo, hi = welch_interval(a, b)
+    ref = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    # Our df is rounded down to an integer (conservative): the interval can only be a bit wider.
+    assert lo <= ref.low + 1e-12 and hi >= ref.high - 1e-12
+    assert lo == pytest.approx(ref.low, abs=0.02) and hi == pytest.approx(ref.high, abs=0.02)
+
+
+def test_paired_bootstrap_close_to_normal_approximation(tmp_path):
+    rng = np.random.default_rng(0)
+    a = rng.random(2000) < 0.7
+    b = rng.random(2000) < 0.6
+    lo, hi = paired_bootstrap(_preds(tmp_path / "a.jsonl", list(a)), _preds(tmp_path / "b.jsonl", list(b)))
+    d = a.astype(float) - b.astype(float)
+    se = d.std(ddof=1) / math.sqrt(len(d))
+    assert lo == pytest.approx(d.mean() - 1.96 * se, abs=0.006)
+    assert hi == pytest.approx(d.mean() + 1.96 * se, abs=0.006)
+
+
+def test_selection_uses_validation_not_test(tmp_path):
+    runs = [RunRecord("a", "single", "m", ("fpb",), seed=0), RunRecord("b", "single", "m", ("fpb",), 0.5, 0, 0)]
+    metrics = [
+        MetricRecord("a", "fpb", "test", "accuracy", 0.90), MetricRecord("a", "fpb", "validation", "accuracy", 0.50),
+        MetricRecord("b", "fpb", "test", "accuracy", 0.70), MetricRecord("b", "fpb", "validation", "accuracy", 0.80),
+    ]
+    an = Analysis(ReportData(runs, metrics))
+    rec, score = an.best(an.recipes_of("single", single_of="fpb"), "fpb")
+    assert score.run_ids == ("b",) and score.value == 0.70 and score.selected_on == "validation"
+
+
+def test_cocktail_effect_detects_planted_gain(tmp_path):
+    an = Analysis(synthetic(tmp_path))
+    effects = {(d.task, d.recipe): d for d in an.cocktail_effects()}
+    d = effects[("fpb", "fpb+tfns")]
+    assert d.method == "bootstrap" and d.value > 0.03
+    assert d.low < d.value < d.high
+
+
+def test_seeds_give_t_intervals(tmp_path):
+    an = Analysis(synthetic(tmp_path, seeds=(0, 1, 2)))
+    d = next(d for d in an.cocktail_effects() if d.task == "fpb" and d.recipe == "fpb+tfns")
+    assert d.method == "seeds"
+    per_seed = lambda rid_prefix: [an.metric(r.run_id, "fpb").value for r in an.data.runs if r.run_id.startswith(rid_prefix)]
+    a, b = per_seed("cocktail-fpb+tfns-g0.0-m0.0"), per_seed("single-fpb-g0.0")
+    assert d.value == pytest.approx(np.mean(a) - np.mean(b))
+
+
+def test_write_report_files(tmp_path):
+    html_path, md_path = write_report(synthetic(tmp_path), tmp_path / "out")
+    md = md_path.read_text()
+    assert "validation" in md and "| fpb |" in md and "published" in md
+    for plot in ("main", "cocktail_effect", "transfer", "ablation", "knowledge"):
+        assert (tmp_path / "out" / "plots" / f"{plot}.png").stat().st_size > 1000
+    page = html_path.read_text()
+    assert page.count("data:image/png;base64,") == 5 and "src='plots/" not in page
