@@ -1,12 +1,22 @@
-"""`fincocktail report`: not built yet."""
+"""`fincocktail report`: the cocktail-effect report of a sweep, as HTML and Markdown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
-from fincocktail.errors import FincocktailError
-
 
 def register(app: typer.Typer) -> None:
-    @app.command("report", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def _cmd() -> None:
-        """Not implemented yet."""
-        raise FincocktailError("`fincocktail report` is not implemented yet")
+    @app.command("report")
+    def report_cmd(
+        sweep: Optional[str] = typer.Option(None, "--sweep", "-s", help="Sweep name (sweeps/NAME), sweep YAML, or results folder (default: the latest under sweeps/)."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default: <results>/report)."),
+        title: Optional[str] = typer.Option(None, "--title", help="Report title."),
+    ) -> None:
+        """Write report.html (self-contained) and report.md for a sweep's finished runs."""
+        from fincocktail.report.build import build_report, latest_sweep_dir, print_main_table, sweep_dir
+
+        results = sweep_dir(sweep) if sweep else latest_sweep_dir()
+        print_main_table(build_report(results, out, title))

@@ -1,12 +1,69 @@
-"""`fincocktail reproduce`: not built yet."""
+"""`fincocktail reproduce`: run a preset sweep of the study and write its report, in one command.
+
+Resumable by construction: the sweep layer skips finished runs and resumes interrupted ones,
+so running the same command again after a crash continues where it stopped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
-from fincocktail.errors import FincocktailError
+from fincocktail.errors import ConfigError
+
+PRESETS = ("quick", "cpu-small", "paper")
+
+
+def preset_file(name: str) -> Path:
+    """configs/sweeps/<name>.yaml from the working directory, else from the source checkout."""
+    if name not in PRESETS:
+        raise ConfigError(f"--preset {name!r}: expected one of {', '.join(PRESETS)}")
+    import fincocktail
+
+    candidates = [Path.cwd() / "configs" / "sweeps" / f"{name}.yaml",
+                  Path(fincocktail.__file__).resolve().parents[2] / "configs" / "sweeps" / f"{name}.yaml"]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise ConfigError(f"preset {name!r}: sweep file not found (looked at {', '.join(map(str, candidates))})")
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("reproduce", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def _cmd() -> None:
-        """Not implemented yet."""
-        raise FincocktailError("`fincocktail reproduce` is not implemented yet")
+    @app.command("reproduce")
+    def reproduce_cmd(
+        preset: str = typer.Option("cpu-small", "--preset", "-p", help="cpu-small (<= 60 min on 2 cores) or paper (GPU cluster)."),
+        quick: bool = typer.Option(False, "--quick", help="The few-minute demo: the same pipeline with tiny sample counts."),
+        executor: str = typer.Option("local", "--executor", "-e", help="local or ray."),
+        workers: int = typer.Option(1, "--workers", "-w", help="Runs at once."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default: sweeps/<preset>)."),
+        data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Datasets folder."),
+    ) -> None:
+        """Run the study's sweep (a preset) end to end and write the cocktail-effect report."""
+        from rich.console import Console
+
+        from fincocktail.paths import find_data_dir
+        from fincocktail.report.build import build_report, print_main_table
+        from fincocktail.sweep.executors import make_executor, run_sweep
+        from fincocktail.sweep.spec import load_plan
+
+        console = Console()
+        path = preset_file("quick" if quick else preset)
+        plan = load_plan(path)
+        out_dir = out or plan.out_dir
+        console.print(f"[bold]reproduce[/]: sweep {path} -> {out_dir} ({len(plan.runs)} runs)")
+        summary = run_sweep(
+            plan,
+            out_dir=out_dir,
+            executor=make_executor(executor, workers=workers),
+            runner="real",
+            data_dir=str(find_data_dir(data_dir or plan.spec.data_dir)),
+            progress=True,
+        )
+        for run_id, error in summary.failed.items():
+            console.print(f"[red]failed[/] {run_id}: {error}", highlight=False)
+        built = build_report(Path(out_dir), title=f"fincocktail reproduce: {plan.spec.name}")
+        print_main_table(built, console)
+        if summary.failed:
+            raise typer.Exit(1)
