@@ -25,6 +25,8 @@ else
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -c constraints.txt -e '.[$(EXTRAS)]'
 endif
+	@# Precompile: with PYTHONDONTWRITEBYTECODE set, every process would recompile transformers.
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $@
 
 demo: setup

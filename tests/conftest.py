@@ -37,3 +37,6 @@ def isolated_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "fchome"
     monkeypatch.setenv("FINCOCKTAIL_HOME", str(home))
     return home
+
+
+from real_model import smollm2_dir_fixture  # noqa: E402,F401  (session fixture `smollm2_dir`: the real SmolLM2)

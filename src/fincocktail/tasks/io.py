@@ -7,6 +7,7 @@ here raises `DataError("path:line: what was wrong, what was expected")`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any, Iterator
@@ -47,11 +48,18 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield lineno, obj
 
 
-def read_json(path: Path) -> Any:
+def _decode(path: Path, encoding: str = "utf-8") -> str:
+    """The whole file as text; a decoding error names the line it happened on."""
+    data = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        return data.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid utf-8 text ({exc.reason})") from exc
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid {encoding} text ({exc.reason})") from exc
+
+
+def read_json(path: Path) -> Any:
+    text = _decode(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -60,13 +68,13 @@ def read_json(path: Path) -> Any:
 
 def read_csv(path: Path, delimiter: str = ",") -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (line number, row dict) for a CSV/TSV file with a header row."""
+    text = _decode(path)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
-        with path.open(encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh, delimiter=delimiter)
-            for row in reader:
-                yield reader.line_num, row
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid utf-8 text ({exc.reason})") from exc
+        for row in reader:
+            yield reader.line_num, row
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from exc
 
 
 def field(row: dict[str, Any], name: str, path: Path, lineno: int, kind: type | tuple[type, ...] = str) -> Any:

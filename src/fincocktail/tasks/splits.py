@@ -30,3 +30,19 @@ def split_by_key(items: Sequence[T], key: Callable[[T], str], fraction: float, s
     for item in items:
         (held if unit_hash(key(item), salt) < fraction else rest).append(item)
     return rest, held
+
+
+def normalize_text(text: str) -> str:
+    """The form two inputs are compared in for overlap: NFKC, case-folded, whitespace collapsed.
+
+    Catches the near-duplicates that break exact matching (a case change in a tweet, a double
+    space, a non-breaking space) without merging genuinely different sentences.
+    """
+    import unicodedata
+
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def carve_validation(items: Sequence[T], key: Callable[[T], str], salt: str, fraction: float = 0.1) -> tuple[list[T], list[T]]:
+    """(train, validation): about `fraction` of the groups held out as validation, by hash of `salt`."""
+    return split_by_key(items, key, fraction, salt)

@@ -1,0 +1,64 @@
+"""What the generate-only tasks (FinNER, FinQA, ConvFinQA, GSM8K, General, FinanceBench) share.
+
+Each reads its original files by default; `source="hub"` reads the public Hugging Face copy
+instead, for users with network (needs the `datasets` package; not exercised offline).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any, Literal
+
+from fincocktail.errors import ConfigError, DataError
+from fincocktail.tasks.base import Task
+
+Source = Literal["local", "hub"]
+
+
+def versioned(name: str) -> str:
+    """A task version that changes when either its splits (`name`) or the prompt templates change."""
+    from fincocktail.prompts import TEMPLATE_VERSION
+
+    return f"{name}+prompts.{TEMPLATE_VERSION}"
+
+
+def document_key(text: str, length: int = 200) -> str:
+    """A document's fingerprint: a hash of the first `length` lower-case letters and digits of its text.
+
+    PIXIU's FinQA file has no document ids, and ConvFinQA (built from FinQA's documents) renders
+    the same page with different spacing and table markup. Letters and digits survive both
+    renderings, so FinQA and ConvFinQA agree on the key of every shared document, and one
+    document lands on the same side of the split in both tasks. Two different pages that begin
+    with the same 200 characters share a key and stay together, which errs on the safe side.
+    """
+    prefix = re.sub(r"[^a-z0-9]", "", text.lower())[:length]
+    return "doc-" + hashlib.sha256(prefix.encode("ascii")).hexdigest()[:16]
+
+
+def hub_dataset(task_id: str, name: str, config: str | None = None, split: str | None = None) -> Any:
+    """`datasets.load_dataset(name, config, split=split)`, with a clear error when unavailable."""
+    try:
+        import datasets
+    except ImportError as exc:
+        raise DataError(
+            f"task {task_id!r}: source='hub' needs the 'datasets' package (pip install datasets) to load "
+            f"{name}; or use the local files (source='local', see `fincocktail data check`)"
+        ) from exc
+    try:
+        return datasets.load_dataset(name, config, split=split)
+    except Exception as exc:  # network, auth, renamed dataset: one line for the user
+        raise DataError(f"task {task_id!r}: could not load {name} from the Hugging Face hub ({exc})") from exc
+
+
+class GenerativeTask(Task):
+    """Shared plumbing: the data source choice and split checking."""
+
+    def __init__(self, source: Source = "local") -> None:
+        if source not in ("local", "hub"):
+            raise DataError(f"task {self.id!r}: unknown source {source!r}; expected 'local' or 'hub'")
+        self.data_source: Source = source
+
+    def check_split(self, split: str) -> None:
+        if split not in self.splits:
+            raise ConfigError(f"task {self.id!r} has no split {split!r}; expected one of {', '.join(self.splits)}")
