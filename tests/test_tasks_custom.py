@@ -11,7 +11,9 @@ from sklearn.metrics import f1_score
 
 from fincocktail import prompts
 from fincocktail.errors import ConfigError, DataError
-from fincocktail.tasks.custom import extract_number, load_user_tasks, token_f1
+from fincocktail.metrics.generation import token_f1
+from fincocktail.tasks.custom import load_user_tasks
+from fincocktail.tasks.extract import extract_number
 from fincocktail.tasks.registry import get_task, task_ids
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "tasks"
@@ -137,7 +139,7 @@ def test_multiple_choice_numeric_and_open_qa_kinds(tmp_path: Path) -> None:
     assert num_task.is_correct(num_task.extract("The total is 4.0"), num[0])
     assert num_task.is_correct(num_task.extract("about 12.55 percent"), num[1])  # within 1%
     assert not num_task.is_correct(num_task.extract("13.0"), num[1])
-    assert num_task.score([num_task.extract("4"), None], num) == {"accuracy": 0.5, "parse_failure_rate": 0.5, "n": 2.0}
+    assert num_task.score([num_task.extract("4"), None], num) == {"accuracy": 0.5, "exact_match": 0.5, "parse_failure_rate": 0.5, "n": 2.0}
 
     qa_task = tasks["qa"]
     qa = qa_task.load("test", None)
@@ -146,10 +148,31 @@ def test_multiple_choice_numeric_and_open_qa_kinds(tmp_path: Path) -> None:
     assert scores["exact_match"] == 1.0 and scores["token_f1"] == 1.0
 
 
+def test_numeric_kind_reads_and_matches_numbers_like_finqa(tmp_path: Path) -> None:
+    """User numeric tasks share FinQA's reader and matcher: percent, currency, scale words, accounting negatives."""
+    _write(tmp_path, "num.yaml", "id: num\nkind: numeric\ndata: num.jsonl\nfields: {input: q, answer: a}\ninstruction: Compute.\nrel_tolerance: 0.01\neval_only: true\n")
+    _jsonl(tmp_path, "num.jsonl", [{"q": "Margin?", "a": "12.5%"}, {"q": "Loss?", "a": "$(1,234)"}, {"q": "Count?", "a": 7}])
+    task = load_user_tasks(tmp_path)["num"]
+    margin, loss, count = task.load("test", None)
+    assert count.target == "7" and loss.meta["value"] == -1234.0
+    assert task.is_correct(task.extract("The margin is 0.125."), margin)  # "12.5%" read as 0.125 too
+    assert not task.is_correct(task.extract("The margin is 1.25"), margin)
+    assert task.is_correct(task.extract("Answer: -1.234 thousand"), loss)  # scale word applied
+    assert not task.is_correct(task.extract("1,234"), loss)  # the sign matters
+    assert task.extract("Answer: 7", "strict") == "7" and task.extract("about 7", "strict") is None
+    with pytest.raises(ValueError, match="2 predictions for 3 examples of task 'num'"):
+        task.score(["7", "7"], [margin, loss, count])
+    with pytest.raises(ConfigError, match="task 'num' has no split 'train'"):
+        task.load("train", None)
+    _jsonl(tmp_path, "num.jsonl", [{"q": "Bad?", "a": "1,23"}])
+    with pytest.raises(DataError, match=r"num\.jsonl:1: field 'a' value '1,23' is not a number"):
+        task.load("test", None)
+
+
 def test_number_and_token_f1_helpers() -> None:
     assert extract_number("1,234.5") == repr(1234.5)
-    assert extract_number("(12)") == repr(-12.0)
-    assert extract_number("It rose from 10 to 12.5%") == repr(12.5)
+    assert extract_number("(12)") == "-12"  # the shared extractor writes whole numbers without ".0"
+    assert extract_number("It rose from 10 to 12.5%") == "12.5%"  # and keeps the percent mark
     assert extract_number("no number", "flexible") is None
     assert extract_number("about 3", "strict") is None
     assert token_f1("the net income", "net income rose") == pytest.approx(2 * (1 * 2 / 3) / (1 + 2 / 3))

@@ -67,7 +67,8 @@ def f1(y_true: Sequence[str], y_pred: Sequence[str | None], average: str = "macr
     raise ValueError(f"unknown average {average!r}; expected 'macro' or 'weighted'")
 
 
-def parse_failure_rate(y_pred: Sequence[str | None]) -> float:
+def parse_failure_rate(y_pred: Sequence[object | None]) -> float:
+    """Share of predictions the extractor could not read (None); every task reports it next to its scores."""
     return sum(p is None for p in y_pred) / len(y_pred) if y_pred else 0.0
 
 

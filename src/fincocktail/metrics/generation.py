@@ -28,18 +28,12 @@ import re
 import string
 from typing import Sequence
 
+from fincocktail.metrics.classification import parse_failure_rate
 from fincocktail.tasks.extract import Entity, ParsedNumber, entities_of, extract_number, parse_number
 
 # --------------------------------------------------------------------------------------------
 # shared
 # --------------------------------------------------------------------------------------------
-
-
-def parse_failure_rate(predictions: Sequence[object | None]) -> float:
-    """Share of predictions the extractor could not read (None)."""
-    if not predictions:
-        return 0.0
-    return sum(p is None for p in predictions) / len(predictions)
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
+from fincocktail.errors import ConfigError
+
 TaskKind = Literal[
     "classification",  # fixed label set; choice mode scores each label
     "multiple_choice",  # per-example choices (CFA); choice mode scores each choice
@@ -22,6 +24,17 @@ TaskKind = Literal[
 ]
 
 ExtractMode = Literal["strict", "flexible"]
+
+
+def versioned(name: str) -> str:
+    """A task version that changes when either its splits (`name`) or the prompt templates change.
+
+    `fincocktail.prompts` is imported here, not at module level, because prompts imports this
+    module for `Example` and `Task`.
+    """
+    from fincocktail.prompts import TEMPLATE_VERSION
+
+    return f"{name}+prompts.{TEMPLATE_VERSION}"
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,16 @@ class Task(ABC):
     train_only: bool = False
     source: str = ""  # where the data comes from (file names offline, hub id online)
     licence: str = ""
+
+    def check_split(self, split: str) -> None:
+        """A ConfigError naming the task and its splits when `split` is not one of them."""
+        if split not in self.splits:
+            raise ConfigError(f"task {self.id!r} has no split {split!r}; expected one of {', '.join(self.splits)}")
+
+    def check_lengths(self, predictions: Sequence[object], examples: Sequence[Example]) -> None:
+        """One prediction per example, or a ValueError: a silent `zip` would score a truncated run."""
+        if len(predictions) != len(examples):
+            raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples of task {self.id!r}")
 
     @abstractmethod
     def load(self, split: str, data_dir: Path) -> list[Example]:

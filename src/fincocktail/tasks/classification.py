@@ -21,7 +21,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from fincocktail.errors import ConfigError
 from fincocktail.metrics.classification import classification_scores
 from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, Task
 
@@ -35,13 +34,6 @@ _ANSWER_PREFIX = re.compile(
 )
 _LIST_GAP = re.compile(r"^[\s,;/|]*(?:or|and|nor)?[\s,;/|]*$", re.IGNORECASE)
 _NEGATION = re.compile(r"(?:\bnot|\bno|n't|\bneither|\bnor|\bnon)\W*(?:\w+\W+)?$", re.IGNORECASE)
-
-
-def versioned(name: str) -> str:
-    """A task version that changes when either its splits (`name`) or the prompt templates change."""
-    from fincocktail.prompts import TEMPLATE_VERSION
-
-    return f"{name}+prompts.{TEMPLATE_VERSION}"
 
 
 def _clean(text: str) -> str:
@@ -157,8 +149,7 @@ class ClassificationTask(Task):
         return prediction is not None and prediction == example.target
 
     def score(self, predictions: Sequence[str | None], examples: Sequence[Example]) -> dict[str, float]:
-        if len(predictions) != len(examples):
-            raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples of task {self.id!r}")
+        self.check_lengths(predictions, examples)
         return classification_scores([e.target for e in examples], list(predictions))
 
     # helpers for loaders -------------------------------------------------------------------
@@ -172,10 +163,6 @@ class ClassificationTask(Task):
         if key not in cache:
             cache[key] = build()
         return cache[key]
-
-    def check_split(self, split: str) -> None:
-        if split not in self.splits:
-            raise ConfigError(f"task {self.id!r} has no split {split!r}; expected one of {', '.join(self.splits)}")
 
     def make_example(
         self, id: str, input: str, target: str, group: str | None = None, meta: Mapping[str, Any] | None = None

@@ -19,10 +19,8 @@ field, else the input text), never by shuffling, so they are the same on every m
 from __future__ import annotations
 
 import math
-import re
 import string
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,13 +35,10 @@ from pydantic import (
 )
 
 from fincocktail.errors import ConfigError, DataError
-from fincocktail.metrics.classification import parse_failure_rate
-from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, Task
-from fincocktail.tasks.classification import (
-    ClassificationTask,
-    MultipleChoiceTask,
-    versioned,
-)
+from fincocktail.metrics.generation import exact_match, numbers_match, numeric_scores, open_answer_scores
+from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, Task, versioned
+from fincocktail.tasks.classification import ClassificationTask, MultipleChoiceTask
+from fincocktail.tasks.extract import extract_number, format_float, parse_number
 from fincocktail.tasks.io import read_csv, read_jsonl, require_file
 from fincocktail.tasks.splits import normalize_text, split_by_key
 
@@ -52,7 +47,7 @@ SplitName = Literal["train", "validation", "test"]
 METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("accuracy", "f1_macro", "f1_weighted"),
     "multiple_choice": ("accuracy",),
-    "numeric": ("accuracy",),
+    "numeric": ("accuracy", "exact_match"),
     "open_qa": ("exact_match", "token_f1"),
 }
 LETTERS = string.ascii_uppercase
@@ -184,56 +179,6 @@ def _value(row: dict[str, Any], name: str, path: Path, lineno: int) -> Any:
     return row[name]
 
 
-def _number(text: str) -> float | None:
-    cleaned = text.strip().replace(",", "").replace("$", "").replace("%", "").strip()
-    negative = cleaned.startswith("(") and cleaned.endswith(")")
-    cleaned = cleaned.strip("()")
-    try:
-        value = float(cleaned)
-    except ValueError:
-        return None
-    if math.isnan(value) or math.isinf(value):
-        return None
-    return -value if negative else value
-
-
-_NUMBER = re.compile(r"-?\$?\(?\d[\d,]*(?:\.\d+)?\)?%?|-?\.\d+")
-
-
-def extract_number(text: str | None, mode: ExtractMode = "flexible") -> str | None:
-    """strict: the whole output is a number; flexible: the last number in the first line that has one."""
-    if text is None:
-        return None
-    value = _number(text.strip().rstrip("."))
-    if value is not None:
-        return repr(value)
-    if mode == "strict":
-        return None
-    for line in text.splitlines():
-        found = [v for v in (_number(m.group(0)) for m in _NUMBER.finditer(line)) if v is not None]
-        if found:
-            return repr(found[-1])
-    return None
-
-
-def _normalize_answer(text: str) -> str:
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in string.punctuation)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def token_f1(prediction: str, gold: str) -> float:
-    pred, ref = _normalize_answer(prediction).split(), _normalize_answer(gold).split()
-    if not pred or not ref:
-        return float(pred == ref)
-    common = sum((Counter(pred) & Counter(ref)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
-
-
 # ---------------------------------------------------------------------------- the task
 
 
@@ -243,6 +188,7 @@ class _UserTaskMixin:
     spec: UserTaskSpec
     spec_path: Path
     id: str
+    check_split: Callable[[str], None]  # from Task, which every user task also derives from
 
     def _setup(self, spec: UserTaskSpec, spec_path: Path) -> None:
         self.spec = spec
@@ -292,8 +238,7 @@ class _UserTaskMixin:
 
     def load(self, split: str, data_dir: Path | None = None) -> list[Example]:
         """Read `split`. `data_dir` is ignored: user data lives next to the YAML."""
-        if split not in self.splits:
-            raise ConfigError(f"task {self.id!r} has no split {split!r}; expected one of {', '.join(self.splits)}")
+        self.check_split(split)
         spec = self.spec
         base = self.spec_path.parent
         if spec.files is not None:
@@ -374,7 +319,11 @@ class UserMultipleChoiceTask(_UserTaskMixin, MultipleChoiceTask):
 
 
 class UserNumericTask(_UserTaskMixin, Task):
-    """A number as the answer; right when within `rel_tolerance` of the gold value."""
+    """A number as the answer; right when within `rel_tolerance` of the gold value.
+
+    Read and matched as FinQA's answers are (`tasks.extract`, `metrics.generation`): currency,
+    accounting negatives, "%" and scale words are understood, and "12.5%" also matches 0.125.
+    """
 
     kind = "numeric"
 
@@ -384,31 +333,22 @@ class UserNumericTask(_UserTaskMixin, Task):
     def _row_example(self, id: str, text: str, group: str, row: dict[str, Any], path: Path, lineno: int) -> Example:
         name = self.spec.fields.answer or ""
         raw = _value(row, name, path, lineno)
-        value = float(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else _number(str(raw))
-        if value is None:
+        is_number = isinstance(raw, (int, float)) and not isinstance(raw, bool)
+        target = (format_float(float(raw)) if math.isfinite(raw) else "") if is_number else str(raw).strip()
+        parsed = parse_number(target)
+        if parsed is None:
             raise DataError(f"{path}:{lineno}: field {name!r} value {raw!r} is not a number")
-        target = str(raw).strip() if isinstance(raw, str) else repr(value)
-        return Example(id=id, input=text, target=target, group=group, meta={"source_line": lineno, "value": value})
+        return Example(id=id, input=text, target=target, group=group, meta={"source_line": lineno, "value": parsed.value})
 
     def extract(self, text: str, mode: ExtractMode = "flexible") -> str | None:
         return extract_number(text, mode)
 
     def is_correct(self, prediction: str | None, example: Example) -> bool:
-        if prediction is None:
-            return False
-        pred = _number(prediction)
-        gold = example.meta.get("value")
-        if pred is None or gold is None:
-            return False
-        return abs(pred - gold) <= max(1e-9, self.spec.rel_tolerance * abs(gold))
+        return numbers_match(prediction, example.target, rtol=self.spec.rel_tolerance)
 
     def score(self, predictions: Sequence[str | None], examples: Sequence[Example]) -> dict[str, float]:
-        correct = [self.is_correct(p, e) for p, e in zip(predictions, examples, strict=True)]
-        return {
-            "accuracy": sum(correct) / len(correct) if correct else 0.0,
-            "parse_failure_rate": parse_failure_rate(list(predictions)),
-            "n": float(len(correct)),
-        }
+        self.check_lengths(predictions, examples)
+        return numeric_scores(predictions, [e.target for e in examples], rtol=self.spec.rel_tolerance)
 
 
 class UserOpenQATask(_UserTaskMixin, Task):
@@ -434,17 +374,12 @@ class UserOpenQATask(_UserTaskMixin, Task):
         return None
 
     def is_correct(self, prediction: str | None, example: Example) -> bool:
-        return prediction is not None and _normalize_answer(prediction) == _normalize_answer(example.target)
+        return exact_match(prediction, example.target)
 
     def score(self, predictions: Sequence[str | None], examples: Sequence[Example]) -> dict[str, float]:
-        pairs = list(zip(predictions, examples, strict=True))
-        n = len(pairs) or 1
-        return {
-            "exact_match": sum(self.is_correct(p, e) for p, e in pairs) / n,
-            "token_f1": sum(token_f1(p, e.target) if p is not None else 0.0 for p, e in pairs) / n,
-            "parse_failure_rate": parse_failure_rate(list(predictions)),
-            "n": float(len(pairs)),
-        }
+        """FinanceBench's scores: exact match, token F1, and numeric accuracy over the number golds."""
+        self.check_lengths(predictions, examples)
+        return open_answer_scores(predictions, [e.target for e in examples], rtol=self.spec.rel_tolerance)
 
 
 _KINDS: dict[str, type] = {
@@ -479,4 +414,4 @@ def load_user_tasks(tasks_dir: str | Path) -> dict[str, Task]:
     return tasks
 
 
-__all__ = ["UserTaskSpec", "build_user_task", "extract_number", "load_user_tasks", "parse_spec", "token_f1"]
+__all__ = ["UserTaskSpec", "build_user_task", "load_user_tasks", "parse_spec"]

@@ -20,9 +20,9 @@ from typing import Any, Sequence
 
 from fincocktail.errors import DataError
 from fincocktail.metrics.generation import open_answer_scores, token_f1
-from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec
+from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, versioned
 from fincocktail.tasks.extract import extract_free_text
-from fincocktail.tasks.generative import GenerativeTask, hub_dataset, versioned
+from fincocktail.tasks.generative import GenerativeTask, hub_dataset
 from fincocktail.tasks.io import field, read_jsonl, require_file
 
 MAX_EVIDENCE_CHARS = 6000
@@ -120,6 +120,5 @@ class FinanceBench(GenerativeTask):
         return token_f1(prediction, example.target) >= 0.5
 
     def score(self, predictions: Sequence[str | None], examples: Sequence[Example]) -> dict[str, float]:
-        if len(predictions) != len(examples):
-            raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples of task {self.id!r}")
+        self.check_lengths(predictions, examples)
         return open_answer_scores(predictions, [e.target for e in examples])

@@ -30,9 +30,9 @@ from typing import Any, Sequence
 
 from fincocktail.errors import DataError
 from fincocktail.metrics.generation import entities_equal, entity_scores
-from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec
+from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, versioned
 from fincocktail.tasks.extract import Entity, extract_entities, format_entities
-from fincocktail.tasks.generative import GenerativeTask, hub_dataset, versioned
+from fincocktail.tasks.generative import GenerativeTask, hub_dataset
 from fincocktail.tasks.io import read_text, require_file
 from fincocktail.tasks.splits import carve_validation, normalize_text
 
@@ -199,7 +199,6 @@ class FinNER(GenerativeTask):
         return entities_equal(prediction, example.target)
 
     def score(self, predictions: Sequence[str | None], examples: Sequence[Example]) -> dict[str, float]:
-        if len(predictions) != len(examples):
-            raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples of task {self.id!r}")
+        self.check_lengths(predictions, examples)
         tokens = [e.meta.get("tokens") or e.input.split() for e in examples]
         return entity_scores(predictions, [e.target for e in examples], tokens)

@@ -24,16 +24,17 @@ as they are (version `*@flare-official-v1`).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 from fincocktail.errors import DataError
 from fincocktail.metrics.generation import DEFAULT_RTOL, answers_match, numeric_scores
-from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec
+from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, versioned
 from fincocktail.tasks.extract import extract_number, extract_yes_no, format_float
-from fincocktail.tasks.generative import GenerativeTask, Source, document_key, hub_dataset, versioned
-from fincocktail.tasks.io import read_json, read_jsonl, require_file
+from fincocktail.tasks.generative import GenerativeTask, Source, document_key, hub_dataset
+from fincocktail.tasks.io import read_json, read_jsonl, require_file, typed
 from fincocktail.tasks.splits import unit_hash
 
 TEST_FRACTION = 0.3
@@ -96,6 +97,23 @@ class _NumericReasoningTask(GenerativeTask):
     generation = GenerationSpec(max_new_tokens=24, stop=("\n",))
     licence = "MIT"
     rtol = DEFAULT_RTOL
+    HUB_ID: str
+    HUB_SPLITS: ClassVar[dict[str, str]] = {"train": "train", "validation": "valid", "test": "test"}
+    HUB_VERSION: str  # the version when reading the hub copy: its official splits, not ours
+
+    def __init__(self, source: Source = "local") -> None:
+        super().__init__(source)
+        if source == "hub":
+            self.version = self.HUB_VERSION
+
+    def _hub_rows(self, split: str) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        """(index, where, row) of PIXIU's copy of `split`, each row checked for a string `query` and an `answer`."""
+        name = self.HUB_SPLITS[split]
+        for i, r in enumerate(hub_dataset(self.id, self.HUB_ID, split=name)):
+            where = f"{self.HUB_ID}:{name} row {i}"
+            if not isinstance(r.get("query"), str) or r.get("answer") is None:
+                raise DataError(f"{where}: expected string fields 'query' and 'answer'")
+            yield i, where, r
 
     def extract(self, text: str, mode: ExtractMode = "flexible") -> str | None:
         return extract_numeric_answer(text, mode)
@@ -104,8 +122,7 @@ class _NumericReasoningTask(GenerativeTask):
         return answers_match(prediction, example.target, rtol=self.rtol)
 
     def score(self, predictions: Sequence[str | None], examples: Sequence[Example]) -> dict[str, float]:
-        if len(predictions) != len(examples):
-            raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples of task {self.id!r}")
+        self.check_lengths(predictions, examples)
         return numeric_scores(predictions, [e.target for e in examples], rtol=self.rtol)
 
 
@@ -163,12 +180,7 @@ class FinQA(_NumericReasoningTask):
     source = "finqa/pixiu_finqa_dev.jsonl (hub: ChanceFocus/flare-finqa)"
 
     HUB_ID = "ChanceFocus/flare-finqa"
-    HUB_SPLITS = {"train": "train", "validation": "valid", "test": "test"}
-
-    def __init__(self, source: Source = "local") -> None:
-        super().__init__(source)
-        if source == "hub":
-            self.version = versioned("finqa@flare-official-v1")
+    HUB_VERSION = versioned("finqa@flare-official-v1")
 
     def load(self, split: str, data_dir: Path) -> list[Example]:
         self.check_split(split)
@@ -188,12 +200,8 @@ class FinQA(_NumericReasoningTask):
         )
 
     def _load_hub(self, split: str) -> list[Example]:
-        ds = hub_dataset(self.id, self.HUB_ID, split=self.HUB_SPLITS[split])
         out = []
-        for i, r in enumerate(ds):
-            where = f"{self.HUB_ID}:{self.HUB_SPLITS[split]} row {i}"
-            if not isinstance(r.get("query"), str) or r.get("answer") is None:
-                raise DataError(f"{where}: expected string fields 'query' and 'answer'")
+        for i, where, r in self._hub_rows(split):
             instruction, context, question = parse_pixiu_prompt(r["query"], where)
             row = FinQARow(str(r.get("id", i)), i, instruction, context, question, format_answer(r["answer"]))
             out.append(self._example(row, split))
@@ -226,10 +234,7 @@ def _require(obj: Any, path: list[str], where: str, kind: type | tuple[type, ...
         if not isinstance(value, dict) or name not in value:
             raise DataError(f"{where}: missing field {'.'.join(path)!r}")
         value = value[name]
-    if not isinstance(value, kind):
-        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise DataError(f"{where}: field {'.'.join(path)!r} should be {expected}, got {type(value).__name__}")
-    return value
+    return typed(value, kind, where, ".".join(path))
 
 
 def read_convfinqa(turns_path: Path, pot_path: Path) -> list[Conversation]:
@@ -291,12 +296,7 @@ class ConvFinQA(_NumericReasoningTask):
     source = "convfinqa/convfinqa_dev_turns.json + convfinqa/pot_convfinqa_dev.json (hub: ChanceFocus/flare-convfinqa)"
 
     HUB_ID = "ChanceFocus/flare-convfinqa"
-    HUB_SPLITS = {"train": "train", "validation": "valid", "test": "test"}
-
-    def __init__(self, source: Source = "local") -> None:
-        super().__init__(source)
-        if source == "hub":
-            self.version = versioned("convfinqa@flare-official-v1")
+    HUB_VERSION = versioned("convfinqa@flare-official-v1")
 
     def conversations(self, data_dir: Path) -> list[Conversation]:
         turns = require_file(Path(data_dir) / "convfinqa" / "convfinqa_dev_turns.json", self.id)
@@ -332,12 +332,8 @@ class ConvFinQA(_NumericReasoningTask):
 
     def _load_hub(self, split: str) -> list[Example]:
         """PIXIU's copy: one row per turn, the history already inside `query` (untested offline)."""
-        ds = hub_dataset(self.id, self.HUB_ID, split=self.HUB_SPLITS[split])
         out = []
-        for i, r in enumerate(ds):
-            where = f"{self.HUB_ID}:{self.HUB_SPLITS[split]} row {i}"
-            if not isinstance(r.get("query"), str) or r.get("answer") is None:
-                raise DataError(f"{where}: expected string fields 'query' and 'answer'")
+        for i, _, r in self._hub_rows(split):
             query = re.sub(r"\s*Answer:\s*$", "", r["query"].strip())
             out.append(
                 Example(

@@ -19,9 +19,9 @@ from typing import Any, Sequence
 
 from fincocktail.errors import DataError
 from fincocktail.metrics.generation import open_answer_scores, token_f1
-from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec
+from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, versioned
 from fincocktail.tasks.extract import extract_free_text
-from fincocktail.tasks.generative import GenerativeTask, Source, hub_dataset, versioned
+from fincocktail.tasks.generative import GenerativeTask, Source, hub_dataset
 from fincocktail.tasks.io import read_json, require_file
 from fincocktail.tasks.splits import carve_validation, normalize_text
 
@@ -145,7 +145,6 @@ class General(GenerativeTask):
         return token_f1(prediction, example.target) >= 0.5
 
     def score(self, predictions: Sequence[str | None], examples: Sequence[Example]) -> dict[str, float]:
-        if len(predictions) != len(examples):
-            raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples of task {self.id!r}")
+        self.check_lengths(predictions, examples)
         scores = open_answer_scores(predictions, [e.target for e in examples])
         return {k: v for k, v in scores.items() if not k.startswith("numeric")}

@@ -10,17 +10,10 @@ import hashlib
 import re
 from typing import Any, Literal
 
-from fincocktail.errors import ConfigError, DataError
+from fincocktail.errors import DataError
 from fincocktail.tasks.base import Task
 
 Source = Literal["local", "hub"]
-
-
-def versioned(name: str) -> str:
-    """A task version that changes when either its splits (`name`) or the prompt templates change."""
-    from fincocktail.prompts import TEMPLATE_VERSION
-
-    return f"{name}+prompts.{TEMPLATE_VERSION}"
 
 
 def document_key(text: str, length: int = 200) -> str:
@@ -52,13 +45,9 @@ def hub_dataset(task_id: str, name: str, config: str | None = None, split: str |
 
 
 class GenerativeTask(Task):
-    """Shared plumbing: the data source choice and split checking."""
+    """Shared plumbing: the data source choice (split checking is `Task.check_split`)."""
 
     def __init__(self, source: Source = "local") -> None:
         if source not in ("local", "hub"):
             raise DataError(f"task {self.id!r}: unknown source {source!r}; expected 'local' or 'hub'")
         self.data_source: Source = source
-
-    def check_split(self, split: str) -> None:
-        if split not in self.splits:
-            raise ConfigError(f"task {self.id!r} has no split {split!r}; expected one of {', '.join(self.splits)}")

@@ -19,9 +19,9 @@ from typing import Sequence
 
 from fincocktail.errors import DataError
 from fincocktail.metrics.generation import EXACT_RTOL, numbers_match, numeric_scores
-from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec
+from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, versioned
 from fincocktail.tasks.extract import extract_final_answer, parse_number
-from fincocktail.tasks.generative import GenerativeTask, hub_dataset, versioned
+from fincocktail.tasks.generative import GenerativeTask, hub_dataset
 from fincocktail.tasks.io import field, read_jsonl, require_file
 from fincocktail.tasks.splits import carve_validation, normalize_text
 
@@ -108,6 +108,5 @@ class GSM8K(GenerativeTask):
         return numbers_match(prediction, example.meta["answer"], rtol=EXACT_RTOL)
 
     def score(self, predictions: Sequence[str | None], examples: Sequence[Example]) -> dict[str, float]:
-        if len(predictions) != len(examples):
-            raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples of task {self.id!r}")
+        self.check_lengths(predictions, examples)
         return numeric_scores(predictions, [e.meta["answer"] for e in examples], rtol=EXACT_RTOL)

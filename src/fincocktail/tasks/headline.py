@@ -21,8 +21,8 @@ from types import MappingProxyType
 
 from fincocktail.errors import DataError
 from fincocktail.metrics.classification import accuracy, grouped_f1, parse_failure_rate
-from fincocktail.tasks.base import Example, GenerationSpec
-from fincocktail.tasks.classification import ClassificationTask, versioned
+from fincocktail.tasks.base import Example, GenerationSpec, versioned
+from fincocktail.tasks.classification import ClassificationTask
 from fincocktail.tasks.io import field, read_csv, require_file
 from fincocktail.tasks.splits import carve_validation, normalize_text, split_by_key
 
@@ -100,8 +100,7 @@ class Headline(ClassificationTask):
         return examples
 
     def score(self, predictions: Sequence[str | None], examples: Sequence[Example]) -> dict[str, float]:
-        if len(predictions) != len(examples):
-            raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples of task 'headline'")
+        self.check_lengths(predictions, examples)
         gold = [e.target for e in examples]
         preds = list(predictions)
         per_type = grouped_f1(gold, preds, [e.meta.get("question_type", "?") for e in examples], average="weighted")

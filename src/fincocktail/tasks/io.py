@@ -81,8 +81,12 @@ def field(row: dict[str, Any], name: str, path: Path, lineno: int, kind: type | 
     """`row[name]`, or a DataError naming the file, line and field."""
     if name not in row or row[name] is None:
         raise DataError(f"{path}:{lineno}: missing field {name!r}")
-    value = row[name]
+    return typed(row[name], kind, f"{path}:{lineno}", name)
+
+
+def typed(value: Any, kind: type | tuple[type, ...], where: str, name: str) -> Any:
+    """`value` when it is a `kind`, else a DataError naming `where`, the field and both types."""
     if not isinstance(value, kind):
         expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise DataError(f"{path}:{lineno}: field {name!r} should be {expected}, got {type(value).__name__}")
+        raise DataError(f"{where}: field {name!r} should be {expected}, got {type(value).__name__}")
     return value

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fincocktail.errors import DataError
-from fincocktail.tasks.base import Example, GenerationSpec
-from fincocktail.tasks.classification import MultipleChoiceTask, versioned
+from fincocktail.tasks.base import Example, GenerationSpec, versioned
+from fincocktail.tasks.classification import MultipleChoiceTask
 from fincocktail.tasks.io import read_json, require_file
 from fincocktail.tasks.splits import normalize_text
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from types import MappingProxyType
 
 from fincocktail.errors import DataError
-from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec
-from fincocktail.tasks.classification import ClassificationTask, versioned
+from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, versioned
+from fincocktail.tasks.classification import ClassificationTask
 from fincocktail.tasks.io import field, read_jsonl, read_text, require_file
 from fincocktail.tasks.splits import carve_validation, normalize_text, unit_hash
 

@@ -20,8 +20,8 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from fincocktail.errors import DataError
-from fincocktail.tasks.base import Example
-from fincocktail.tasks.classification import ClassificationTask, versioned
+from fincocktail.tasks.base import Example, versioned
+from fincocktail.tasks.classification import ClassificationTask
 from fincocktail.tasks.io import (
     field,
     read_csv,
