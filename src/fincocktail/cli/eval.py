@@ -1,12 +1,120 @@
-"""`fincocktail eval`: not built yet."""
+"""`fincocktail eval` and `fincocktail export lm-eval`.
+
+Both live here because the export exists to cross-check what `eval` computes: same tasks, same
+prompts, same demonstrations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
-from fincocktail.errors import FincocktailError
+from fincocktail.errors import ConfigError
+
+CHOICE_TASKS = "fpb,fiqa_sa,tfns,headline,ner_cls,cfa"
+
+export_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Export tasks for other evaluation harnesses.")
+
+
+def _task_list(tasks: str) -> list[str]:
+    out = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not out:
+        raise ConfigError("--tasks: expected a comma-separated list of task ids, e.g. fpb,tfns")
+    return out
+
+
+def _config(**kwargs):
+    from pydantic import ValidationError
+
+    from fincocktail.evaluation.runner import EvalConfig
+
+    try:
+        return EvalConfig(**kwargs)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "options"
+        raise ConfigError(f"--{field.replace('_', '-')}: {err['msg']}") from None
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def _cmd() -> None:
-        """Not implemented yet."""
-        raise FincocktailError("`fincocktail eval` is not implemented yet")
+    @app.command("eval")
+    def eval_cmd(
+        model: str = typer.Option(..., "--model", help="Registry name, local HF folder, or openai:MODEL for an API model."),
+        tasks: str = typer.Option(..., "--tasks", help="Comma-separated task ids, e.g. fpb,tfns,finqa."),
+        adapter: Optional[str] = typer.Option(None, "--adapter", help="Training run folder (RUN_DIR/adapter) or peft adapter folder."),
+        split: str = typer.Option("test", "--split"),
+        limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N examples of each task."),
+        shots: int = typer.Option(0, "--shots", help="Demonstrations from the train split (seeded; the same for every example)."),
+        mode: str = typer.Option("auto", "--mode", help="auto | choice | generate. auto: choice for classification/multiple choice, else generate."),
+        style: Optional[str] = typer.Option(None, "--style", help="instruction | chat (default: instruction; chat for API models)."),
+        batch_size: int = typer.Option(8, "--batch-size", help="Examples per forward pass (API models: parallel requests)."),
+        dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16"),
+        out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/eval/<timestamp>-<model>)."),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
+        tasks_dir: Optional[Path] = typer.Option(None, "--tasks-dir", help="Folder of user task YAMLs."),
+        base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint for openai:MODEL."),
+        seed: int = typer.Option(0, "--seed", help="Seeds the demonstrations and the bootstrap."),
+        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Override every task's generation budget."),
+        progress: bool = typer.Option(True, "--progress/--no-progress"),
+    ) -> None:
+        """Evaluate a model (base, fine-tuned with --adapter, or an API model) on tasks of the suite."""
+        from rich.console import Console
+
+        from fincocktail.evaluation.runner import run_eval, summary_table
+
+        if mode not in ("auto", "choice", "generate"):
+            raise ConfigError(f"--mode {mode!r}: expected auto, choice or generate")
+        if style not in (None, "instruction", "chat"):
+            raise ConfigError(f"--style {style!r}: expected instruction or chat")
+        config = _config(
+            model=model, adapter=adapter, tasks=_task_list(tasks), split=split, limit=limit, shots=shots, mode=mode,
+            style=style, batch_size=batch_size, dtype=dtype, out=out, data_dir=data_dir, tasks_dir=tasks_dir,
+            base_url=base_url, seed=seed, max_new_tokens=max_new_tokens,
+        )
+        run = run_eval(config, progress=progress)
+        console = Console()
+        console.print(summary_table(run.results))
+        console.print(f"results in {run.out_dir}", highlight=False)
+
+    @export_app.command("lm-eval")
+    def export_lmeval_cmd(
+        directory: Path = typer.Argument(..., metavar="DIR", help="Folder to write the task YAMLs and data into."),
+        tasks: str = typer.Option(CHOICE_TASKS, "--tasks", help="Comma-separated task ids."),
+        split: str = typer.Option("test", "--split"),
+        limit: Optional[int] = typer.Option(None, "--limit"),
+        shots: int = typer.Option(0, "--shots", help="Demonstrations baked into each prompt (same draw as `eval --shots`)."),
+        seed: int = typer.Option(0, "--seed"),
+        style: str = typer.Option("instruction", "--style", help="instruction | chat (chat needs --model for its template)."),
+        model: Optional[str] = typer.Option(None, "--model", help="Model whose chat template renders the chat style."),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
+        tasks_dir: Optional[Path] = typer.Option(None, "--tasks-dir"),
+    ) -> None:
+        """Write tasks as lm-evaluation-harness YAMLs + JSONL (run with `lm_eval --include_path DIR`)."""
+        from rich.console import Console
+
+        from fincocktail.evaluation.export_lmeval import export_lmeval
+        from fincocktail.paths import find_data_dir
+        from fincocktail.tasks.registry import get_task
+
+        if style not in ("instruction", "chat"):
+            raise ConfigError(f"--style {style!r}: expected instruction or chat")
+        tokenizer = None
+        if style == "chat":
+            if not model:
+                raise ConfigError("--style chat needs --model (its chat template renders the prompts)")
+            from fincocktail.evaluation.loading import load_for_eval
+
+            tokenizer = load_for_eval(model).tokenizer
+        exported = export_lmeval(
+            directory, _task_list(tasks), find_data_dir(data_dir), lambda t: get_task(t, tasks_dir),
+            split=split, limit=limit, shots=shots, seed=seed, style=style, tokenizer=tokenizer,
+        )
+        console = Console()
+        for e in exported:
+            console.print(f"{e.name}: {e.n} examples ({e.output_type}) -> {e.yaml_path}", highlight=False)
+        names = ",".join(e.name for e in exported)
+        console.print(f"run: lm_eval --model hf --model_args pretrained=MODEL --include_path {directory} --tasks {names}", highlight=False)
+
+    app.add_typer(export_app, name="export", help="Export tasks for other harnesses (lm-evaluation-harness).")

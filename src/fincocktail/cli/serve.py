@@ -1,12 +1,48 @@
-"""`fincocktail serve`: not built yet."""
+"""`fincocktail serve`: an OpenAI-compatible chat endpoint for a base or fine-tuned model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
-from fincocktail.errors import FincocktailError
+from fincocktail.errors import ModelError
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("serve", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def _cmd() -> None:
-        """Not implemented yet."""
-        raise FincocktailError("`fincocktail serve` is not implemented yet")
+    @app.command("serve")
+    def serve_cmd(
+        model: str = typer.Option(..., "--model", help="Registry name or local HF folder."),
+        adapter: Optional[str] = typer.Option(None, "--adapter", help="Training run folder or peft adapter folder."),
+        port: int = typer.Option(8000, "--port"),
+        host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 exposes it to the network)."),
+        dtype: str = typer.Option("float32", "--dtype"),
+        name: Optional[str] = typer.Option(None, "--name", help="Model id reported by /v1/models (default: the model's folder name)."),
+        verbose: bool = typer.Option(False, "--verbose", help="Log every request."),
+    ) -> None:
+        """Serve POST /v1/chat/completions and GET /v1/models (greedy decoding, the model's chat template)."""
+        from rich.console import Console
+
+        from fincocktail.evaluation.loading import load_for_eval
+        from fincocktail.evaluation.server import ChatService, make_server
+
+        loaded = load_for_eval(model, adapter, dtype)
+        served = name or Path(model.rstrip("/")).name
+        try:
+            service = ChatService(loaded, served)
+        except ValueError as exc:
+            raise ModelError(f"--model {model}: {exc}") from exc
+        try:
+            server = make_server(service, host, port, quiet=not verbose)
+        except OSError as exc:
+            raise ModelError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        Console(stderr=True).print(
+            f"serving {served} on http://{host}:{server.server_address[1]}/v1 (Ctrl-C to stop)", highlight=False
+        )
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()

@@ -1,0 +1,129 @@
+"""Generate mode: batched greedy decoding with per-task stop strings.
+
+A small loop of our own instead of `model.generate`: prompts are prefilled one by one (no
+compute on padding, causal attention without a mask) and decoded together; rows that hit EOS
+or a stop string stop being decoded (and leave the batch once they are half of it); the head
+runs on the last position only,
+and the same function serves `fincocktail eval` and `fincocktail serve`, so the server returns
+exactly what local evaluation would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+
+from fincocktail.evaluation.forward import Scorer, left_pad, prefill_rows, run_prompts, shared_prefix_cache
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str  # decoded, cut before the first stop string
+    n_tokens: int  # tokens generated (EOS included when it was produced)
+    finish_reason: str  # "stop" (EOS or stop string) or "length"
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """The text before the earliest stop string, and whether one occurred."""
+    cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def eos_ids(tokenizer: Any, model: Any) -> set[int]:
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    cfg = getattr(model, "generation_config", None)
+    extra = getattr(cfg, "eos_token_id", None) if cfg is not None else None
+    if isinstance(extra, int):
+        ids.add(extra)
+    elif isinstance(extra, (list, tuple)):
+        ids.update(int(x) for x in extra)
+    return ids
+
+
+@torch.inference_mode()
+def generate_greedy(
+    scorer: Scorer,
+    tokenizer: Any,
+    prompts: Sequence[list[int]],
+    max_new_tokens: int,
+    stop: Sequence[str] = (),
+    batch_size: int = 8,
+    on_batch: Callable[[int], None] | None = None,
+    share_prefix: bool = True,
+) -> list[Generation]:
+    """Greedy continuations of `prompts` (token ids), in input order.
+
+    As in choice mode, a prefix common to all prompts (instruction, k-shot demonstrations) is
+    computed once and each batch starts from a copy of its KV cache.
+    """
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stops = eos_ids(tokenizer, scorer.model)
+    shared, prefix = shared_prefix_cache(scorer, prompts) if share_prefix else (0, None)
+    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+    out: list[Generation | None] = [None] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = [prompts[i] for i in idx]
+        for i, g in zip(idx, _generate_batch(scorer, tokenizer, batch, max_new_tokens, stop, stops, pad_id, prefix, shared)):
+            out[i] = g
+        if on_batch:
+            on_batch(len(idx))
+    return out  # type: ignore[return-value]
+
+
+def _generate_batch(scorer, tokenizer, prompts, max_new_tokens, stop, stop_ids, pad_id, prefix=None, shared=0) -> list[Generation]:
+    n = len(prompts)
+    results: list[Generation | None] = [None] * n
+    generated: list[list[int]] = [[] for _ in range(n)]
+    if max_new_tokens <= 0:
+        return [Generation("", 0, "length") for _ in range(n)]
+    stacked = prefill_rows(scorer, prompts, prefix, shared)
+    if stacked is not None:
+        last, cache, mask = stacked
+    else:
+        padded = left_pad([p[shared:] for p in prompts], pad_id)
+        hidden, cache, mask = run_prompts(scorer, padded, prefix, shared, use_cache=True)
+        last = hidden[:, -1, :]
+    present = list(range(n))  # original row of each row of the batch tensors
+    next_pos = torch.tensor([len(p) for p in prompts], dtype=torch.long)
+    for step in range(max_new_tokens):
+        tokens = scorer.log_probs(last).argmax(dim=-1).tolist()
+        for r, row in enumerate(present):
+            if results[row] is not None:
+                continue
+            tok = tokens[r]
+            generated[row].append(tok)
+            if tok in stop_ids:
+                results[row] = Generation(_decode(tokenizer, generated[row][:-1], stop)[0], len(generated[row]), "stop")
+                continue
+            text, hit = _decode(tokenizer, generated[row], stop)
+            if hit:
+                results[row] = Generation(text, len(generated[row]), "stop")
+            elif step == max_new_tokens - 1:
+                results[row] = Generation(text, len(generated[row]), "length")
+        keep = [r for r, row in enumerate(present) if results[row] is None]
+        if not keep:
+            break
+        # Finished rows ride along (fed padding) until they are half the batch: dropping them
+        # copies the whole KV cache, which costs more than a few wasted rows of a decode step.
+        if 2 * len(keep) <= len(present):
+            sel = torch.tensor(keep, dtype=torch.long)
+            cache.reorder_cache(sel.to(scorer.device))
+            mask, next_pos = mask[sel], next_pos[sel]
+            tokens = [tokens[r] for r in keep]
+            present = [present[r] for r in keep]
+        feed = [tokens[r] if results[row] is None else pad_id for r, row in enumerate(present)]
+        ids = torch.tensor(feed, dtype=torch.long).unsqueeze(1)
+        mask = torch.cat([mask, torch.ones((len(present), 1), dtype=torch.long)], dim=1)
+        hidden, cache = scorer.hidden(ids, mask, next_pos.unsqueeze(1), past_key_values=cache, use_cache=True)
+        next_pos = next_pos + 1
+        last = hidden[:, -1, :]
+    return results  # type: ignore[return-value]
+
+
+def _decode(tokenizer: Any, ids: list[int], stop: Sequence[str]) -> tuple[str, bool]:
+    return cut_at_stop(tokenizer.decode(ids, skip_special_tokens=True), stop)

@@ -1,0 +1,66 @@
+"""Loading what evaluation runs on: a base model (registry name, local folder or hub id) plus an optional adapter.
+
+The base model comes from `fincocktail.models` (which pulls and converts registry models on
+first use); the adapter is applied with plain peft and merged, since evaluation never trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fincocktail.errors import ModelError
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    name: str  # what the user passed
+    path: str  # the local folder it resolved to
+    adapter: str | None  # the adapter folder, when one was applied
+
+
+def adapter_folder(run_dir: str | Path) -> Path:
+    """`RUN_DIR/adapter`, or `RUN_DIR` itself when it holds `adapter_config.json`."""
+    root = Path(run_dir).expanduser()
+    for cand in (root / "adapter", root):
+        if (cand / "adapter_config.json").is_file():
+            return cand
+    raise ModelError(
+        f"--adapter {run_dir}: no adapter_config.json in {root / 'adapter'} or {root}; "
+        "pass a training run folder or a peft adapter folder"
+    )
+
+
+def _load_base(name_or_path: str, dtype: str) -> tuple[Any, Any, str]:
+    from fincocktail.models import load_model_and_tokenizer, resolve_model
+
+    path = resolve_model(name_or_path)
+    model, tokenizer = load_model_and_tokenizer(path, dtype=dtype)  # type: ignore[arg-type]
+    return model, tokenizer, str(path)
+
+
+def load_for_eval(name_or_path: str, adapter: str | Path | None = None, dtype: str = "float32", merge: bool = True) -> LoadedModel:
+    """The model in eval mode with its tokenizer; a LoRA adapter is merged for speed unless `merge=False`."""
+    if dtype not in DTYPES:
+        raise ModelError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    model, tokenizer, path = _load_base(name_or_path, dtype)
+    adapter_dir: Path | None = None
+    if adapter is not None:
+        adapter_dir = adapter_folder(adapter)
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, str(adapter_dir))
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelError(f"cannot apply the adapter {adapter_dir}: {str(exc).splitlines()[0]}") from exc
+        if merge and hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return LoadedModel(model, tokenizer, name_or_path, path, str(adapter_dir) if adapter_dir else None)

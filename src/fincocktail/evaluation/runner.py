@@ -1,0 +1,528 @@
+"""The evaluation loop: tasks -> prompts -> model -> extracted answers -> metrics and files.
+
+One run writes, under its output folder:
+
+* `<task>.predictions.jsonl`: one line per example (id, prompt hash, raw output, extracted
+  answers, gold, correctness, choice log-probs), so two models' answers line up by id;
+* `<task>.metrics.json`: `task.score` (flexible and strict extraction), the 95% bootstrap
+  interval of the headline metric, the parse-failure rate and throughput;
+* `metrics.json`: all tasks together, and `run_card.json`: everything needed to rerun it.
+
+Every file is written to a temporary name and renamed, so an interrupted run never leaves a
+half-written file behind, and a folder that already holds a run is never overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+from pydantic import BaseModel, Field, field_validator
+
+from fincocktail.errors import ConfigError, FincocktailError
+from fincocktail.evaluation.bootstrap import Interval, bootstrap_interval, mean_interval
+from fincocktail.evaluation.fewshot import build_pair, chat_messages, choice_target, select_demos
+from fincocktail.tasks.base import Example, Task
+
+Mode = Literal["auto", "choice", "generate"]
+CHOICE_KINDS = ("classification", "multiple_choice")
+
+
+class EvalConfig(BaseModel):
+    """Everything that determines an evaluation's numbers (it is copied into the run card)."""
+
+    model: str
+    adapter: str | None = None
+    tasks: list[str]
+    split: str = "test"
+    limit: int | None = Field(default=None, ge=1)
+    shots: int = Field(default=0, ge=0)
+    mode: Mode = "auto"
+    style: Literal["instruction", "chat"] | None = None  # None: instruction locally, chat for API models
+    batch_size: int = Field(default=8, ge=1)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    out: Path | None = None
+    data_dir: Path | None = None
+    tasks_dir: Path | None = None
+    base_url: str | None = None
+    seed: int = 0
+    bootstrap_samples: int = Field(default=1000, ge=10)
+    max_new_tokens: int | None = Field(default=None, ge=1)  # overrides every task's own limit
+
+    @field_validator("tasks")
+    @classmethod
+    def _non_empty(cls, v: list[str]) -> list[str]:
+        v = [t.strip() for t in v if t.strip()]
+        if not v:
+            raise ValueError("expected at least one task id")
+        return v
+
+
+@dataclass
+class TaskResult:
+    task: str
+    version: str
+    mode: str
+    n: int
+    metric: str
+    metrics: dict[str, float]
+    interval: Interval | None
+    parse_failure_rate: float
+    ties: int
+    examples_per_s: float
+    tokens_per_s: float
+    seconds: float
+    demo_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalRun:
+    out_dir: Path
+    results: list[TaskResult]
+    card: dict[str, Any]
+
+
+TaskResolver = Callable[[str], Task]
+
+
+def run_eval(
+    config: EvalConfig,
+    resolve_task: TaskResolver | None = None,
+    loaded: Any | None = None,
+    progress: bool = False,
+) -> EvalRun:
+    """Evaluate `config.model` on `config.tasks`; see the module docstring for what is written.
+
+    `loaded` (a `LoadedModel`) lets callers reuse an already loaded model (tests, sweeps).
+    """
+    from fincocktail.evaluation.api import api_model_name, is_api_model
+    from fincocktail.paths import find_data_dir
+
+    started = time.perf_counter()
+    api = is_api_model(config.model)
+    if api and config.mode == "choice":
+        raise ConfigError("--mode choice needs token log-probabilities, which chat APIs do not give; use --mode generate")
+    if api and config.adapter:
+        raise ConfigError("--adapter applies to local models only, not to openai:MODEL")
+    style = config.style or ("chat" if api else "instruction")
+    if api and style != "chat":
+        raise ConfigError("API models are evaluated in the chat style; drop --style instruction")
+    if resolve_task is None:
+        from fincocktail.tasks.registry import get_task
+
+        def resolve_task(task_id: str) -> Task:
+            return get_task(task_id, config.tasks_dir)
+
+    tasks = [resolve_task(t) for t in config.tasks]
+    for task in tasks:
+        if task.train_only or task.kind == "instruction":
+            raise ConfigError(f"task {task.id!r} is training data only and cannot be evaluated")
+        if config.split not in task.splits:
+            raise ConfigError(f"task {task.id!r} has no split {config.split!r}; it has {', '.join(task.splits)}")
+    data_dir = find_data_dir(config.data_dir)
+    out_dir = _prepare_out_dir(config)
+
+    backend: _Backend
+    if api:
+        from fincocktail.evaluation.api import ChatClient
+
+        backend = _ApiBackend(ChatClient(model=api_model_name(config.model), **({"base_url": config.base_url} if config.base_url else {})), config.batch_size)
+    else:
+        if loaded is None:
+            from fincocktail.evaluation.loading import load_for_eval
+
+            loaded = load_for_eval(config.model, config.adapter, config.dtype)
+        backend = _LocalBackend(loaded, config.batch_size)
+
+    results: list[TaskResult] = []
+    try:
+        for task in tasks:
+            mode = _task_mode(task, config.mode, api)
+            examples = task.load(config.split, data_dir)
+            if config.limit is not None:
+                examples = examples[: config.limit]
+            if not examples:
+                raise FincocktailError(f"task {task.id!r}: split {config.split!r} has no examples")
+            demos = select_demos(task, data_dir, config.shots, config.seed, exclude=[e.id for e in examples])
+            with _progress(progress, f"{task.id} ({mode})", len(examples)) as tick:
+                if mode == "choice":
+                    rows, timing = backend.choice(task, examples, demos, style, tick)
+                else:
+                    rows, timing = backend.generate(task, examples, demos, style, config.max_new_tokens, tick)
+            result = _finish_task(task, mode, examples, rows, timing, demos, config, out_dir)
+            results.append(result)
+    finally:
+        backend.close()
+
+    card = _run_card(config, style, tasks, results, backend, time.perf_counter() - started)
+    _write_json(out_dir / "metrics.json", {r.task: _result_json(r) for r in results})
+    _write_json(out_dir / "run_card.json", card)
+    return EvalRun(out_dir=out_dir, results=results, card=card)
+
+
+# --- per-task --------------------------------------------------------------------------------
+
+
+def _task_mode(task: Task, requested: Mode, api: bool) -> str:
+    """Choice mode where the task has a fixed answer set and the model gives log-probs."""
+    if requested == "generate" or api or task.kind not in CHOICE_KINDS:
+        return "generate"
+    return "choice"
+
+
+@dataclass
+class _Row:
+    example: Example
+    prompt: str
+    prompt_tokens: int
+    raw: str | None = None
+    flexible: str | None = None
+    strict: str | None = None
+    output_tokens: int = 0
+    logprobs: dict[str, float] | None = None
+    logprobs_norm: dict[str, float] | None = None
+    pred_norm: str | None = None
+    tie: bool = False
+    cached: bool | None = None
+
+
+@dataclass
+class _Timing:
+    seconds: float
+    tokens: int
+
+
+def _finish_task(task, mode, examples, rows: list[_Row], timing: _Timing, demos, config: EvalConfig, out_dir: Path) -> TaskResult:
+    preds = [r.flexible for r in rows]
+    metrics = dict(task.score(preds, examples))
+    if task.metric not in metrics:
+        raise FincocktailError(f"task {task.id!r}: score() did not return its headline metric {task.metric!r}")
+    strict = task.score([r.strict for r in rows], examples)
+    for key, value in strict.items():
+        metrics[f"strict_{key}"] = value
+    if mode == "choice":
+        norm = task.score([r.pred_norm for r in rows], examples)
+        metrics[f"norm_{task.metric}"] = norm[task.metric]
+    failures = sum(p is None for p in preds) / len(preds)
+    metrics["parse_failure_rate"] = failures
+    metrics["strict_parse_failure_rate"] = sum(r.strict is None for r in rows) / len(rows)
+    correct = [bool(task.is_correct(p, e)) for p, e in zip(preds, examples)]
+    if task.metric == "accuracy":
+        interval = mean_interval(correct, config.bootstrap_samples, config.seed)
+    else:
+        interval = bootstrap_interval(
+            lambda idx: task.score([preds[i] for i in idx], [examples[i] for i in idx])[task.metric],
+            len(examples),
+            config.bootstrap_samples,
+            config.seed,
+        )
+    result = TaskResult(
+        task=task.id,
+        version=task.version,
+        mode=mode,
+        n=len(examples),
+        metric=task.metric,
+        metrics=metrics,
+        interval=interval,
+        parse_failure_rate=failures,
+        ties=sum(r.tie for r in rows),
+        examples_per_s=len(examples) / timing.seconds if timing.seconds > 0 else float("inf"),
+        tokens_per_s=timing.tokens / timing.seconds if timing.seconds > 0 else float("inf"),
+        seconds=timing.seconds,
+        demo_ids=[d.id for d in demos],
+    )
+    lines = []
+    for r, ok in zip(rows, correct):
+        line: dict[str, Any] = {
+            "id": r.example.id,
+            "prompt_sha256": hashlib.sha256(r.prompt.encode("utf-8")).hexdigest()[:16],
+            "prompt_tokens": r.prompt_tokens,
+            "raw_output": r.raw,
+            "extracted": r.flexible,
+            "extracted_strict": r.strict,
+            "gold": r.example.target,
+            "correct": ok,
+        }
+        if mode == "choice":
+            line.update(choice_logprobs=r.logprobs, choice_logprobs_norm=r.logprobs_norm, prediction_norm=r.pred_norm, tie=r.tie)
+        else:
+            line["output_tokens"] = r.output_tokens
+            if r.cached is not None:
+                line["cached"] = r.cached
+        lines.append(json.dumps(line, ensure_ascii=False))
+    _write_text(out_dir / f"{_safe(task.id)}.predictions.jsonl", "\n".join(lines) + "\n")
+    _write_json(out_dir / f"{_safe(task.id)}.metrics.json", _result_json(result))
+    return result
+
+
+# --- backends --------------------------------------------------------------------------------
+
+
+class _Backend:
+    def choice(self, task, examples, demos, style, tick) -> tuple[list[_Row], _Timing]:
+        raise NotImplementedError
+
+    def generate(self, task, examples, demos, style, max_new_tokens, tick) -> tuple[list[_Row], _Timing]:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class _LocalBackend(_Backend):
+    def __init__(self, loaded: Any, batch_size: int):
+        from fincocktail.evaluation.forward import Scorer
+
+        self.loaded = loaded
+        self.tok = loaded.tokenizer
+        self.scorer = Scorer(loaded.model)
+        self.batch_size = batch_size
+
+    def _prompt(self, task, example, demos, style) -> tuple[str, list[int]]:
+        from fincocktail.prompts import encode_pair
+
+        try:
+            pair = build_pair(task, example, style, self.tok, demos)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        return pair.prompt, encode_pair(self.tok, pair, add_eos=False)[0]
+
+    def choice(self, task, examples, demos, style, tick):
+        from fincocktail.evaluation.choice import ChoiceItem, pick, score_choices
+
+        memo: dict[str, list[int]] = {}
+
+        def choice_ids(choice: str, example: Example) -> list[int]:
+            if choice not in memo:
+                target = choice_target(task, example, choice, style, self.tok)
+                memo[choice] = list(self.tok(target, add_special_tokens=False)["input_ids"])
+            return memo[choice]
+
+        rows, items = [], []
+        for ex in examples:
+            choices = list(ex.choices or task.labels or ())
+            if not choices:
+                raise FincocktailError(f"task {task.id!r}: example {ex.id} has no choices to score; use --mode generate")
+            prompt, ids = self._prompt(task, ex, demos, style)
+            rows.append(_Row(example=ex, prompt=prompt, prompt_tokens=len(ids)))
+            items.append(ChoiceItem(ids, [choice_ids(c, ex) for c in choices]))
+        t0 = time.perf_counter()
+        scores = score_choices(self.scorer, items, self.tok.pad_token_id, self.batch_size, on_batch=tick)
+        seconds = time.perf_counter() - t0
+        for row, item, sc in zip(rows, items, scores):
+            choices = list(row.example.choices or task.labels or ())
+            best, tie = pick(sc.logprobs)
+            best_norm, _ = pick(sc.logprobs_norm)
+            row.flexible = row.strict = choices[best]
+            row.pred_norm = choices[best_norm]
+            row.tie = tie
+            row.logprobs = dict(zip(choices, sc.logprobs))
+            row.logprobs_norm = dict(zip(choices, sc.logprobs_norm))
+        tokens = sum(len(it.prompt_ids) + sum(len(c) for c in it.choice_ids) for it in items)
+        return rows, _Timing(seconds, tokens)
+
+    def generate(self, task, examples, demos, style, max_new_tokens, tick):
+        from fincocktail.evaluation.generate import generate_greedy
+
+        rows, prompts = [], []
+        for ex in examples:
+            prompt, ids = self._prompt(task, ex, demos, style)
+            rows.append(_Row(example=ex, prompt=prompt, prompt_tokens=len(ids)))
+            prompts.append(ids)
+        spec = task.generation
+        t0 = time.perf_counter()
+        gens = generate_greedy(
+            self.scorer, self.tok, prompts, max_new_tokens or spec.max_new_tokens, tuple(spec.stop), self.batch_size, on_batch=tick
+        )
+        seconds = time.perf_counter() - t0
+        for row, g in zip(rows, gens):
+            _read_answer(task, row, g.text)
+            row.output_tokens = g.n_tokens
+        tokens = sum(len(p) for p in prompts) + sum(g.n_tokens for g in gens)
+        return rows, _Timing(seconds, tokens)
+
+    def describe(self):
+        dtype = str(getattr(self.loaded.model, "dtype", "")).removeprefix("torch.")
+        return {"model_path": self.loaded.path, "adapter_path": self.loaded.adapter, "model_dtype": dtype}
+
+
+class _ApiBackend(_Backend):
+    def __init__(self, client: Any, concurrency: int):
+        self.client = client
+        self.concurrency = concurrency
+
+    def generate(self, task, examples, demos, style, max_new_tokens, tick):
+        from fincocktail.evaluation.generate import cut_at_stop
+
+        spec = task.generation
+        limit = max_new_tokens or spec.max_new_tokens
+        conversations = [chat_messages(task, ex, demos) for ex in examples]
+
+        def one(messages):
+            res = self.client.chat(messages, max_tokens=limit, stop=list(spec.stop))
+            tick(1)
+            return res
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            answers = list(pool.map(one, conversations))
+        seconds = time.perf_counter() - t0
+        rows = []
+        for ex, messages, res in zip(examples, conversations, answers):
+            row = _Row(example=ex, prompt=json.dumps(messages, ensure_ascii=False), prompt_tokens=res.prompt_tokens or 0)
+            _read_answer(task, row, cut_at_stop(res.text, spec.stop)[0])
+            row.output_tokens = res.completion_tokens or 0
+            row.cached = res.cached
+            rows.append(row)
+        tokens = sum(r.prompt_tokens + r.output_tokens for r in rows)
+        return rows, _Timing(seconds, tokens)
+
+    def describe(self):
+        return {"base_url": self.client.base_url, "api_requests_sent": self.client.requests_sent}
+
+    def close(self):
+        self.client.close()
+
+
+def _read_answer(task: Task, row: _Row, text: str) -> None:
+    row.raw = text
+    row.flexible = task.extract(text, "flexible")
+    row.strict = task.extract(text, "strict")
+
+
+# --- files and run card ----------------------------------------------------------------------
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
+
+
+def default_out_dir(model: str, now: datetime | None = None) -> Path:
+    now = now or datetime.now(timezone.utc)
+    slug = _safe(Path(model.rstrip("/")).name if not model.startswith("openai:") else model)
+    return Path("runs") / "eval" / f"{now:%Y%m%d-%H%M%S}-{slug}"
+
+
+def _prepare_out_dir(config: EvalConfig) -> Path:
+    out = Path(config.out) if config.out else default_out_dir(config.model)
+    if (out / "run_card.json").exists():
+        raise ConfigError(f"--out {out} already holds an evaluation (run_card.json); choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    _write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _result_json(r: TaskResult) -> dict[str, Any]:
+    d = asdict(r)
+    d["interval"] = asdict(r.interval) if r.interval else None
+    return d
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("fincocktail", "torch", "transformers", "peft", "tokenizers", "httpx"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit() -> dict[str, Any] | None:
+    """The commit of the fincocktail checkout (and whether it had local changes), if it is one."""
+    root = Path(__file__).resolve().parents[3]
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10
+        )
+        return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _run_card(config: EvalConfig, style: str, tasks: Sequence[Task], results: Sequence[TaskResult], backend: _Backend, wall: float) -> dict[str, Any]:
+    return {
+        "kind": "fincocktail-eval",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": json.loads(config.model_dump_json()),
+        "style": style,
+        **backend.describe(),
+        "tasks": {t.id: {"version": t.version, "mode": r.mode, "n": r.n, "demo_ids": r.demo_ids} for t, r in zip(tasks, results)},
+        "library_versions": _library_versions(),
+        "git": git_commit(),
+        "wall_seconds": round(wall, 3),
+    }
+
+
+# --- progress and summary ---------------------------------------------------------------------
+
+
+class _progress:
+    """A rich progress bar when asked for, else a no-op; yields the per-batch tick callback."""
+
+    def __init__(self, enabled: bool, label: str, total: int):
+        self.enabled, self.label, self.total = enabled, label, total
+        self._bar = None
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+        self._bar.start()
+        task_id = self._bar.add_task(self.label, total=self.total)
+        bar = self._bar
+        return lambda n: bar.advance(task_id, n)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def summary_table(results: Sequence[TaskResult]):
+    from rich.table import Table
+
+    table = Table(title="fincocktail eval")
+    for col in ("task", "mode", "n", "metric", "value", "95% CI", "parse fail", "ties", "ex/s"):
+        table.add_column(col, justify="left" if col in ("task", "mode", "metric") else "right")
+    for r in results:
+        ci = f"[{r.interval.low:.3f}, {r.interval.high:.3f}]" if r.interval else "-"
+        table.add_row(
+            r.task, r.mode, str(r.n), r.metric, f"{r.metrics[r.metric]:.3f}", ci,
+            f"{r.parse_failure_rate:.1%}", str(r.ties), f"{r.examples_per_s:.1f}",
+        )
+    return table

@@ -1,0 +1,49 @@
+"""`fincocktail eval` / `export lm-eval` from the command line, on real FPB data and the tiny model."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from fincocktail.cli import app, main
+from fincocktail.tasks.registry import get_task
+
+
+def test_eval_cli_on_real_fpb(tiny_model_dir, data_dir, tmp_path):
+    out = tmp_path / "fpb-run"
+    result = CliRunner().invoke(
+        app,
+        ["eval", "--model", str(tiny_model_dir), "--tasks", "fpb", "--limit", "12", "--shots", "2", "--batch-size", "5",
+         "--data-dir", str(data_dir), "--out", str(out), "--no-progress"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "fpb" in result.output and "choice" in result.output
+    rows = [json.loads(x) for x in (out / "fpb.predictions.jsonl").read_text().splitlines()]
+    test = get_task("fpb").load("test", data_dir)[:12]
+    assert [r["id"] for r in rows] == [e.id for e in test]
+    assert all(set(r["choice_logprobs"]) == {"negative", "neutral", "positive"} for r in rows)
+    metrics = json.loads((out / "fpb.metrics.json").read_text())
+    assert metrics["n"] == 12 and metrics["metrics"]["accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / 12)
+    card = json.loads((out / "run_card.json").read_text())
+    assert card["tasks"]["fpb"]["version"] == get_task("fpb").version and len(card["tasks"]["fpb"]["demo_ids"]) == 2
+    assert all(d.startswith("fpb-train-") for d in card["tasks"]["fpb"]["demo_ids"])
+
+
+def test_export_cli_on_real_fpb(data_dir, tmp_path):
+    result = CliRunner().invoke(app, ["export", "lm-eval", str(tmp_path / "x"), "--tasks", "fpb", "--limit", "7", "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in (tmp_path / "x" / "fincocktail_fpb.test.jsonl").read_text().splitlines()]
+    assert len(rows) == 7 and rows[0]["choices"] == [" negative", " neutral", " positive"]
+    assert (tmp_path / "x" / "fincocktail_fpb.yaml").is_file()
+
+
+def test_user_error_is_one_line_and_non_zero(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["fincocktail", "eval", "--model", "openai:gpt-4o", "--tasks", "fpb", "--mode", "choice", "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and "log-probabilities" in err

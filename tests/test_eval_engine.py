@@ -1,0 +1,226 @@
+"""Choice scoring, greedy generation and the evaluation loop on the tiny models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from eval_fakes import FakeNumeric, FakeSentiment, lively_model_dir, resolver  # noqa: F401 (fixture)
+from fincocktail.errors import ConfigError
+from fincocktail.evaluation.choice import ChoiceItem, pick, score_choices
+from fincocktail.evaluation.fewshot import build_pair, select_demos
+from fincocktail.evaluation.forward import Scorer
+from fincocktail.evaluation.generate import cut_at_stop, generate_greedy
+from fincocktail.evaluation.loading import load_for_eval
+from fincocktail.evaluation.runner import EvalConfig, run_eval
+from fincocktail.prompts import encode_pair, render
+
+PROMPTS = [
+    "Instruction: What is the sentiment?\nInput: Operating profit rose to EUR 13.1 mn\nAnswer:",
+    "Input: short\nAnswer:",
+    "The company said net sales decreased by 5 % to EUR 100 million. Revenue 1,234.5 (12.3) percent. Answer:",
+    "Question: what was the change in revenue?",
+]
+CHOICES = [" positive", " negative", " Bullish Bearish", " neutral Goldman Sachs London"]
+
+
+@pytest.fixture(scope="module")
+def lively(lively_model_dir):
+    return load_for_eval(str(lively_model_dir))
+
+
+def _reference_logprob(model, prompt_ids, choice_ids) -> float:
+    """Plain full-sequence forward, log-softmax over every position: the slow, obvious way."""
+    with torch.no_grad():
+        logp = model(torch.tensor([prompt_ids + choice_ids])).logits[0].float().log_softmax(-1)
+    p = len(prompt_ids)
+    return sum(logp[p - 1 + t, tok].item() for t, tok in enumerate(choice_ids))
+
+
+def test_choice_scores_match_a_full_forward_for_single_and_multi_token_choices(lively):
+    tok, model = lively.tokenizer, lively.model
+    items = [
+        ChoiceItem(tok(p)["input_ids"], [tok(c, add_special_tokens=False)["input_ids"] for c in CHOICES]) for p in PROMPTS
+    ]
+    assert {len(c) for c in items[0].choice_ids} >= {1, 2} or max(len(c) for c in items[0].choice_ids) > 1
+    for bs in (1, 3):
+        scores = score_choices(Scorer(model), items, tok.pad_token_id, batch_size=bs)
+        for item, sc in zip(items, scores):
+            ref = [_reference_logprob(model, item.prompt_ids, c) for c in item.choice_ids]
+            assert sc.logprobs == pytest.approx(ref, abs=1e-4)
+            assert sc.n_tokens == [len(c) for c in item.choice_ids]
+            assert sc.logprobs_norm == pytest.approx([r / len(c) for r, c in zip(ref, item.choice_ids)], abs=1e-4)
+
+
+def test_shared_prompt_prefix_runs_once_and_gives_the_same_scores(lively):
+    tok, model = lively.tokenizer, lively.model
+    head = "Instruction: What is the sentiment of this news? Please choose an answer from {negative/neutral/positive}.\nInput: "
+    texts = [head + t + "\nAnswer:" for t in ("Operating profit rose", "short", "Net sales decreased by 5 % to EUR 100 million.")]
+    items = [ChoiceItem(tok(p)["input_ids"], [tok(c, add_special_tokens=False)["input_ids"] for c in CHOICES]) for p in texts]
+    from fincocktail.evaluation.forward import MIN_SHARED_PREFIX, common_prefix_length
+
+    assert common_prefix_length([it.prompt_ids for it in items]) >= MIN_SHARED_PREFIX
+    assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # at least one token of each row left to run
+    calls = []
+    scorer = Scorer(model)
+    original = scorer.hidden
+    scorer.hidden = lambda ids, *a, **k: calls.append(tuple(ids.shape)) or original(ids, *a, **k)
+    scores = score_choices(scorer, items, tok.pad_token_id, batch_size=2)
+    assert calls[0][0] == 1  # the prefix, once
+    assert all(shape[1] < len(items[0].prompt_ids) for shape in calls[1:])  # batches run only the suffixes
+    for item, sc in zip(items, scores):
+        ref = [_reference_logprob(model, item.prompt_ids, c) for c in item.choice_ids]
+        assert sc.logprobs == pytest.approx(ref, abs=1e-4)
+
+
+def test_pick_breaks_ties_towards_the_first_choice_and_reports_them():
+    assert pick([-1.0, -0.5, -0.5]) == (1, True)
+    assert pick([-3.0, -0.5, -2.0]) == (1, False)
+
+
+def test_greedy_generation_matches_transformers_generate(lively):
+    tok, model = lively.tokenizer, lively.model
+    ids = [tok(p)["input_ids"] for p in PROMPTS]
+    gens = generate_greedy(Scorer(model), tok, ids, max_new_tokens=10, stop=(), batch_size=3)
+    for p, g in zip(ids, gens):
+        out = model.generate(torch.tensor([p]), max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)
+        new = out[0, len(p) :].tolist()
+        if tok.eos_token_id in new:
+            new = new[: new.index(tok.eos_token_id)]
+        assert g.text == tok.decode(new, skip_special_tokens=True)
+    assert len({g.text for g in gens}) > 1, "the lively model should not produce one constant output"
+
+
+def test_generation_with_a_shared_prefix_matches_plain_generation(lively, monkeypatch):
+    tok, model = lively.tokenizer, lively.model
+    head = "Instruction: What is the sentiment of this news? Please choose an answer from {negative/neutral/positive}.\nInput: "
+    ids = [tok(head + t + "\nAnswer:")["input_ids"] for t in ("Operating profit rose", "short", "Net sales decreased by 5 %.")]
+    scorer = Scorer(model)
+    shared = generate_greedy(scorer, tok, ids, max_new_tokens=8, batch_size=2)
+    plain = generate_greedy(scorer, tok, ids, max_new_tokens=8, batch_size=2, share_prefix=False)
+    assert [g.text for g in shared] == [g.text for g in plain]
+    assert [g.n_tokens for g in shared] == [g.n_tokens for g in plain]
+    # the padded-batch prefill (used for cache layouts that cannot be stacked) agrees too
+    import fincocktail.evaluation.generate as generate_module
+
+    monkeypatch.setattr(generate_module, "prefill_rows", lambda *a, **k: None)
+    padded = generate_greedy(scorer, tok, ids, max_new_tokens=8, batch_size=2)
+    assert [g.text for g in padded] == [g.text for g in plain]
+
+
+def test_stop_strings_cut_the_output():
+    assert cut_at_stop("positive\nnegative", ("\n",)) == ("positive", True)
+    assert cut_at_stop("a. b; c", (";", ".")) == ("a", True)
+    assert cut_at_stop("abc", ("\n",)) == ("abc", False)
+
+
+def _predictions(out: Path, task: str) -> list[dict]:
+    return [json.loads(line) for line in (out / f"{task}.predictions.jsonl").read_text().splitlines()]
+
+
+def test_results_do_not_depend_on_batch_size_in_either_mode(lively, tmp_path):
+    tasks = resolver(FakeSentiment(), FakeSentiment("fmulti", labels=("Bullish", "Bearish", "neutral outlook")), FakeNumeric())
+    runs = {}
+    for bs in (1, 3, 8):
+        config = EvalConfig(model=lively.path, tasks=["fsent", "fmulti", "fnum"], batch_size=bs, out=tmp_path / f"bs{bs}", data_dir=tmp_path)
+        runs[bs] = run_eval(config, resolve_task=tasks, loaded=lively)
+    for task in ("fsent", "fmulti"):
+        for bs in (3, 8):
+            a, b = _predictions(tmp_path / "bs1", task), _predictions(tmp_path / f"bs{bs}", task)
+            assert [x["extracted"] for x in a] == [x["extracted"] for x in b]
+            for x, y in zip(a, b):
+                assert list(x["choice_logprobs"].values()) == pytest.approx(list(y["choice_logprobs"].values()), abs=1e-4)
+    gen_task = FakeSentiment()
+    for bs in (3, 8):
+        a, b = _predictions(tmp_path / "bs1", "fnum"), _predictions(tmp_path / f"bs{bs}", "fnum")
+        assert [x["raw_output"] for x in a] == [x["raw_output"] for x in b]
+    # generate mode on the classification task too
+    outs = []
+    for bs in (1, 3, 8):
+        config = EvalConfig(model=lively.path, tasks=["fsent"], mode="generate", batch_size=bs, out=tmp_path / f"g{bs}", data_dir=tmp_path)
+        run_eval(config, resolve_task=resolver(gen_task), loaded=lively)
+        outs.append([x["raw_output"] for x in _predictions(tmp_path / f"g{bs}", "fsent")])
+    assert outs[0] == outs[1] == outs[2]
+    assert len(set(outs[0])) > 1
+
+
+def test_outputs_metrics_and_run_card(lively, tmp_path):
+    task = FakeSentiment()
+    out = tmp_path / "run"
+    run = run_eval(EvalConfig(model=lively.path, tasks=["fsent", "fnum"], out=out, data_dir=tmp_path), resolve_task=resolver(task, FakeNumeric()), loaded=lively)
+    rows = _predictions(out, "fsent")
+    examples = task.load("test", tmp_path)
+    assert [r["id"] for r in rows] == [e.id for e in examples]
+    for r, e in zip(rows, examples):
+        best = max(r["choice_logprobs"], key=r["choice_logprobs"].get)
+        assert r["extracted"] == best and r["gold"] == e.target and r["correct"] == (best == e.target)
+    metrics = json.loads((out / "fsent.metrics.json").read_text())
+    assert metrics["metrics"]["accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
+    assert metrics["parse_failure_rate"] == 0.0 and metrics["mode"] == "choice"
+    low, high = metrics["interval"]["low"], metrics["interval"]["high"]
+    assert 0 <= low <= metrics["metrics"]["accuracy"] <= high <= 1
+    num = json.loads((out / "fnum.metrics.json").read_text())
+    num_rows = _predictions(out, "fnum")
+    assert num["mode"] == "generate" and num["metric"] == "exact_match"
+    assert num["parse_failure_rate"] == pytest.approx(sum(r["extracted"] is None for r in num_rows) / len(num_rows))
+    assert "strict_exact_match" in num["metrics"]
+    card = json.loads((out / "run_card.json").read_text())
+    assert card["tasks"]["fsent"]["version"] == "fsent@test"
+    assert card["config"]["batch_size"] == 8 and card["config"]["mode"] == "auto"
+    assert "torch" in card["library_versions"] and card["wall_seconds"] >= 0
+    assert run.results[0].examples_per_s > 0
+    with pytest.raises(ConfigError, match="already holds"):
+        run_eval(EvalConfig(model=lively.path, tasks=["fsent"], out=out, data_dir=tmp_path), resolve_task=resolver(task), loaded=lively)
+
+
+def test_k_shot_demonstrations_are_seeded_and_prepended(lively, tmp_path):
+    task = FakeSentiment(sizes={"train": 30, "test": 5})
+    a = select_demos(task, tmp_path, 3, seed=0)
+    assert [d.id for d in a] == [d.id for d in select_demos(task, tmp_path, 3, seed=0)]
+    assert [d.id for d in a] != [d.id for d in select_demos(task, tmp_path, 3, seed=1)]
+    ex = task.load("test", tmp_path)[0]
+    pair = build_pair(task, ex, "instruction", None, a)
+    zero = render(task, ex)
+    assert pair.prompt.endswith(zero.prompt) and pair.target == zero.target
+    first = render(task, a[0])
+    assert pair.prompt.startswith(first.prompt + first.target + "\n\n")
+    chat = build_pair(task, ex, "chat", lively.tokenizer, a)
+    assert chat.prompt.count("<|im_start|>assistant") == 4 and chat.prompt.endswith("<|im_start|>assistant\n")
+    # two runs of the same k-shot evaluation give identical prompts and answers
+    for name in ("k1", "k2"):
+        run_eval(EvalConfig(model=lively.path, tasks=["fsent"], shots=3, out=tmp_path / name, data_dir=tmp_path), resolve_task=resolver(task), loaded=lively)
+    assert _predictions(tmp_path / "k1", "fsent") == _predictions(tmp_path / "k2", "fsent")
+    card = json.loads((tmp_path / "k1" / "run_card.json").read_text())
+    assert card["tasks"]["fsent"]["demo_ids"] == [d.id for d in a]
+    p_ids, _ = encode_pair(lively.tokenizer, pair, add_eos=False)
+    assert _predictions(tmp_path / "k1", "fsent")[0]["prompt_tokens"] == len(p_ids)
+
+
+def test_adapter_is_applied(lively_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    base = AutoModelForCausalLM.from_pretrained(lively_model_dir)
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    run_dir = tmp_path / "run"
+    peft_model.save_pretrained(run_dir / "adapter")
+    plain = load_for_eval(str(lively_model_dir))
+    tuned = load_for_eval(str(lively_model_dir), adapter=run_dir)
+    assert tuned.adapter == str(run_dir / "adapter")
+    ids = torch.tensor([plain.tokenizer(PROMPTS[0])["input_ids"]])
+    with torch.no_grad():
+        expected = peft_model(ids).logits
+        assert not torch.allclose(plain.model(ids).logits, expected, atol=1e-4)
+        assert torch.allclose(tuned.model(ids).logits, expected, atol=1e-4)
+    with pytest.raises(Exception, match="adapter_config.json"):
+        load_for_eval(str(lively_model_dir), adapter=tmp_path / "nothing")
+
+
+def test_user_errors_are_one_line(lively, tmp_path):
+    with pytest.raises(ConfigError, match="chat APIs"):
+        run_eval(EvalConfig(model="openai:gpt-4o", tasks=["fsent"], mode="choice", out=tmp_path / "x"), resolve_task=resolver(FakeSentiment()))
+    with pytest.raises(ConfigError, match="no split"):
+        run_eval(EvalConfig(model=lively.path, tasks=["fsent"], split="dev", out=tmp_path / "y", data_dir=tmp_path), resolve_task=resolver(FakeSentiment()), loaded=lively)
