@@ -6,7 +6,13 @@ level here, so `fincocktail --help` stays instant.
 
 from __future__ import annotations
 
+import os
 import sys
+
+# Piped or captured output (CI logs, `| less`) would make rich wrap tables at 80 columns and
+# fold every cell; give it room unless the user set COLUMNS. Must run before any Console exists.
+if "COLUMNS" not in os.environ and not sys.stdout.isatty():
+    os.environ["COLUMNS"] = "160"
 
 import typer
 from rich.console import Console
@@ -39,7 +45,7 @@ def _root(
 
 
 def _register() -> None:
-    from fincocktail.cli import data, eval as eval_cmd, models, reproduce, serve, sweep, tasks, train, report
+    from fincocktail.cli import data, eval as eval_cmd, models, report, reproduce, results, serve, sweep, tasks, train
 
     app.add_typer(models.app, name="models", help="Base-model registry: list, pull (download + convert), show.")
     app.add_typer(data.app, name="data", help="Datasets: check the data folder, fetch public copies, contamination.")
@@ -50,6 +56,7 @@ def _register() -> None:
     serve.register(app)
     report.register(app)
     reproduce.register(app)
+    results.register(app)
 
 
 _register()

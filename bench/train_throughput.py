@@ -1,0 +1,243 @@
+"""Training throughput: fincocktail's loop against trl's SFTTrainer at its defaults.
+
+Both train the same LoRA (r, alpha, dropout, target modules) on the same data (the FPB train
+split, rendered by `fincocktail.prompts`) with the same base model for the same number of
+optimizer steps at the same batch size. Each runs in its own subprocess so peak RSS is measured
+separately. Reported: real (non-padding) tokens per second of the training loop (model loading
+excluded), the ratio, peak RSS, and fincocktail's FLOP utilisation against a measured fp32
+matmul peak of this machine.
+
+FLOPs counted per real token, for LoRA: 4 x frozen body params (forward + the input-gradient
+half of backward; frozen weights get no weight gradient) + 6 x LoRA params; plus, per *answer*
+token only, 4 x vocab x hidden for the LM head (fincocktail applies it to answer positions
+only). Attention score FLOPs (~4 x layers x seq x hidden per token) are left out: for FPB's
+~70-token sequences they are a few percent. Embedding lookups cost no FLOPs.
+
+trl's defaults are kept except `bf16=False` (its default refuses to start on a CPU without
+CUDA), `save_strategy="no"` and `report_to=[]` (no disk or tracker I/O inside the timing).
+
+Usage: .venv/bin/python bench/train_throughput.py [--steps 20] [--batch-size 8] [--model NAME]
+Needs trl for the comparison: VIRTUAL_ENV=.venv uv pip install --find-links /opt/wheels -c constraints.txt trl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
+RESULT_PREFIX = "BENCH_RESULT "
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def matmul_peak_flops(size: int = 2048, seconds: float = 3.0) -> float:
+    """Best fp32 matmul FLOP/s over a few seconds, with torch's default thread count."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = 0.0
+    end = time.time() + seconds
+    while time.time() < end:
+        t = time.perf_counter()
+        for _ in range(4):
+            torch.mm(a, b)
+        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - t))
+    return best
+
+
+def fpb_pairs(data_dir: Path) -> tuple[object, list]:
+    from fincocktail.prompts import render
+    from fincocktail.tasks.registry import get_task
+
+    task = get_task("fpb")
+    return task, [render(task, ex) for ex in task.load("train", data_dir)]
+
+
+def worker_fincocktail(args: argparse.Namespace) -> dict:
+    from fincocktail.training.config import parse_train_config
+    from fincocktail.training.trainer import train
+
+    cfg = parse_train_config(
+        {
+            "model": args.model_path,
+            "cocktail": {"ingredients": ["fpb"]},
+            "data_dir": args.data_dir,
+            "lora": {**LORA, "target_modules": args.targets},
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "max_steps": args.steps,
+            "checkpoint_every": 10**9,
+            "contamination_check": False,
+            **({"max_batch_tokens": args.max_batch_tokens} if args.max_batch_tokens else {}),
+        },
+        source="bench",
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train(cfg, Path(tmp) / "run", progress=False)
+        card = json.loads((Path(tmp) / "run" / "run_card.json").read_text())
+        log = [json.loads(x) for x in (Path(tmp) / "run" / "train_log.jsonl").read_text().splitlines()]
+    train_s = log[-1]["elapsed_s"]
+    return {
+        "tokens": result.tokens_seen,
+        "answer_tokens": sum(e["target_tokens"] for e in log),
+        "train_s": train_s,
+        "tokens_per_s": result.tokens_seen / train_s,
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "peak_rss_mb": peak_rss_mb(),
+        "run_card_tokens_per_s": card.get("tokens_per_s"),
+    }
+
+
+def worker_trl(args: argparse.Namespace) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    _, pairs = fpb_pairs(Path(args.data_dir))
+    ds = Dataset.from_list([{"prompt": p.prompt, "completion": p.target} for p in pairs])
+    out = tempfile.mkdtemp()
+    sft = SFTConfig(
+        output_dir=out, bf16=False, max_steps=args.steps, learning_rate=args.lr, save_strategy="no", report_to=[],
+        per_device_train_batch_size=args.batch_size,
+    )
+    peft_config = LoraConfig(
+        r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"], target_modules=args.targets,
+        task_type="CAUSAL_LM",
+    )
+    trainer = SFTTrainer(model=args.model_path, args=sft, train_dataset=ds, peft_config=peft_config)
+    counted = {"tokens": 0}
+    collate = trainer.data_collator
+
+    def counting(features):
+        batch = collate(features)
+        mask = batch.get("attention_mask")
+        counted["tokens"] += int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+        return batch
+
+    trainer.data_collator = counting
+    t = time.perf_counter()
+    trainer.train()
+    train_s = time.perf_counter() - t
+    return {
+        "tokens": counted["tokens"],
+        "train_s": train_s,
+        "tokens_per_s": counted["tokens"] / train_s,
+        "steps": trainer.state.global_step,
+        "peak_rss_mb": peak_rss_mb(),
+        "gradient_checkpointing": bool(sft.gradient_checkpointing),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def model_counts(model_path: str) -> dict:
+    """Frozen body params, LM head size and LoRA params for the FLOP count."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_path)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    body = sum(m.weight.numel() for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in n)
+    lora = 0
+    for n, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in TARGETS and "lm_head" not in n:
+            lora += LORA["r"] * (m.in_features + m.out_features)
+    return {"body_params": body, "lora_params": lora, "head_flops_per_answer_token": 4 * config.vocab_size * config.hidden_size}
+
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def run_worker(kind: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, "--model-path", args.model_path, "--data-dir", args.data_dir,
+           "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr", str(args.lr)]
+    if args.max_batch_tokens:
+        cmd += ["--max-batch-tokens", str(args.max_batch_tokens)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX) :])
+    raise SystemExit(f"{kind} worker failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--model-path", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--max-batch-tokens", type=int, default=None, help="default: the config's (auto)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads in both workers (default: torch's)")
+    parser.add_argument("--only", choices=["fincocktail", "trl"], default=None)
+    parser.add_argument("--worker", choices=["fincocktail", "trl"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+    args.targets = TARGETS
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.worker:
+        fn = worker_fincocktail if args.worker == "fincocktail" else worker_trl
+        print(RESULT_PREFIX + json.dumps(fn(args)), flush=True)
+        return
+
+    from fincocktail.models import resolve_model
+    from fincocktail.paths import find_data_dir
+
+    args.model_path = str(resolve_model(args.model))
+    args.data_dir = str(find_data_dir(args.data_dir))
+    results: dict = {"model": args.model, "steps": args.steps, "batch_size": args.batch_size, "load_avg_before": os.getloadavg()}
+    results["matmul_peak_flops"] = matmul_peak_flops()
+    counts = model_counts(args.model_path)
+    results.update(counts)
+    for kind in ("fincocktail", "trl"):
+        if args.only in (None, kind):
+            print(f"running {kind} ({args.steps} steps, batch {args.batch_size}) ...", file=sys.stderr, flush=True)
+            results[kind] = run_worker(kind, args)
+    results["load_avg_after"] = os.getloadavg()
+    fc = results.get("fincocktail")
+    if fc:
+        flops = fc["tokens"] * (4 * counts["body_params"] + 6 * counts["lora_params"])
+        flops += fc["answer_tokens"] * counts["head_flops_per_answer_token"]
+        fc["achieved_flops"] = flops / fc["train_s"]
+        fc["flop_utilisation"] = fc["achieved_flops"] / results["matmul_peak_flops"]
+    if fc and results.get("trl"):
+        results["ratio"] = fc["tokens_per_s"] / results["trl"]["tokens_per_s"]
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"model {args.model}, {args.steps} steps, batch {args.batch_size}, LoRA r={LORA['r']} on {', '.join(TARGETS)}")
+    print(f"load average before/after: {results['load_avg_before'][0]:.1f} / {results['load_avg_after'][0]:.1f} (shared machine: noisy)")
+    threads = args.threads or "default"
+    print(f"matmul peak (fp32, 2048^3, threads {threads}): {results['matmul_peak_flops'] / 1e9:.1f} GFLOP/s")
+    for kind in ("fincocktail", "trl"):
+        r = results.get(kind)
+        if r:
+            print(f"{kind:12s} {r['tokens_per_s']:8.1f} real tokens/s  {r['tokens']:7d} tokens in {r['train_s']:.1f} s  peak RSS {r['peak_rss_mb']:.0f} MB")
+    if fc:
+        print(f"fincocktail FLOP/s {fc['achieved_flops'] / 1e9:.1f} G = {100 * fc['flop_utilisation']:.0f}% of the matmul peak")
+    if "ratio" in results:
+        print(f"ratio fincocktail / trl: {results['ratio']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,435 @@
+"""One run of a sweep: train (if the run trains), evaluate, write the results, record them.
+
+`execute_run` is the worker entry point of every executor. It takes and returns plain data
+(JSON-able dicts), so the same function runs in-process, in a process pool and as a Ray task.
+What a run *does* is a pluggable run function (`runner`): `real` trains and evaluates through
+`fincocktail.training.train` and `fincocktail.evaluation.run_eval`; `simulate` produces
+deterministic fake metrics in a moment (to check a sweep file, an executor or a cluster end to
+end before spending compute); `module:function` names your own.
+
+Nothing finished is ever redone: a run's folder gets `result.json` (written to a temporary name
+and renamed) only once everything else is on disk, and a run that has one is recorded and
+skipped. A run killed half-way is resumed: training continues from its last checkpoint
+(`resume=True`) and each evaluated (split, task) that already wrote its run card is read back
+instead of evaluated again.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fincocktail.errors import ConfigError
+from fincocktail.sweep.spec import RunSpec
+from fincocktail.sweep.store import STORE_FILE, MetricRow, ResultsStore, RunOutcome
+
+RUNS_DIR = "runs"
+RESULT_FILE = "result.json"
+RUN_FILE = "run.json"
+
+
+@dataclass
+class RunContext:
+    """Where a run writes and what it may use."""
+
+    run_dir: Path
+    data_dir: str | None
+    attempt: int
+    threads: int | None = None
+
+
+RunFunction = Callable[[RunSpec, RunContext], RunOutcome]
+
+
+def run_dir_for(out_dir: str | os.PathLike, run_id: str) -> Path:
+    return Path(out_dir) / RUNS_DIR / run_id
+
+
+def read_result(run_dir: Path) -> RunOutcome | None:
+    """The outcome a finished run left in its folder, if any."""
+    path = run_dir / RESULT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return RunOutcome.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, TypeError, KeyError):
+        return None  # unreadable: the run is redone (result.json is written atomically, so this is rare)
+
+
+def _write_json_atomic(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def resolve_runner(runner: str | RunFunction) -> RunFunction:
+    if callable(runner):
+        return runner
+    if runner == "real":
+        return real_run
+    if runner == "simulate":
+        return simulated_run
+    if ":" in runner:
+        module, name = runner.split(":", 1)
+        try:
+            fn = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"--runner {runner}: cannot import it ({exc})") from None
+        return fn
+    raise ConfigError(f"--runner {runner!r}: expected 'real', 'simulate' or 'module:function'")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:2000]
+
+
+def execute_run(
+    run_json: dict[str, Any],
+    out_dir: str,
+    data_dir: str | None = None,
+    runner: str = "real",
+    threads: int | None = None,
+    use_store: bool = True,
+) -> dict[str, Any]:
+    """Run one sweep run and return `{"run_id", "status", "outcome"|"error", "skipped"}`.
+
+    With `use_store` the worker records its own start, attempt and result in `OUT/results.sqlite`
+    (same machine or shared disk); the driver also records the returned outcome, idempotently,
+    which is all a remote worker without the store can rely on.
+    """
+    run = RunSpec.model_validate(run_json)
+    run_dir = run_dir_for(out_dir, run.run_id)
+    store_path = Path(out_dir) / STORE_FILE
+    store = ResultsStore(store_path, create=False) if use_store and store_path.is_file() else None
+
+    done = read_result(run_dir)
+    if done is not None:
+        if store is not None:
+            store.finish(run.run_id, done)
+        return {"run_id": run.run_id, "status": "done", "skipped": True, "outcome": done.to_json()}
+
+    _apply_threads(threads)
+    attempt = store.start_attempt(run.run_id) if store is not None else 1
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(run_dir / RUN_FILE, run.model_dump(mode="json"))
+    started = time.time()
+    try:
+        fn = resolve_runner(runner)
+        outcome = fn(run, RunContext(run_dir=run_dir, data_dir=data_dir, attempt=attempt, threads=threads))
+    except Exception as exc:  # a failed run must not stop the sweep: record it and go on
+        error = _one_line(exc)
+        (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+        if store is not None:
+            store.fail(run.run_id, error, attempt)
+        return {"run_id": run.run_id, "status": "failed", "skipped": False, "error": error}
+    outcome.wall_time_s = outcome.wall_time_s or round(time.time() - started, 3)
+    outcome.run_dir = str(run_dir)
+    outcome.card.setdefault("attempt", attempt)
+    _write_json_atomic(run_dir / RESULT_FILE, outcome.to_json())
+    if store is not None:
+        store.finish(run.run_id, outcome, attempt)
+    return {"run_id": run.run_id, "status": "done", "skipped": False, "outcome": outcome.to_json()}
+
+
+def _apply_threads(threads: int | None) -> None:
+    """The worker's thread budget, for torch if it is (or is about to be) in use."""
+    if not threads:
+        return
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(max(1, int(threads)))
+
+
+def _quiet_libraries() -> None:
+    """Many runs share one terminal: keep library progress bars and deprecation chatter out of it."""
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenization cache, shared by the runs of a worker
+
+_TOKENS: dict[bytes, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+_TOKENS_MAX = 2_000_000  # entries; a few hundred MB at most, then it starts over
+_FINGERPRINTS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+token_cache_stats = {"hits": 0, "misses": 0}
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """sha256 of everything that decides a tokenizer's output (its full definition and special tokens)."""
+    try:
+        return _FINGERPRINTS[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    body = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    extra = [type(tokenizer).__name__] + [
+        str(getattr(tokenizer, name, None)) for name in ("bos_token", "eos_token", "eos_token_id", "add_bos_token", "add_eos_token")
+    ]
+    fp = hashlib.sha256((body + "\0" + "\0".join(extra)).encode("utf-8")).hexdigest()
+    try:
+        _FINGERPRINTS[tokenizer] = fp
+    except TypeError:  # pragma: no cover - not weak-referenceable
+        pass
+    return fp
+
+
+@contextmanager
+def token_cache() -> Iterator[None]:
+    """Memoise `fincocktail.prompts.encode_pair` by content while a run executes.
+
+    Training (through the cocktail) and evaluation both tokenize with that one function, so
+    while this is active every (tokenizer, prompt, target) pair is tokenized once per worker
+    however many runs use it: the single-task runs, every cocktail that contains the task, and
+    each evaluation. The key is a sha256 of the tokenizer's full definition and the texts, so a
+    different tokenizer or template never gets a stale entry. The original function is put back
+    when the run ends.
+    """
+    from fincocktail import prompts
+
+    original = prompts.encode_pair
+
+    def encode_pair(tokenizer: Any, pair: Any, add_eos: bool = True) -> tuple[list[int], list[int]]:
+        key = hashlib.sha256(
+            f"{tokenizer_fingerprint(tokenizer)}\0{int(add_eos)}\0{pair.prompt}\0{pair.target}".encode()
+        ).digest()
+        hit = _TOKENS.get(key)
+        if hit is None:
+            token_cache_stats["misses"] += 1
+            prompt_ids, target_ids = original(tokenizer, pair, add_eos)
+            if len(_TOKENS) >= _TOKENS_MAX:
+                _TOKENS.clear()
+            hit = _TOKENS[key] = (tuple(prompt_ids), tuple(target_ids))
+        else:
+            token_cache_stats["hits"] += 1
+        return list(hit[0]), list(hit[1])
+
+    prompts.encode_pair = encode_pair  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        prompts.encode_pair = original  # type: ignore[assignment]
+
+
+# --------------------------------------------------------------------------------------------
+# The real run: fincocktail.training + fincocktail.evaluation
+
+_BASE_CACHE: dict[tuple[str, str], Any] = {}
+
+
+def _loaded_model(model: str, adapter: Path | None, dtype: str = "float32") -> Any:
+    """The model to evaluate, loading each base model once per worker process.
+
+    The cached base stays untouched: a run with an adapter gets a deep copy with the adapter
+    merged in (copying weights in memory is much cheaper than reading and converting them).
+    """
+    from fincocktail.evaluation.loading import (
+        LoadedModel,
+        adapter_folder,
+        load_for_eval,
+    )
+
+    key = (model, dtype)
+    if key not in _BASE_CACHE:
+        _BASE_CACHE.clear()  # one base model in memory at a time
+        _BASE_CACHE[key] = load_for_eval(model, None, dtype)
+    base = _BASE_CACHE[key]
+    if adapter is None:
+        return base
+    from peft import PeftModel
+
+    folder = adapter_folder(adapter)
+    merged = PeftModel.from_pretrained(copy.deepcopy(base.model), str(folder)).merge_and_unload()
+    merged.eval()
+    return LoadedModel(merged, base.tokenizer, base.name, base.path, str(folder))
+
+
+def _metric_rows(metrics_json: dict[str, Any], split: str, out: Path) -> list[MetricRow]:
+    rows: list[MetricRow] = []
+    for task_id, res in metrics_json.items():
+        headline = res["metric"]
+        interval = res.get("interval") or {}
+        predictions = out / f"{task_id}.predictions.jsonl"
+        for name, value in res["metrics"].items():
+            if value is None:
+                continue
+            is_head = name == headline
+            rows.append(
+                MetricRow(
+                    run_id="", task=task_id, split=split, metric=name, value=float(value),
+                    ci_low=interval.get("low") if is_head else None, ci_high=interval.get("high") if is_head else None,
+                    n=int(res.get("n", 0)), headline=is_head, predictions=str(predictions) if predictions.is_file() else None,
+                )
+            )
+    return rows
+
+
+def _evaluate(run: RunSpec, ctx: RunContext, adapter: Path | None) -> tuple[list[MetricRow], float]:
+    from fincocktail.evaluation.runner import EvalConfig, run_eval
+
+    ev = run.eval
+    api = run.kind == "api"
+    rows: list[MetricRow] = []
+    groups = [(ev["split"], ev["tasks"], ev["max_examples"])]
+    if ev.get("selection_split"):
+        groups.append((ev["selection_split"], ev["selection_tasks"], ev["selection_max_examples"]))
+    seconds = 0.0
+    loaded = None
+    for split, tasks, limit in groups:
+        for task_id in tasks:
+            out = ctx.run_dir / "eval" / split / task_id
+            if not (out / "run_card.json").is_file():
+                if not api and loaded is None:
+                    loaded = _loaded_model(run.model, adapter)
+                config = EvalConfig(
+                    model=run.model,
+                    adapter=str(adapter) if adapter else None,
+                    tasks=[task_id],
+                    split=split,
+                    limit=ev["max_examples_per_task"].get(task_id, limit),
+                    shots=ev["shots"],
+                    mode=ev["mode"],
+                    batch_size=(run.api or {}).get("concurrency") or ev["batch_size"] if api else ev["batch_size"],
+                    out=out,
+                    data_dir=ctx.data_dir,
+                    bootstrap_samples=ev["bootstrap_samples"],
+                    max_new_tokens=ev["max_new_tokens"],
+                    base_url=(run.api or {}).get("base_url"),
+                )
+                t0 = time.perf_counter()
+                run_eval(config, loaded=loaded)
+                seconds += time.perf_counter() - t0
+            metrics_json = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+            rows.extend(_metric_rows(metrics_json, split, out))
+    return [MetricRow(**{**r.__dict__, "run_id": run.run_id}) for r in rows], seconds
+
+
+def real_run(run: RunSpec, ctx: RunContext) -> RunOutcome:
+    """Train (resuming from the last checkpoint if the run was interrupted), then evaluate."""
+    import torch
+
+    _quiet_libraries()
+    threads_before = torch.get_num_threads()
+    if ctx.threads:
+        torch.set_num_threads(max(1, int(ctx.threads)))
+    try:
+        with token_cache():
+            return _real_run(run, ctx)
+    finally:
+        torch.set_num_threads(threads_before)  # an in-process run leaves the caller's setting as it was
+
+
+def _real_run(run: RunSpec, ctx: RunContext) -> RunOutcome:
+    started = time.time()
+    adapter: Path | None = None
+    outcome = RunOutcome()
+    card: dict[str, Any] = {"run_id": run.run_id, "kind": run.kind, "model": run.model, "label": run.label}
+    if run.train is not None:
+        from fincocktail.training.config import TrainConfig
+        from fincocktail.training.trainer import train
+
+        config = TrainConfig.model_validate({**run.train, "data_dir": ctx.data_dir})
+        train_dir = ctx.run_dir / "train"
+        t0 = time.time()
+        result = train(config, train_dir, resume=True, progress=False)
+        outcome.train_time_s = round(time.time() - t0, 3)
+        outcome.tokens_trained = int(result.tokens_seen)
+        outcome.peak_rss_mb = float(result.peak_rss_mb)
+        adapter = result.adapter_dir
+        card["train"] = {
+            "run_dir": str(train_dir),
+            "adapter_dir": str(adapter) if adapter else None,
+            "steps": result.steps,
+            "final_loss": result.final_loss,
+            "tokens_seen": result.tokens_seen,
+        }
+        train_card = train_dir / "run_card.json"
+        if train_card.is_file():
+            saved = json.loads(train_card.read_text(encoding="utf-8"))
+            card["train"]["resumed_from"] = saved.get("resumed_from")
+            card["train"]["tokens_per_s"] = saved.get("tokens_per_s")
+    rows, eval_s = _evaluate(run, ctx, adapter)
+    outcome.metrics = rows
+    outcome.eval_time_s = round(eval_s, 3)
+    try:
+        import resource
+
+        outcome.peak_rss_mb = max(outcome.peak_rss_mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    except Exception:  # pragma: no cover - non-POSIX
+        pass
+    outcome.selection_score = selection_score(rows, run.eval.get("selection_split"))
+    outcome.wall_time_s = round(time.time() - started, 3)
+    outcome.card = card
+    return outcome
+
+
+def selection_score(rows: list[MetricRow], split: str | None) -> float | None:
+    """Mean headline metric over the selection split's tasks (what picks a model among repeats)."""
+    if not split:
+        return None
+    values = [r.value for r in rows if r.split == split and r.headline]
+    return sum(values) / len(values) if values else None
+
+
+# --------------------------------------------------------------------------------------------
+# The simulated run: for checking sweeps, executors and clusters without compute
+
+
+def simulated_run(run: RunSpec, ctx: RunContext) -> RunOutcome:
+    """Deterministic fake metrics from the run's hash, after `FINCOCKTAIL_SIMULATE_SECONDS` per run.
+
+    It checkpoints like training does (a step counter in the run folder, 10 steps per run), so
+    an interrupted simulated run resumes where it stopped; the card says from which step.
+    """
+    seconds = float(os.environ.get("FINCOCKTAIL_SIMULATE_SECONDS", "0"))
+    steps = 10
+    ckpt = ctx.run_dir / "sim_checkpoint.json"
+    start = json.loads(ckpt.read_text())["step"] if ckpt.is_file() else 0
+    for step in range(start, steps):
+        time.sleep(seconds / steps)
+        _write_json_atomic(ckpt, {"step": step + 1})
+    rows: list[MetricRow] = []
+    ev = run.eval
+    groups = [(ev["split"], ev["tasks"])]
+    if ev.get("selection_split"):
+        groups.append((ev["selection_split"], ev["selection_tasks"]))
+    for split, tasks in groups:
+        for task_id in tasks:
+            digest = hashlib.sha256(f"{run.config_sha256}/{split}/{task_id}".encode()).hexdigest()
+            value = (int(digest[:8], 16) % 1000) / 1000
+            n = ev["max_examples_per_task"].get(task_id, ev["max_examples"]) or 100
+            rows.append(
+                MetricRow(run.run_id, task_id, split, "accuracy", value, max(0.0, value - 0.05), min(1.0, value + 0.05), n, True)
+            )
+    return RunOutcome(
+        metrics=rows,
+        card={"simulated": True, "resumed_from_step": start, "pid": os.getpid()},
+        tokens_trained=run.est_tokens,
+        selection_score=selection_score(rows, ev.get("selection_split")),
+    )
+
+
+__all__ = ["RunContext", "RunFunction", "execute_run", "real_run", "resolve_runner", "simulated_run"]

@@ -1,0 +1,440 @@
+"""Executors: where the runs of a sweep execute. `local` (this machine) and `ray` (a cluster).
+
+Both hand each run to `execute.execute_run` as plain data and get plain data back, so the same
+sweep gives the same results on either. The driver (`run_sweep`) owns the bookkeeping: it
+registers the plan in the results store, skips finished runs, picks up results a killed sweep
+wrote to disk but never recorded, shows progress, and records every outcome it receives
+(workers on the same machine record their own too; both writes are idempotent).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from fincocktail.errors import ConfigError, FincocktailError
+from fincocktail.sweep.execute import execute_run, read_result, run_dir_for
+from fincocktail.sweep.spec import Plan, RunSpec, canonical_json
+from fincocktail.sweep.store import ResultsStore, RunOutcome
+
+Event = Callable[[str, RunSpec, dict[str, Any] | None], None]  # ("start" | "end", run, result)
+
+
+class Executor(Protocol):
+    name: str
+
+    def capacity(self) -> int:
+        """How many runs can execute at once (for the progress display)."""
+
+    def execute(self, runs: list[RunSpec], out_dir: Path, data_dir: str | None, runner: str, on_event: Event) -> None:
+        """Execute every run, calling `on_event("start"|"end", run, result)` from the driver thread."""
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS
+        return os.cpu_count() or 1
+
+
+def _init_worker(threads: int) -> None:
+    """Thread budget of a worker process; torch reads it when a run first imports it."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["MKL_NUM_THREADS"] = str(threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class LocalExecutor:
+    """Runs on this machine: one at a time in this process, or N worker processes.
+
+    With N workers each gets `cores // N` torch threads, so N runs never oversubscribe the CPU.
+    Worker processes live for the whole sweep, so each loads its base model once.
+    """
+
+    name = "local"
+
+    def __init__(self, workers: int = 1, threads: int | None = None):
+        if workers < 1:
+            raise ConfigError(f"--workers {workers}: expected 1 or more")
+        self.workers = workers
+        self.threads = threads or max(1, cpu_count() // workers)
+
+    def capacity(self) -> int:
+        return self.workers
+
+    def execute(self, runs: list[RunSpec], out_dir: Path, data_dir: str | None, runner: str, on_event: Event) -> None:
+        jobs = [(r, r.model_dump(mode="json")) for r in runs]
+        if self.workers == 1:
+            for run, payload in jobs:
+                on_event("start", run, None)
+                threads = self.threads if self.threads != cpu_count() else None  # in-process: keep torch's default
+                on_event("end", run, execute_run(payload, str(out_dir), data_dir, runner, threads))
+            return
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
+        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.threads,)) as pool:
+            pending: dict[Future, RunSpec] = {}
+            queue = list(jobs)
+            while queue or pending:
+                while queue and len(pending) < self.workers:
+                    run, payload = queue.pop(0)
+                    try:
+                        fut = pool.submit(execute_run, payload, str(out_dir), data_dir, runner, self.threads)
+                    except BrokenProcessPool:  # a worker died hard (e.g. out of memory): the rest cannot run
+                        for left, _ in [(run, payload), *queue]:
+                            on_event("start", left, None)
+                            on_event("end", left, {"run_id": left.run_id, "status": "failed", "skipped": False,
+                                                   "error": "worker pool broke (a worker process died); rerun the sweep"})
+                        queue.clear()
+                        break
+                    on_event("start", run, None)
+                    pending[fut] = run
+                if not pending:
+                    break
+                finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    run = pending.pop(fut)
+                    on_event("end", run, _future_result(fut, run))
+
+
+def _future_result(fut: Any, run: RunSpec) -> dict[str, Any]:
+    try:
+        return fut.result()
+    except Exception as exc:  # a worker that died (out of memory, killed) fails only its run
+        return {"run_id": run.run_id, "status": "failed", "skipped": False, "error": f"worker died: {type(exc).__name__}: {exc}"}
+
+
+LOCAL_RAY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def start_local_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> Any:
+    """A private Ray instance on this machine, listening on 127.0.0.1 only.
+
+    Ray (2.x) binds its servers to the node IP and turns `_node_ip_address="127.0.0.1"` into the
+    machine's outward address; only with its single-machine switch off
+    (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, read when ray is imported) does it keep loopback.
+    We set it, pass the loopback address, and check the result before running anything.
+    """
+    os.environ[LOCAL_RAY_ENV] = "0"
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # in case ray was imported before the variable was set
+    ray.init(
+        address="local",  # always a new instance: never attach to whatever RAY_ADDRESS points at
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        configure_logging=False,
+        log_to_driver=False,
+    )
+    address = ray.get_runtime_context().gcs_address
+    if not str(address).startswith("127.0.0.1"):
+        ray.shutdown()
+        raise FincocktailError(f"local Ray came up on {address}, not 127.0.0.1; start Ray yourself and pass --address")
+    return ray
+
+
+class RayExecutor:
+    """Each run is a Ray task asking for the run's `num_cpus` / `num_gpus`.
+
+    With `address` it joins an existing cluster (`ray start --head` on the head node); then the
+    output folder must be on a disk every node sees (results come back to the driver either
+    way). Without it, a private local Ray bound to 127.0.0.1 is started and stopped.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None):
+        self.address = address
+        self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
+        self._started = False
+        self._capacity = 1
+        self.gcs_address: str | None = None  # where the Ray it used listened (for checks and logs)
+
+    def _connect(self) -> Any:
+        try:
+            import ray
+        except ImportError:
+            raise FincocktailError("--executor ray needs Ray: pip install 'fincocktail[ray]'") from None
+        import ray
+
+        if ray.is_initialized():
+            return ray
+        if self.address:
+            ray.init(address=self.address, configure_logging=False, log_to_driver=False)
+        else:
+            start_local_ray(self.num_cpus, self.num_gpus)
+            self._started = True
+        self.gcs_address = str(ray.get_runtime_context().gcs_address)
+        return ray
+
+    def capacity(self) -> int:
+        return self._capacity
+
+    def execute(self, runs: list[RunSpec], out_dir: Path, data_dir: str | None, runner: str, on_event: Event) -> None:
+        ray = self._connect()
+        try:
+            cpus = float(ray.cluster_resources().get("CPU", 1))
+            per_run = max(min((r.resources.num_cpus for r in runs), default=1), 1e-3)
+            self._capacity = max(1, int(cpus // per_run)) if runs else 1
+            remote = ray.remote(execute_run)
+            refs: dict[Any, RunSpec] = {}
+            for run in runs:
+                threads = max(1, int(run.resources.num_cpus)) if run.resources.num_cpus else 1
+                ref = remote.options(
+                    num_cpus=run.resources.num_cpus, num_gpus=run.resources.num_gpus, max_retries=0, name=run.run_id
+                ).remote(run.model_dump(mode="json"), str(Path(out_dir).resolve()), data_dir, runner, threads)
+                refs[ref] = run
+            started = 0
+            for run in runs[: self._capacity]:
+                on_event("start", run, None)
+                started += 1
+            pending = list(refs)
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    run = refs[ref]
+                    try:
+                        result = ray.get(ref)
+                    except Exception as exc:
+                        result = {"run_id": run.run_id, "status": "failed", "skipped": False, "error": f"ray task failed: {exc}"}
+                    on_event("end", run, result)
+                    if started < len(runs):
+                        on_event("start", runs[started], None)
+                        started += 1
+        finally:
+            if self._started:
+                ray.shutdown()
+                self._started = False
+
+
+# --------------------------------------------------------------------------------------------
+# The driver
+
+
+@dataclass
+class SweepSummary:
+    out_dir: Path
+    total: int
+    executed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # finished before this invocation
+    recovered: list[str] = field(default_factory=list)  # finished on disk, now recorded
+    failed: dict[str, str] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+class _Progress:
+    """Rich progress: runs done / running / left / failed and an ETA weighted by estimated run time."""
+
+    def __init__(self, enabled: bool, runs: list[RunSpec], already_done: int, capacity: int):
+        self.enabled = enabled
+        self.total_runs = len(runs) + already_done
+        self.done = already_done
+        self.running = 0
+        self.failed = 0
+        self.capacity = capacity
+        self._bar: Any = None
+        self._task: Any = None
+        if enabled:
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("[bold]sweep[/]"),
+                BarColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+            )
+            total = sum(max(r.est_seconds, 1.0) for r in runs) or 1.0
+            self._task = self._bar.add_task(self._describe(), total=total)
+            self._bar.start()
+
+    def _describe(self) -> str:
+        left = self.total_runs - self.done - self.running - self.failed
+        text = f"{self.done}/{self.total_runs} done · {self.running} running · {left} left"
+        return text + (f" · [red]{self.failed} failed[/]" if self.failed else "")
+
+    def event(self, kind: str, run: RunSpec, result: dict[str, Any] | None) -> None:
+        if kind == "start":
+            self.running += 1
+        else:
+            self.running = max(0, self.running - 1)
+            if result and result.get("status") == "done":
+                self.done += 1
+            else:
+                self.failed += 1
+        if self._bar is not None:
+            advance = max(run.est_seconds, 1.0) if kind == "end" else 0
+            self._bar.update(self._task, advance=advance, description=self._describe())
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def run_sweep(
+    plan: Plan,
+    out_dir: str | os.PathLike | None = None,
+    executor: Executor | None = None,
+    runner: str = "real",
+    data_dir: str | None = None,
+    progress: bool = True,
+    only: Iterable[str] | None = None,
+    mlflow_uri: str | None = None,
+) -> SweepSummary:
+    """Execute the runs of `plan` not finished yet; see the module docstring."""
+    started = time.time()
+    out = Path(out_dir) if out_dir is not None else plan.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    executor = executor or LocalExecutor()
+    data_dir = data_dir or plan.spec.data_dir
+    if data_dir is not None:
+        data_dir = str(Path(data_dir).expanduser().resolve())
+    lock = _lock_out_dir(out)
+    try:
+        return _run_sweep_locked(plan, out, executor, runner, data_dir, progress, only, mlflow_uri, started)
+    finally:
+        lock.close()
+
+
+def _lock_out_dir(out: Path) -> Any:
+    """One sweep per output folder at a time (the lock goes away with the process, even on kill -9)."""
+    import fcntl
+
+    handle = open(out / ".sweep.lock", "a+")  # noqa: SIM115 - held for the whole sweep
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise FincocktailError(f"{out}: a sweep is already running there ({holder}); wait for it or use another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
+def sweep_active(out: str | os.PathLike) -> bool:
+    """Whether a `sweep run` currently holds the output folder's lock."""
+    import fcntl
+
+    path = Path(out) / ".sweep.lock"
+    if not path.is_file():
+        return False
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def _run_sweep_locked(
+    plan: Plan,
+    out: Path,
+    executor: Executor,
+    runner: str,
+    data_dir: str | None,
+    progress: bool,
+    only: Iterable[str] | None,
+    mlflow_uri: str | None,
+    started: float,
+) -> SweepSummary:
+    store = ResultsStore.in_dir(out)
+    _write_plan(out, plan)
+    store.register(plan.runs)
+    store.reset_stale()
+
+    runs = plan.runs
+    if only is not None:
+        wanted = set(only)
+        unknown = wanted - {r.run_id for r in runs}
+        if unknown:
+            raise ConfigError(f"--only: no run {sorted(unknown)[0]!r} in {plan.source}; see `fincocktail sweep plan`")
+        runs = [r for r in runs if r.run_id in wanted]
+    summary = SweepSummary(out_dir=out, total=len(runs))
+    status = {r.run_id: r.status for r in store.runs()}
+    todo: list[RunSpec] = []
+    for run in runs:
+        if status.get(run.run_id) == "done":
+            summary.skipped.append(run.run_id)
+            continue
+        outcome = read_result(run_dir_for(out, run.run_id))
+        if outcome is not None:  # finished, but the sweep died before recording it
+            store.finish(run.run_id, outcome)
+            summary.recovered.append(run.run_id)
+            continue
+        todo.append(run)
+
+    tracker = None
+    if mlflow_uri:
+        from fincocktail.sweep.tracking import MlflowTracker
+
+        tracker = MlflowTracker(mlflow_uri, experiment=plan.spec.name)  # experiment created once, here
+        for run_id in summary.recovered:
+            tracker.log_run(store.run(run_id), store.metrics(run_id))
+
+    bar = _Progress(progress, todo, len(summary.skipped) + len(summary.recovered), executor.capacity())
+
+    def on_event(kind: str, run: RunSpec, result: dict[str, Any] | None) -> None:
+        if kind == "end" and result is not None:
+            if result["status"] == "done":
+                store.finish(run.run_id, RunOutcome.from_json(result["outcome"]))
+                (summary.skipped if result.get("skipped") else summary.executed).append(run.run_id)
+                if tracker is not None:
+                    tracker.log_run(store.run(run.run_id), store.metrics(run.run_id))
+            else:
+                if store.run(run.run_id).status != "failed":  # type: ignore[union-attr]
+                    store.fail(run.run_id, result.get("error", "unknown error"))
+                summary.failed[run.run_id] = result.get("error", "unknown error")
+        bar.event(kind, run, result)
+
+    try:
+        executor.execute(todo, out, data_dir, runner, on_event)
+    finally:
+        bar.close()
+    summary.wall_s = round(time.time() - started, 3)
+    return summary
+
+
+def _write_plan(out: Path, plan: Plan) -> None:
+    """`OUT/plan.json`: the sweep as it was expanded, so the folder explains itself."""
+    payload = {
+        "sweep": plan.spec.model_dump(mode="json"),
+        "source": plan.source,
+        "runs": [r.model_dump(mode="json") for r in plan.runs],
+    }
+    tmp = out / f".plan.json.tmp{os.getpid()}"
+    tmp.write_text(canonical_json(payload) + "\n", encoding="utf-8")
+    os.replace(tmp, out / "plan.json")
+
+
+def make_executor(name: str, workers: int = 1, address: str | None = None, num_cpus: int | None = None) -> Executor:
+    if name == "local":
+        if address:
+            raise ConfigError("--address is for --executor ray")
+        return LocalExecutor(workers=workers)
+    if name == "ray":
+        return RayExecutor(address=address, num_cpus=num_cpus if num_cpus else (workers if workers > 1 else None))
+    raise ConfigError(f"--executor {name!r}: expected 'local' or 'ray'")

@@ -1,0 +1,675 @@
+"""The sweep file: the study's whole experiment design as one validated config, and its runs.
+
+A sweep names the financial tasks, the models, the seeds and which designs to build from them
+(zero-shot base rows, API rows, single-task fine-tunes, incremental cocktails, the general and
+math ingredients at given fractions). `expand` turns it into a flat list of `RunSpec`s, each
+with the *full* config it will run (training config with its inline cocktail, evaluation
+settings) and an id derived from the sha256 of that config's canonical JSON. The id is what
+makes reruns skip finished work: the same config always gets the same id, and any change to
+what a run computes gives it a new one. Machine-specific things (data folder, throughput
+figures, CPU/GPU requests) are deliberately outside the hash.
+
+Every problem is reported at plan time as `FILE: field.path: what was wrong`, before anything
+is loaded or trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from fincocktail.errors import ConfigError
+
+# Bump when the meaning of a run config changes (it is part of every run's hash).
+RUN_SCHEMA = "fincocktail-run/1"
+
+RunKind = Literal["base", "api", "single", "cocktail"]
+KNOWLEDGE_TASKS = ("cfa", "financebench")  # evaluated by default for domain knowledge
+
+# Fields of the training config the sweep sets itself, per run.
+_SWEEP_OWNED_TRAIN_FIELDS = ("model", "cocktail", "seed", "output_dir", "data_dir")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelEntry(_Strict):
+    """A base model to fine-tune (and evaluate zero-shot). A bare string is just its name."""
+
+    name: str = Field(min_length=1, description="registry name or local HF folder")
+    tokens_per_s: float | None = Field(default=None, gt=0, description="training throughput, for time estimates")
+    eval_examples_per_s: float | None = Field(default=None, gt=0, description="evaluation throughput (choice mode)")
+    num_cpus: float | None = Field(default=None, ge=0)
+    num_gpus: float | None = Field(default=None, ge=0)
+    training: dict[str, Any] = Field(default_factory=dict, description="per-model training overrides")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class ApiModelEntry(_Strict):
+    """A model behind an OpenAI-compatible API, evaluated without training (`openai:MODEL`)."""
+
+    name: str = Field(min_length=1, description="e.g. openai:gpt-4o")
+    base_url: str | None = None
+    eval_examples_per_s: float | None = Field(default=None, gt=0)
+    concurrency: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("name")
+    @classmethod
+    def _prefixed(cls, value: str) -> str:
+        if not value.startswith("openai:"):
+            raise ValueError(f"expected 'openai:MODEL' (an OpenAI-compatible endpoint), got {value!r}")
+        return value
+
+
+class BoosterGrid(_Strict):
+    """An extra ingredient added to cocktails at each of `fractions` (0 = without it)."""
+
+    task: str
+    fractions: list[float] = Field(min_length=1)
+    cap: int | None = Field(default=None, ge=0, description="at most this many examples per epoch")
+
+    @field_validator("fractions")
+    @classmethod
+    def _check(cls, value: list[float]) -> list[float]:
+        for i, f in enumerate(value):
+            if f < 0:
+                raise ValueError(f"fractions.{i}: must be >= 0, got {f:g}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"fractions: listed twice in {value}")
+        return value
+
+
+class DesignSpec(_Strict):
+    """Which runs to build from the tasks. Boosters multiply the trained runs they apply to."""
+
+    base: bool = Field(default=True, description="a zero-shot row per model")
+    single: bool = Field(default=True, description="one fine-tune per financial task")
+    incremental: bool | list[str] = Field(
+        default=True,
+        description="add tasks one at a time (cocktails of the first 2, 3, ... tasks); true = the `tasks` order",
+    )
+    all_tasks: bool = Field(default=True, description="the cocktail of every financial task (if incremental did not already make it)")
+    cocktails: list[list[str]] = Field(default_factory=list, description="extra cocktails, each a list of tasks")
+    boosters_on: list[Literal["single", "cocktail"]] = Field(default_factory=lambda: ["single", "cocktail"])
+
+
+class EvalSpec(_Strict):
+    """What every run is evaluated on. Defaults: each financial task + cfa + financebench, test split."""
+
+    tasks: list[str] | None = None
+    split: str = "test"
+    selection_split: str | None = Field(default="validation", description="model-selection split (null: skip)")
+    selection_tasks: list[str] | None = None
+    max_examples: int | None = Field(default=None, ge=1, description="first N examples of each task (null: all)")
+    selection_max_examples: int | None = Field(default=None, ge=1)
+    max_examples_per_task: dict[str, int] = Field(default_factory=dict)
+    mode: Literal["auto", "choice", "generate"] = "auto"
+    shots: int = Field(default=0, ge=0)
+    batch_size: int = Field(default=8, ge=1)
+    bootstrap_samples: int = Field(default=1000, ge=10)
+    max_new_tokens: int | None = Field(default=None, ge=1)
+
+
+class Resources(_Strict):
+    """What one run asks an executor for (Ray: num_cpus / num_gpus of its task)."""
+
+    num_cpus: float = Field(default=1, ge=0)
+    num_gpus: float = Field(default=0, ge=0)
+
+
+class TaskEstimate(_Strict):
+    train_examples: int | None = Field(default=None, ge=0)
+    validation_examples: int | None = Field(default=None, ge=0)
+    eval_examples: int | None = Field(default=None, ge=0)
+    mean_tokens: float | None = Field(default=None, gt=0)
+    eval_cost: float | None = Field(default=None, gt=0, description="seconds of one eval example relative to an FPB one")
+
+
+class EstimateSpec(_Strict):
+    """Throughput figures and per-task sizes used only for the plan's token and time estimates."""
+
+    tokens_per_s: float = Field(default=200.0, gt=0, description="training tokens/s when a model gives none")
+    eval_examples_per_s: float = Field(default=10.0, gt=0, description="FPB-like eval examples/s when a model gives none")
+    overhead_s: float = Field(default=10.0, ge=0, description="per run: loading, saving, bookkeeping")
+    tasks: dict[str, TaskEstimate] = Field(default_factory=dict)
+
+
+class SweepSpec(_Strict):
+    """A sweep file. See configs/sweeps/*.yaml and docs/sweeps.md."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    tasks: list[str] = Field(description="the financial tasks, in the order incremental cocktails add them")
+    models: list[ModelEntry] = Field(default_factory=list)
+    api_models: list[ApiModelEntry] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    train_caps: dict[str, int] = Field(default_factory=dict, description="at most N train examples per epoch, per task")
+    general: BoosterGrid | None = None
+    math: BoosterGrid | None = None
+    design: DesignSpec = DesignSpec()
+    training: dict[str, Any] = Field(default_factory=dict, description="training config fields shared by every run")
+    eval: EvalSpec = EvalSpec()
+    resources: Resources = Resources()
+    estimates: EstimateSpec = EstimateSpec()
+    data_dir: str | None = Field(default=None, description="not part of run ids: the same runs on any machine")
+    out: str | None = Field(default=None, description="output folder (default: sweeps/<name>)")
+
+    @field_validator("train_caps")
+    @classmethod
+    def _caps(cls, value: dict[str, int]) -> dict[str, int]:
+        for task, cap in value.items():
+            if cap < 0:
+                raise ValueError(f"{task}: must be >= 0, got {cap}")
+        return value
+
+
+# --------------------------------------------------------------------------------------------
+# Runs
+
+
+class RunSpec(BaseModel):
+    """One run of a sweep: everything an executor needs, as plain data (it crosses to workers)."""
+
+    run_id: str
+    sweep: str
+    kind: RunKind
+    label: str
+    model: str
+    train_tasks: list[str] = Field(default_factory=list)
+    general: float = 0.0
+    math: float = 0.0
+    seed: int = 0
+    train: dict[str, Any] | None = None  # a TrainConfig as JSON (with its inline cocktail), None for base/api
+    eval: dict[str, Any]  # resolved evaluation settings (concrete task lists)
+    api: dict[str, Any] | None = None
+    config_sha256: str
+    resources: Resources = Resources()
+    est_tokens: int = 0
+    est_eval_examples: int = 0
+    est_seconds: float = 0.0
+    origin: str = ""  # the sweep-file field this run came from
+
+    @property
+    def trains(self) -> bool:
+        return self.train is not None
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()
+
+
+# Sizes of the built-in tasks' splits (offline data) and mean prompt+target tokens, measured with
+# the SmolLM2 tokenizer in the instruction style; `eval_cost` is the time of one evaluation
+# example relative to one FPB example in choice mode (generation and long prompts cost more).
+# Only estimates read them; a sweep can override any entry under `estimates.tasks`.
+def _est(train: int, validation: int, test: int, tokens: float, cost: float) -> TaskEstimate:
+    return TaskEstimate(train_examples=train, validation_examples=validation, eval_examples=test, mean_tokens=tokens, eval_cost=cost)
+
+
+DEFAULT_TASK_ESTIMATES: dict[str, TaskEstimate] = {
+    "fpb": _est(3268, 361, 1212, 70, 1),
+    "fiqa_sa": _est(826, 89, 235, 46, 1),
+    "tfns": _est(8644, 898, 2388, 51, 1),
+    "headline": _est(45738, 4830, 12852, 47, 1),
+    "finner": _est(464, 47, 98, 98, 8),
+    "ner_cls": _est(715, 87, 3502, 90, 2),
+    "finqa": _est(506, 100, 277, 1071, 30),
+    "convfinqa": _est(863, 191, 436, 1121, 30),
+    "general": _est(1926, 102, 0, 535, 20),
+    "gsm8k": _est(7052, 421, 1319, 189, 20),
+    "cfa": _est(0, 0, 1032, 104, 2),
+    "financebench": _est(0, 0, 150, 718, 40),
+}
+_FALLBACK_ESTIMATE = _est(1000, 100, 200, 150, 2)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated sweep and its runs."""
+
+    spec: SweepSpec
+    source: str
+    runs: list[RunSpec]
+
+    @property
+    def training_runs(self) -> list[RunSpec]:
+        return [r for r in self.runs if r.trains]
+
+    @property
+    def out_dir(self) -> Path:
+        return default_out_dir(self.spec, self.source)
+
+    def totals(self) -> dict[str, float]:
+        return {
+            "runs": len(self.runs),
+            "training_runs": len(self.training_runs),
+            "est_tokens": sum(r.est_tokens for r in self.runs),
+            "est_seconds": sum(r.est_seconds for r in self.runs),
+        }
+
+
+def default_out_dir(spec: SweepSpec, source: str = "") -> Path:
+    """`out` from the sweep file, else `sweeps/<name>`; relative to the working directory."""
+    return Path(spec.out).expanduser() if spec.out else Path("sweeps") / spec.name
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif err["type"] == "missing":
+        msg = "required field missing"
+    more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+    return f"{source}: {loc}: {msg}{more}" if loc else f"{source}: {msg}{more}"
+
+
+def parse_sweep(data: Any, source: str = "sweep") -> SweepSpec:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping with name, tasks, models, ...; got {type(data).__name__}")
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def load_sweep(path: str | os.PathLike) -> SweepSpec:
+    from fincocktail.cocktail import load_yaml
+
+    path = Path(path)
+    return parse_sweep(load_yaml(path), source=str(path))
+
+
+def load_plan(path: str | os.PathLike, check_tasks: bool = True) -> Plan:
+    """Read, validate and expand a sweep file."""
+    spec = load_sweep(path)
+    return expand(spec, source=str(path), check_tasks=check_tasks)
+
+
+# --------------------------------------------------------------------------------------------
+# Expansion
+
+
+class _Checker:
+    """Task and model checks with the field path in every message."""
+
+    def __init__(self, source: str, check_tasks: bool):
+        self.source = source
+        self.check_tasks = check_tasks
+        self._known: list[str] | None = None
+        self._tasks: dict[str, Any] = {}
+
+    def fail(self, where: str, msg: str) -> None:
+        raise ConfigError(f"{self.source}: {where}: {msg}")
+
+    def known(self) -> list[str]:
+        if self._known is None:
+            from fincocktail.tasks.registry import task_ids
+
+            self._known = task_ids()
+        return self._known
+
+    def task(self, task_id: str, where: str) -> Any | None:
+        """The Task object when it can be loaded (None when checks are off or the module is missing)."""
+        if not self.check_tasks:
+            return None
+        if task_id not in self.known():
+            import difflib
+
+            close = difflib.get_close_matches(task_id, self.known(), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else f"; known tasks: {', '.join(self.known())}"
+            self.fail(where, f"unknown task {task_id!r}{hint}")
+        if task_id not in self._tasks:
+            from fincocktail.tasks.registry import get_task
+
+            try:
+                self._tasks[task_id] = get_task(task_id)
+            except (ImportError, AttributeError):
+                self._tasks[task_id] = None  # registered but its loader is not importable: checked at run time
+        return self._tasks[task_id]
+
+    def trainable(self, task_id: str, where: str) -> None:
+        task = self.task(task_id, where)
+        if task is not None and (task.eval_only or "train" not in task.splits):
+            self.fail(where, f"task {task_id!r} is evaluation-only (it has no train split)")
+
+    def evaluable(self, task_id: str, split: str, where: str, explicit: bool) -> bool:
+        task = self.task(task_id, where)
+        if task is None:
+            return True
+        if task.train_only or task.kind == "instruction":
+            if explicit:
+                self.fail(where, f"task {task_id!r} is training data only and cannot be evaluated")
+            return False
+        if split not in task.splits:
+            if explicit:
+                self.fail(where, f"task {task_id!r} has no split {split!r} (it has {', '.join(task.splits)})")
+            return False
+        return True
+
+    def model(self, name: str, where: str) -> None:
+        if not self.check_tasks:
+            return
+        if Path(name).expanduser().is_dir():
+            return
+        try:
+            from fincocktail.models.registry import close_names, get_model_spec
+        except ImportError:
+            return
+        if get_model_spec(name) is None:
+            close = close_names(name)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            self.fail(where, f"unknown model {name!r}: not a registry name nor a local folder{hint}; see `fincocktail models list`")
+
+
+def _unique(items: list[Any], where: str, checker: _Checker) -> None:
+    seen: dict[Any, int] = {}
+    for i, item in enumerate(items):
+        key = canonical_json(item) if not isinstance(item, (str, int, float)) else item
+        if key in seen:
+            checker.fail(f"{where}.{i}", f"{item!r} is already listed at {where}.{seen[key]}")
+        seen[key] = i
+
+
+def _estimate(spec: SweepSpec, task_id: str) -> TaskEstimate:
+    base = DEFAULT_TASK_ESTIMATES.get(task_id, _FALLBACK_ESTIMATE)
+    over = spec.estimates.tasks.get(task_id)
+    if over is None:
+        return base
+    return base.model_copy(update={k: v for k, v in over.model_dump().items() if v is not None})
+
+
+def _eval_plan(spec: SweepSpec, checker: _Checker) -> dict[str, Any]:
+    ev = spec.eval
+    explicit = ev.tasks is not None
+    tasks = ev.tasks if explicit else list(spec.tasks) + [t for t in KNOWLEDGE_TASKS if t not in spec.tasks]
+    if explicit and not tasks:
+        checker.fail("eval.tasks", "empty: list at least one task to evaluate on")
+    _unique(list(tasks), "eval.tasks", checker)
+    where = "eval.tasks" if explicit else "tasks"
+    test_tasks = []
+    for i, t in enumerate(tasks):
+        field_path = f"{where}.{i}" if explicit else (f"tasks.{spec.tasks.index(t)}" if t in spec.tasks else "eval.tasks")
+        if checker.evaluable(t, ev.split, field_path, explicit):
+            test_tasks.append(t)
+    if not test_tasks:
+        checker.fail("eval.tasks", f"no task can be evaluated on split {ev.split!r}")
+    selection: list[str] = []
+    if ev.selection_split:
+        explicit_sel = ev.selection_tasks is not None
+        candidates = ev.selection_tasks if explicit_sel else list(spec.tasks)
+        for i, t in enumerate(candidates):
+            field_path = f"eval.selection_tasks.{i}" if explicit_sel else f"tasks.{i}"
+            if checker.evaluable(t, ev.selection_split, field_path, explicit_sel):
+                selection.append(t)
+    for t in ev.max_examples_per_task:
+        if t not in test_tasks and t not in selection:
+            checker.fail(f"eval.max_examples_per_task.{t}", f"task {t!r} is not evaluated by this sweep")
+    return {
+        "split": ev.split,
+        "tasks": test_tasks,
+        "selection_split": ev.selection_split if selection else None,
+        "selection_tasks": selection,
+        "max_examples": ev.max_examples,
+        "selection_max_examples": ev.selection_max_examples or ev.max_examples,
+        "max_examples_per_task": dict(sorted(ev.max_examples_per_task.items())),
+        "mode": ev.mode,
+        "shots": ev.shots,
+        "batch_size": ev.batch_size,
+        "bootstrap_samples": ev.bootstrap_samples,
+        "max_new_tokens": ev.max_new_tokens,
+    }
+
+
+def _eval_count(spec: SweepSpec, ev: dict[str, Any]) -> tuple[int, float]:
+    """(examples, FPB-equivalent cost) of one run's evaluation."""
+    n_total = 0
+    cost = 0.0
+    for split, tasks, limit in (
+        ("test", ev["tasks"], ev["max_examples"]),
+        ("selection", ev["selection_tasks"], ev["selection_max_examples"]),
+    ):
+        for t in tasks:
+            est = _estimate(spec, t)
+            n = (est.validation_examples if split == "selection" else est.eval_examples) or 0
+            lim = ev["max_examples_per_task"].get(t, limit)
+            if lim is not None:
+                n = min(n, lim)
+            n_total += n
+            cost += n * (est.eval_cost or 1.0)
+    return n_total, cost
+
+
+def _train_tokens(spec: SweepSpec, train: dict[str, Any]) -> int:
+    cocktail = train["cocktail"]
+    per_epoch_examples = 0
+    per_epoch_tokens = 0.0
+    task_examples = 0
+    for ing in cocktail["ingredients"]:
+        est = _estimate(spec, ing["task"])
+        n = est.train_examples or 0
+        if ing.get("cap") is not None:
+            n = min(n, ing["cap"])
+        task_examples += n
+        per_epoch_examples += n
+        per_epoch_tokens += n * (est.mean_tokens or 0)
+    for key in ("general", "math"):
+        booster = cocktail.get(key)
+        if not booster:
+            continue
+        est = _estimate(spec, booster["task"])
+        n = int(round(booster["fraction"] * task_examples))
+        if booster.get("cap") is not None:
+            n = min(n, booster["cap"])
+        per_epoch_examples += n
+        per_epoch_tokens += n * (est.mean_tokens or 0)
+    epochs = train.get("epochs", 1)
+    tokens = per_epoch_tokens * epochs
+    max_steps = train.get("max_steps")
+    if max_steps and per_epoch_examples:
+        per_step = train.get("batch_size", 8) * train.get("grad_accum", 1)
+        tokens = min(tokens, max_steps * per_step * per_epoch_tokens / per_epoch_examples)
+    return int(tokens)
+
+
+def _slug(s: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", Path(s.rstrip("/")).name if os.sep in s else s).strip("_")
+
+
+def _cocktail_label(tasks: list[str], general: float, math: float) -> str:
+    label = "+".join(tasks)
+    if general:
+        label += f" +general{general:g}"
+    if math:
+        label += f" +math{math:g}"
+    return label
+
+
+def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> Plan:
+    """All runs of `spec`, validated. Raises ConfigError naming `source` and the field."""
+    from fincocktail.training.config import parse_train_config
+
+    c = _Checker(source, check_tasks)
+
+    # -- lists: non-empty, no duplicates, known tasks and models
+    if not spec.tasks:
+        c.fail("tasks", "empty grid: list at least one financial task")
+    _unique(spec.tasks, "tasks", c)
+    for i, t in enumerate(spec.tasks):
+        c.task(t, f"tasks.{i}")
+    if not spec.seeds:
+        c.fail("seeds", "empty grid: list at least one seed")
+    _unique(spec.seeds, "seeds", c)
+    _unique([m.name for m in spec.models], "models", c)
+    _unique([m.name for m in spec.api_models], "api_models", c)
+    for i, m in enumerate(spec.models):
+        c.model(m.name, f"models.{i}.name")
+        for key in m.training:
+            if key in _SWEEP_OWNED_TRAIN_FIELDS:
+                c.fail(f"models.{i}.training.{key}", "set by the sweep for each run; remove it here")
+    for key in spec.training:
+        if key in _SWEEP_OWNED_TRAIN_FIELDS:
+            c.fail(f"training.{key}", "set by the sweep for each run (model, cocktail, seed, folders); remove it here")
+    for t, _ in spec.train_caps.items():
+        if t not in spec.tasks and t not in [b.task for b in (spec.general, spec.math) if b]:
+            c.fail(f"train_caps.{t}", f"task {t!r} is not trained on by this sweep")
+    for key in ("general", "math"):
+        booster = getattr(spec, key)
+        if booster is not None:
+            c.trainable(booster.task, f"{key}.task")
+            if booster.task in spec.tasks:
+                c.fail(f"{key}.task", f"task {booster.task!r} is already a financial task of this sweep (tasks)")
+
+    # -- the cocktails (lists of financial tasks), each with the field it came from
+    d = spec.design
+    mixes: list[tuple[list[str], str]] = []
+    if d.single:
+        for i, t in enumerate(spec.tasks):
+            c.trainable(t, f"tasks.{i}")
+            mixes.append(([t], f"design.single (tasks.{i})"))
+    order: list[str] = []
+    if d.incremental:
+        order = list(spec.tasks) if d.incremental is True else list(d.incremental)  # type: ignore[arg-type]
+        if isinstance(d.incremental, list):
+            if not order:
+                c.fail("design.incremental", "empty grid: list tasks in the order to add them, or use true")
+            _unique(order, "design.incremental", c)
+            for i, t in enumerate(order):
+                c.task(t, f"design.incremental.{i}")
+        for k in range(2, len(order) + 1):
+            mixes.append((order[:k], f"design.incremental (first {k})"))
+    if d.all_tasks and not (d.incremental and set(order) == set(spec.tasks)):
+        if len(spec.tasks) >= 2 or not d.single:
+            mixes.append((list(spec.tasks), "design.all_tasks"))
+    for i, mix in enumerate(d.cocktails):
+        if not mix:
+            c.fail(f"design.cocktails.{i}", "empty cocktail: list at least one task")
+        _unique(mix, f"design.cocktails.{i}", c)
+        for j, t in enumerate(mix):
+            c.task(t, f"design.cocktails.{i}.{j}")
+        mixes.append((list(mix), f"design.cocktails.{i}"))
+    for mix, where in mixes:
+        for t in mix:
+            c.trainable(t, where)
+
+    ev = _eval_plan(spec, c)
+    n_eval, eval_cost = _eval_count(spec, ev)
+
+    runs: list[RunSpec] = []
+    seen: dict[str, str] = {}
+
+    def add(run: RunSpec) -> None:
+        if run.config_sha256 in seen:
+            c.fail(run.origin, f"duplicate run {run.label!r} ({run.model}): the same run as {seen[run.config_sha256]}")
+        seen[run.config_sha256] = run.origin
+        runs.append(run)
+
+    def eval_seconds(rate: float | None) -> float:
+        return eval_cost / (rate or spec.estimates.eval_examples_per_s)
+
+    for mi, m in enumerate(spec.models):
+        resources = Resources(
+            num_cpus=m.num_cpus if m.num_cpus is not None else spec.resources.num_cpus,
+            num_gpus=m.num_gpus if m.num_gpus is not None else spec.resources.num_gpus,
+        )
+        if d.base:
+            config = {"schema": RUN_SCHEMA, "kind": "base", "model": m.name, "train": None, "eval": ev}
+            h = config_hash(config)
+            add(
+                RunSpec(
+                    run_id=f"base-{h[:12]}", sweep=spec.name, kind="base", label="zero-shot", model=m.name,
+                    eval=ev, config_sha256=h, resources=resources, est_eval_examples=n_eval,
+                    est_seconds=round(spec.estimates.overhead_s + eval_seconds(m.eval_examples_per_s), 1),
+                    origin=f"design.base (models.{mi})",
+                )
+            )
+        g_fracs = spec.general.fractions if spec.general else [0.0]
+        m_fracs = spec.math.fractions if spec.math else [0.0]
+        for mix, where in mixes:
+            kind: RunKind = "single" if len(mix) == 1 else "cocktail"
+            boosted = kind in d.boosters_on
+            for gf in g_fracs if boosted else [0.0]:
+                for mf in m_fracs if boosted else [0.0]:
+                    for seed in spec.seeds:
+                        cocktail: dict[str, Any] = {
+                            "name": _cocktail_label(mix, gf, mf).replace(" ", ""),
+                            "seed": seed,
+                            "ingredients": [
+                                {"task": t, **({"cap": spec.train_caps[t]} if t in spec.train_caps else {})} for t in mix
+                            ],
+                        }
+                        for key, frac in (("general", gf), ("math", mf)):
+                            booster = getattr(spec, key)
+                            if booster is not None and frac > 0:
+                                cap = booster.cap if booster.cap is not None else spec.train_caps.get(booster.task)
+                                cocktail[key] = {"task": booster.task, "fraction": frac, **({"cap": cap} if cap is not None else {})}
+                        data = {**spec.training, **m.training, "model": m.name, "cocktail": cocktail, "seed": seed}
+                        tc = parse_train_config(data, source=f"{source}: training (models.{mi})")
+                        train = tc.model_dump(mode="json", exclude={"output_dir", "data_dir"})
+                        config = {"schema": RUN_SCHEMA, "kind": kind, "model": m.name, "train": train, "eval": ev}
+                        h = config_hash(config)
+                        tokens = _train_tokens(spec, train)
+                        rate = m.tokens_per_s or spec.estimates.tokens_per_s
+                        add(
+                            RunSpec(
+                                run_id=f"{kind}-{h[:12]}", sweep=spec.name, kind=kind,
+                                label=_cocktail_label(mix, gf, mf), model=m.name, train_tasks=list(mix),
+                                general=gf, math=mf, seed=seed, train=train, eval=ev, config_sha256=h,
+                                resources=resources, est_tokens=tokens, est_eval_examples=n_eval,
+                                est_seconds=round(spec.estimates.overhead_s + tokens / rate + eval_seconds(m.eval_examples_per_s), 1),
+                                origin=f"{where}, models.{mi}, seeds={seed}, general={gf:g}, math={mf:g}",
+                            )
+                        )
+    for ai, a in enumerate(spec.api_models):
+        api = {"base_url": a.base_url, "concurrency": a.concurrency}
+        api_ev = {**ev, "mode": "generate"}
+        config = {"schema": RUN_SCHEMA, "kind": "api", "model": a.name, "train": None, "eval": api_ev, "api": api}
+        h = config_hash(config)
+        add(
+            RunSpec(
+                run_id=f"api-{h[:12]}", sweep=spec.name, kind="api", label="zero-shot (API)", model=a.name,
+                eval=api_ev, api=api, config_sha256=h, resources=Resources(num_cpus=spec.resources.num_cpus, num_gpus=0),
+                est_eval_examples=n_eval,
+                est_seconds=round(spec.estimates.overhead_s + n_eval / (a.eval_examples_per_s or 2.0), 1),
+                origin=f"api_models.{ai}",
+            )
+        )
+    if not runs:
+        if not spec.models and not spec.api_models:
+            c.fail("models", "empty grid: list at least one model (or api_models)")
+        c.fail("design", "empty grid: every design is switched off (base, single, incremental, all_tasks, cocktails)")
+    return Plan(spec=spec, source=source, runs=runs)

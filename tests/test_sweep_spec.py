@@ -1,0 +1,184 @@
+"""Sweep files: expansion to runs, run ids, estimates, and errors that name the file and field."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fincocktail.errors import ConfigError
+from fincocktail.sweep.spec import config_hash, expand, load_plan, parse_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+SWEEPS = REPO / "configs" / "sweeps"
+
+
+def write(tmp_path: Path, data: dict, name: str = "sweep.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+BASE = {
+    "name": "t",
+    "tasks": ["fpb", "fiqa_sa", "tfns"],
+    "models": ["smollm2-135m-instruct"],
+    "general": {"task": "general", "fractions": [0, 0.25]},
+    "math": {"task": "gsm8k", "fractions": [0, 0.5]},
+    "training": {"max_steps": 4, "batch_size": 2},
+}
+
+
+def plan_of(tmp_path: Path, **changes):
+    return load_plan(write(tmp_path, {**BASE, **changes}))
+
+
+def test_paper_sweep_plans_at_least_200_training_runs():
+    plan = load_plan(SWEEPS / "paper.yaml")
+    trained = plan.training_runs
+    assert len(trained) >= 200
+    # 4 models x (7 single + 6 incremental) x 2 (general) x 2 (math)
+    assert len(trained) == 4 * 13 * 4
+    assert {r.model for r in trained} == {
+        "phi3-mini-4k-instruct", "llama3.1-8b-instruct", "mistral-7b-instruct-v0.3", "qwen2.5-7b-instruct",
+    }
+    assert {r.kind for r in plan.runs} == {"base", "api", "single", "cocktail"}
+    assert len({r.run_id for r in plan.runs}) == len(plan.runs)
+    # every run is evaluated on the seven financial tasks plus the knowledge tasks, test split
+    ev = trained[0].eval
+    assert ev["split"] == "test" and ev["tasks"][-2:] == ["cfa", "financebench"] and len(ev["tasks"]) == 9
+    assert ev["selection_split"] == "validation"
+    assert all(r.resources.num_gpus == 1 for r in trained)
+
+
+def test_cpu_small_fits_an_hour_and_quick_a_few_minutes():
+    small = load_plan(SWEEPS / "cpu-small.yaml")
+    assert small.spec.models[0].name == "smollm2-135m-instruct"
+    assert {r.kind for r in small.runs} == {"base", "single", "cocktail"}
+    assert any(r.general and r.math for r in small.runs)
+    assert small.totals()["est_seconds"] <= 30 * 60  # the header promises 60 min with 2x headroom
+    quick = load_plan(SWEEPS / "quick.yaml")
+    assert quick.totals()["est_seconds"] <= 6 * 60
+
+
+def test_design_expands_as_hand_counted(tmp_path):
+    plan = plan_of(tmp_path)
+    # base + (3 single + 2 incremental) x 2 general x 2 math; incremental's last cocktail is all tasks
+    assert len(plan.runs) == 1 + 5 * 4
+    labels = [r.label for r in plan.runs]
+    assert labels[0] == "zero-shot"
+    assert "fpb+fiqa_sa" in labels and "fpb+fiqa_sa+tfns +general0.25 +math0.5" in labels
+    assert labels.count("fpb+fiqa_sa+tfns") == 1  # all_tasks does not duplicate the last incremental one
+    run = next(r for r in plan.runs if r.label == "fpb+fiqa_sa +general0.25 +math0.5")
+    cocktail = run.train["cocktail"]
+    assert [i["task"] for i in cocktail["ingredients"]] == ["fpb", "fiqa_sa"]
+    assert cocktail["general"]["fraction"] == 0.25 and cocktail["math"]["fraction"] == 0.5
+    assert run.train["max_steps"] == 4 and run.train["seed"] == 0 and run.kind == "cocktail"
+
+    # boosters only on cocktails, no incremental, explicit cocktail, two seeds
+    plan = plan_of(
+        tmp_path,
+        seeds=[0, 1],
+        design={"base": False, "incremental": False, "all_tasks": False, "cocktails": [["tfns", "fpb"]], "boosters_on": ["cocktail"]},
+    )
+    assert len(plan.runs) == (3 + 1 * 4) * 2
+    assert {r.seed for r in plan.runs} == {0, 1}
+
+
+def test_run_ids_hash_the_full_config(tmp_path):
+    a = plan_of(tmp_path)
+    b = plan_of(tmp_path, data_dir="/elsewhere", estimates={"tokens_per_s": 999})
+    assert [r.run_id for r in a.runs] == [r.run_id for r in b.runs]  # machine details are not in the hash
+    c = plan_of(tmp_path, training={"max_steps": 4, "batch_size": 2, "lr": 1e-3})
+    ids_a = {r.label: r.run_id for r in a.runs}
+    ids_c = {r.label: r.run_id for r in c.runs}
+    assert ids_a["zero-shot"] == ids_c["zero-shot"]
+    assert all(ids_a[k] != ids_c[k] for k in ids_a if k != "zero-shot")
+    run = a.runs[3]
+    expected = config_hash({"schema": "fincocktail-run/1", "kind": run.kind, "model": run.model, "train": run.train, "eval": run.eval})
+    assert run.config_sha256 == expected and run.run_id == f"{run.kind}-{expected[:12]}"
+
+
+def test_estimates_follow_sizes_and_throughput(tmp_path):
+    plan = plan_of(
+        tmp_path,
+        tasks=["fpb"],
+        general=None,
+        math=None,
+        design={"base": False},
+        training={"epochs": 2},
+        train_caps={"fpb": 100},
+        eval={"tasks": ["fpb"], "max_examples": 50, "selection_split": None},
+        estimates={"tokens_per_s": 100, "eval_examples_per_s": 5, "overhead_s": 1, "tasks": {"fpb": {"mean_tokens": 60}}},
+    )
+    (run,) = plan.runs
+    assert run.est_tokens == 100 * 60 * 2
+    assert run.est_eval_examples == 50
+    assert run.est_seconds == pytest.approx(1 + 12000 / 100 + 50 / 5)
+
+
+@pytest.mark.parametrize(
+    "changes, where",
+    [
+        ({"tasks": ["fpb", "fiqa_ss"]}, "tasks.1: unknown task 'fiqa_ss' (did you mean fiqa_sa"),
+        ({"design": {"cocktails": [["fpb", "nope"]]}}, "design.cocktails.0.1: unknown task 'nope'"),
+        ({"eval": {"tasks": ["fpb", "zzz"]}}, "eval.tasks.1: unknown task 'zzz'"),
+        ({"tasks": ["fpb", "cfa"]}, "tasks.1: task 'cfa' is evaluation-only"),
+        ({"seeds": []}, "seeds: empty grid"),
+        ({"tasks": []}, "tasks: empty grid"),
+        ({"models": []}, "models: empty grid"),
+        ({"design": {"base": False, "single": False, "incremental": False, "all_tasks": False}}, "design: empty grid"),
+        ({"seeds": [0, 0]}, "seeds.1: 0 is already listed at seeds.0"),
+        ({"design": {"cocktails": [["fpb", "fiqa_sa"]]}}, "design.cocktails.0"),
+        ({"learning_rate": 1e-4}, "learning_rate: unknown field"),
+        ({"eval": {"max_examples": 5, "splitt": "test"}}, "eval.splitt: unknown field"),
+        ({"training": {"lrr": 1e-4}}, "training (models.0): lrr: unknown field"),
+        ({"training": {"seed": 3}}, "training.seed: set by the sweep"),
+        ({"general": {"task": "general", "fractions": [0.1, 0.1]}}, "general.fractions"),
+        ({"models": ["no-such-model"]}, "models.0.name: unknown model 'no-such-model'"),
+    ],
+)
+def test_bad_sweep_files_fail_at_plan_time_naming_file_and_field(tmp_path, changes, where):
+    path = write(tmp_path, {**BASE, **changes})
+    with pytest.raises(ConfigError) as info:
+        load_plan(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: "), message
+    assert where in message, message
+    assert "\n" not in message
+
+
+def test_duplicate_run_names_both_origins(tmp_path):
+    path = write(tmp_path, {**BASE, "design": {"cocktails": [["fpb", "fiqa_sa"]]}})
+    with pytest.raises(ConfigError, match=r"design\.cocktails\.0.*duplicate run 'fpb\+fiqa_sa'.*design\.incremental"):
+        load_plan(path)
+
+
+def test_parse_requires_a_mapping():
+    with pytest.raises(ConfigError, match="sweep: expected a mapping"):
+        parse_sweep(["not", "a", "mapping"])
+
+
+def test_cli_plan_json_and_one_line_errors(tmp_path):
+    ok = write(tmp_path, BASE)
+    res = subprocess.run(
+        [sys.executable, "-m", "fincocktail", "sweep", "plan", str(ok), "--json"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["totals"]["runs"] == 21 and data["totals"]["training_runs"] == 20
+    assert {"id", "model", "cocktail", "seed", "est_tokens", "est_seconds"} <= set(data["runs"][0])
+    bad = write(tmp_path, {**BASE, "tasks": ["fpb", "bogus"]}, name="bad.yaml")
+    res = subprocess.run([sys.executable, "-m", "fincocktail", "sweep", "plan", str(bad)], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "bad.yaml: tasks.1: unknown task 'bogus'" in res.stderr
+
+
+def test_expand_without_task_checks_skips_registry(tmp_path):
+    spec = parse_sweep({**BASE, "tasks": ["mine_a", "mine_b"], "models": [str(tmp_path)], "general": None, "math": None})
+    plan = expand(spec, check_tasks=False)
+    assert [r.label for r in plan.runs] == ["zero-shot", "mine_a", "mine_b", "mine_a+mine_b"]
