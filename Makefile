@@ -32,7 +32,7 @@ endif
 demo: setup
 	$(BIN)/fincocktail models pull smollm2-135m-instruct
 	$(BIN)/fincocktail data check
-	$(BIN)/fincocktail eval --model smollm2-135m-instruct --tasks fpb,fiqa_sa,tfns --split test --limit 50 --mode choice
+	$(BIN)/fincocktail reproduce --quick
 
 test: setup
 	$(BIN)/python -m pytest
