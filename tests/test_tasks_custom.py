@@ -239,5 +239,5 @@ def test_example_folder_is_copyable(tmp_path: Path) -> None:
     """The example refers to its data relative to the YAML, so a copied folder keeps working."""
     shutil.copytree(EXAMPLES, tmp_path / "mine")
     task = load_user_tasks(tmp_path / "mine")["earnings_tone"]
-    assert str(task.data_files()[0]).startswith(str(tmp_path / "mine"))
+    assert str(task.source_files(None)[0]).startswith(str(tmp_path / "mine"))
     assert len(task.load("train", None)) == len(load_user_tasks(EXAMPLES)["earnings_tone"].load("train", None))

@@ -13,6 +13,7 @@ seeded with a string, which Python hashes the same way on every machine.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import random
@@ -226,11 +227,22 @@ def load_sources(tasks: Mapping[str, Task], data_dir: Path) -> dict[str, list[Ex
 
 
 def source_file_hashes(task: Task, data_dir: Path) -> dict[str, str] | None:
-    """sha256 of the files the task read, if the task says which (optional `source_files(data_dir)`)."""
+    """sha256 of the files the task's train split read, if the task says which (`source_files`).
+
+    None when it names none (a hub source, or a task that does not say). Tasks built on `Task`
+    take `split`, so files only other splits read (GSM8K's test.jsonl) are not listed.
+    """
     lister = getattr(task, "source_files", None)
     if lister is None:
         return None
-    files = lister(data_dir) if callable(lister) else lister
+    if not callable(lister):
+        files = lister
+    elif "split" in inspect.signature(lister).parameters:
+        files = lister(data_dir, split=TRAIN_SPLIT)
+    else:
+        files = lister(data_dir)
+    if not files:
+        return None
     out: dict[str, str] = {}
     for item in files:
         path = Path(item)

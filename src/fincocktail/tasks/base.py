@@ -79,6 +79,7 @@ class Task(ABC):
     train_only: bool = False
     source: str = ""  # where the data comes from (file names offline, hub id online)
     licence: str = ""
+    data_files: tuple[str, ...] = ()  # files `load` reads, relative to data_dir (all splits)
 
     def check_split(self, split: str) -> None:
         """A ConfigError naming the task and its splits when `split` is not one of them."""
@@ -89,6 +90,17 @@ class Task(ABC):
         """One prediction per example, or a ValueError: a silent `zip` would score a truncated run."""
         if len(predictions) != len(examples):
             raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples of task {self.id!r}")
+
+    def source_files(self, data_dir: Path, split: str | None = None) -> list[Path]:
+        """The local files `load(split, data_dir)` reads (every split's when `split` is None).
+
+        The cocktail manifest hashes these so a run can be traced to the exact bytes it trained
+        on. A task reading the hub copy (`data_source == "hub"`) reads no local file: empty list.
+        Tasks whose files differ by split override this.
+        """
+        if getattr(self, "data_source", "local") == "hub":
+            return []
+        return [Path(data_dir) / name for name in self.data_files]
 
     @abstractmethod
     def load(self, split: str, data_dir: Path) -> list[Example]:

@@ -211,9 +211,18 @@ class _UserTaskMixin:
             self.source = spec.data or ""
             self.splits = ("test",) if spec.eval_only else ("train", "validation", "test")
 
-    def data_files(self) -> list[Path]:
-        names = [self.spec.data] if self.spec.data else list((self.spec.files or {}).values())
-        return [(self.spec_path.parent / name) for name in names if name]
+    def source_files(self, data_dir: Path | None = None, split: str | None = None) -> list[Path]:
+        """The user's data file(s) `load(split)` reads, next to the YAML (`data_dir` is ignored, as in `load`)."""
+        spec = self.spec
+        if spec.files is None:
+            names = [spec.data]
+        elif split is None:
+            names = list(dict.fromkeys(spec.files.values()))
+        elif split in spec.files:
+            names = [spec.files[split]]
+        else:  # validation without its own file is carved from train
+            names = [spec.files["train"]] if split == "validation" and "train" in spec.files else []
+        return [self.spec_path.parent / name for name in names if name]
 
     def _input(self, row: dict[str, Any], path: Path, lineno: int) -> str:
         if self.spec.input_template:

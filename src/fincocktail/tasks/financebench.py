@@ -69,6 +69,7 @@ class FinanceBench(GenerativeTask):
     eval_only = True
     generation = GenerationSpec(max_new_tokens=128, stop=("\n\n", "\nInstruction:", "\nQuestion:"))
     source = "financebench/financebench_open_source.jsonl (hub: PatronusAI/financebench)"
+    data_files = ("financebench/financebench_open_source.jsonl",)
     licence = "not stated (dataset card: CC BY-NC 4.0)"
 
     def _rows(self, data_dir: Path) -> list[tuple[str, int, dict[str, Any]]]:

@@ -178,6 +178,7 @@ class FinQA(_NumericReasoningTask):
     )
     instruction = "Please answer the given financial question based on the context."
     source = "finqa/pixiu_finqa_dev.jsonl (hub: ChanceFocus/flare-finqa)"
+    data_files = ("finqa/pixiu_finqa_dev.jsonl",)
 
     HUB_ID = "ChanceFocus/flare-finqa"
     HUB_VERSION = versioned("finqa@flare-official-v1")
@@ -294,6 +295,7 @@ class ConvFinQA(_NumericReasoningTask):
         "Please answer the last question of the conversation based on the context and the previous questions and answers."
     )
     source = "convfinqa/convfinqa_dev_turns.json + convfinqa/pot_convfinqa_dev.json (hub: ChanceFocus/flare-convfinqa)"
+    data_files = ("convfinqa/convfinqa_dev_turns.json", "convfinqa/pot_convfinqa_dev.json")
 
     HUB_ID = "ChanceFocus/flare-convfinqa"
     HUB_VERSION = versioned("convfinqa@flare-official-v1")

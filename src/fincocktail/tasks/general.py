@@ -90,6 +90,7 @@ class General(GenerativeTask):
     train_only = True
     generation = GenerationSpec(max_new_tokens=512, stop=())
     source = "lima/lima.json + alpaca/alpaca_gpt4_en_demo_llamafactory.json (hub: Open-Orca/OpenOrca)"
+    data_files = ("lima/lima.json", "alpaca/alpaca_gpt4_en_demo_llamafactory.json")
     licence = "LIMA: CC BY-NC-SA; Alpaca-GPT4: CC BY-NC 4.0 (non-commercial)"
 
     def __init__(self, source: Source = "local") -> None:

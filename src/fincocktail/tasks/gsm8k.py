@@ -62,6 +62,15 @@ class GSM8K(GenerativeTask):
     generation = GenerationSpec(max_new_tokens=400, stop=("\n\n", "\nInstruction:", "\nQuestion:"))
     source = "gsm8k/train.jsonl, gsm8k/test.jsonl (hub: openai/gsm8k, config main)"
     licence = "MIT"
+    data_files = ("gsm8k/train.jsonl", "gsm8k/test.jsonl")
+
+    def source_files(self, data_dir: Path, split: str | None = None) -> list[Path]:
+        """Train and validation come from train.jsonl only; test from test.jsonl only."""
+        files = super().source_files(data_dir, split)
+        if split is None:
+            return files
+        wanted = "test.jsonl" if split == "test" else "train.jsonl"
+        return [f for f in files if f.name == wanted]
 
     def _rows(self, split: str, data_dir: Path) -> list[tuple[str, int, str, str]]:
         """(file, line, question, answer) for the original train or test file."""

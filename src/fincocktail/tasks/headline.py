@@ -57,6 +57,7 @@ class Headline(ClassificationTask):
     source = "headline/gold-dataset-sinha-khandait.csv (tab-separated)"
     licence = "no licence stated (research use)"
     FILE = "gold-dataset-sinha-khandait.csv"
+    data_files = (f"headline/{FILE}",)
 
     def _headlines(self, data_dir: Path) -> list[tuple[int, str, dict[str, str]]]:
         path = require_file(Path(data_dir) / "headline" / self.FILE, self.id)

@@ -37,6 +37,7 @@ class CFA(MultipleChoiceTask):
     eval_only = True
     generation = GenerationSpec(max_new_tokens=8)
     source = "cfa/flare_cfa_test.json (hub: TheFinAI/flare-cfa)"
+    data_files = ("cfa/flare_cfa_test.json",)
     licence = "not stated (FinBen research release); do not redistribute"
 
     def __init__(self, source: str = "local") -> None:

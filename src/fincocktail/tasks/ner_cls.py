@@ -121,6 +121,13 @@ class NERCls(ClassificationTask):
     generation = GenerationSpec(max_new_tokens=6)
     source = "fingpt_test/ner_test.jsonl (test), finner/FIN5.txt (train)"
     licence = "CC BY 3.0 (FinNER); test file from FinLoRA (OpenMDW-1.0)"
+    data_files = ("fingpt_test/ner_test.jsonl", "finner/FIN5.txt")
+
+    def source_files(self, data_dir: Path, split: str | None = None) -> list[Path]:
+        """The test split reads only the test file; train and validation also read it, to drop test sentences."""
+        if split == "test":
+            return [Path(data_dir) / self.data_files[0]]
+        return super().source_files(data_dir, split)
 
     def extract(self, text: str, mode: ExtractMode = "flexible") -> str | None:
         """As for any label set, but a quoted echo of the entity ("The entity type of 'X Bank Company'

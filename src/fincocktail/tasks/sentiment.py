@@ -172,6 +172,7 @@ class FPB(SentimentTask):
     description = "Financial PhraseBank 50Agree news sentences, 3-class sentiment; FinGPT benchmark test split"
     source = "fpb/Sentences_50Agree.txt + fingpt_test/fpb_test.jsonl (hub: takala/financial_phrasebank)"
     licence = "CC BY-NC-SA 3.0 (non-commercial)"
+    data_files = ("fpb/Sentences_50Agree.txt", "fingpt_test/fpb_test.jsonl")
 
     def _hub_partition(self) -> Partition:
         """FinGPT's own procedure: `train_test_split(seed=42)` (25% test) of the hub copy's 4846 rows."""
@@ -226,6 +227,7 @@ class FiQASA(SentimentTask):
     source = "fiqa_sa/task1_{headline,post}_ABSA_train.json + fingpt_test/fiqa_test.jsonl"
     licence = "no licence stated (research use)"
     FILES = (("headline", "task1_headline_ABSA_train.json"), ("post", "task1_post_ABSA_train.json"))
+    data_files = tuple(f"fiqa_sa/{name}" for _, name in FILES) + ("fingpt_test/fiqa_test.jsonl",)
 
     @staticmethod
     def score_to_label(score: float) -> str:
@@ -292,6 +294,7 @@ class TFNS(SentimentTask):
     description = "Twitter Financial News Sentiment tweets, 3-class sentiment; test = the validation release (2388)"
     source = "tfns/sent_train.csv, tfns/sent_valid.csv (hub: zeroshot/twitter-financial-news-sentiment)"
     licence = "MIT (dataset card)"
+    data_files = ("tfns/sent_train.csv", "tfns/sent_valid.csv")
     instruction = TWEET_INSTRUCTION
     LABEL_MAP = MappingProxyType({"0": "negative", "1": "positive", "2": "neutral"})
 
