@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import os
 import random
 import re
@@ -23,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fincocktail.errors import ConfigError
+from fincocktail.fileio import format_validation_error, load_yaml, write_json_atomic
 from fincocktail.tasks.base import Example, Task
 
 TRAIN_SPLIT = "train"
@@ -141,17 +140,6 @@ class CocktailConfig(BaseModel):
         return ids
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown field"
-    where = f"{source}: {loc}: " if loc else f"{source}: "
-    more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-    return f"{where}{msg}{more}"
-
-
 def parse_cocktail(data: Any, source: str = "cocktail") -> CocktailConfig:
     """Validate a cocktail given as a mapping; errors name `source` and the field."""
     if not isinstance(data, dict):
@@ -159,19 +147,7 @@ def parse_cocktail(data: Any, source: str = "cocktail") -> CocktailConfig:
     try:
         return CocktailConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
-
-
-def load_yaml(path: Path) -> Any:
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}{line}: invalid YAML ({problem})") from None
+        raise ConfigError(format_validation_error(exc, source)) from None
 
 
 def load_cocktail(path: str | os.PathLike) -> CocktailConfig:
@@ -464,15 +440,6 @@ def prepare_cocktail(
     return data
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to a temp file next to `path`, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_manifest(data: CocktailData, path: Path) -> dict[str, Any]:
     manifest = data.manifest()
     write_json_atomic(path, manifest)
@@ -498,6 +465,5 @@ __all__ = [
     "prepare_cocktail",
     "resolve_tasks",
     "source_file_hashes",
-    "write_json_atomic",
     "write_manifest",
 ]

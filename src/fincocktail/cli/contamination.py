@@ -28,9 +28,9 @@ def register(data_app: typer.Typer) -> None:
             load_cocktail,
             load_sources,
             resolve_tasks,
-            write_json_atomic,
         )
         from fincocktail.contamination import contamination_for_cocktail
+        from fincocktail.fileio import write_json_atomic
         from fincocktail.paths import find_data_dir
 
         cfg = load_cocktail(cocktail)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -33,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 
 from fincocktail import paths
 from fincocktail.errors import ModelError
+from fincocktail.fileio import write_json_atomic
 from fincocktail.models.registry import ModelSpec, WheelPart
 
 MARKER_FILE = "fincocktail-model.json"
@@ -288,12 +288,6 @@ def _clean_stale_partials(parent: Path, name: str) -> None:
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _install(staged: Path, target: Path, spec: ModelSpec) -> None:
     """Rename the finished folder into place; replace an outdated one without a half-state on disk."""
     if target.exists():
@@ -392,7 +386,7 @@ def pull(
             transformers_version=transformers.__version__,
             fincocktail_version=__version__,
         )
-        _write_json_atomic(staged / MARKER_FILE, marker.model_dump())
+        write_json_atomic(staged / MARKER_FILE, marker.model_dump())
         _install(staged, target, spec)
         # only now, with everything done, do the (verified) wheels join the download cache,
         # so that a re-convert (`--force`) needs no network and a failed pull changed nothing

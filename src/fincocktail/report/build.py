@@ -92,5 +92,7 @@ def print_main_table(built: BuiltReport, console: Console | None = None) -> None
     for r in rows:
         table.add_row(r["task"], *[_compact(r.get(c)) for c in cols])
     console.print(table)
-    console.print("[dim]* published (FinLoRA), not measured here; † chosen on test (no validation scores in this sweep)[/]")
+    test_chosen = any(isinstance(v, tuple) and v[1].selected_on != "validation" for r in rows for v in r.values())
+    console.print("[dim]* published (FinLoRA), not measured here[/]"
+                  + ("[dim]; † chosen on test (no validation scores in this sweep)[/]" if test_chosen else ""))
     console.print(f"report: [bold]{built.html}[/] (and {built.md.name} beside it)")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from fincocktail.errors import ConfigError
+from fincocktail.fileio import write_json_atomic
 from fincocktail.sweep.spec import RunSpec
 from fincocktail.sweep.store import STORE_FILE, MetricRow, ResultsStore, RunOutcome
 
@@ -66,13 +67,6 @@ def read_result(run_dir: Path) -> RunOutcome | None:
         return RunOutcome.from_json(json.loads(path.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, TypeError, KeyError):
         return None  # unreadable: the run is redone (result.json is written atomically, so this is rare)
-
-
-def _write_json_atomic(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def resolve_runner(runner: str | RunFunction) -> RunFunction:
@@ -125,7 +119,7 @@ def execute_run(
     _apply_threads(threads)
     attempt = store.start_attempt(run.run_id) if store is not None else 1
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(run_dir / RUN_FILE, run.model_dump(mode="json"))
+    write_json_atomic(run_dir / RUN_FILE, run.model_dump(mode="json"), default=str)
     started = time.time()
     try:
         fn = resolve_runner(runner)
@@ -139,7 +133,7 @@ def execute_run(
     outcome.wall_time_s = outcome.wall_time_s or round(time.time() - started, 3)
     outcome.run_dir = str(run_dir)
     outcome.card.setdefault("attempt", attempt)
-    _write_json_atomic(run_dir / RESULT_FILE, outcome.to_json())
+    write_json_atomic(run_dir / RESULT_FILE, outcome.to_json(), default=str)
     if store is not None:
         store.finish(run.run_id, outcome, attempt)
     return {"run_id": run.run_id, "status": "done", "skipped": False, "outcome": outcome.to_json()}
@@ -410,7 +404,7 @@ def simulated_run(run: RunSpec, ctx: RunContext) -> RunOutcome:
     start = json.loads(ckpt.read_text())["step"] if ckpt.is_file() else 0
     for step in range(start, steps):
         time.sleep(seconds / steps)
-        _write_json_atomic(ckpt, {"step": step + 1})
+        write_json_atomic(ckpt, {"step": step + 1}, default=str)
     rows: list[MetricRow] = []
     ev = run.eval
     groups = [(ev["split"], ev["tasks"])]

@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from fincocktail.errors import ConfigError
+from fincocktail.fileio import format_validation_error, load_yaml
 
 # Bump when the meaning of a run config changes (it is part of every run's hash).
 RUN_SCHEMA = "fincocktail-run/1"
@@ -284,30 +285,16 @@ def default_out_dir(spec: SweepSpec, source: str = "") -> Path:
 # Loading and validation
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown field"
-    elif err["type"] == "missing":
-        msg = "required field missing"
-    more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-    return f"{source}: {loc}: {msg}{more}" if loc else f"{source}: {msg}{more}"
-
-
 def parse_sweep(data: Any, source: str = "sweep") -> SweepSpec:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping with name, tasks, models, ...; got {type(data).__name__}")
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source)) from None
 
 
 def load_sweep(path: str | os.PathLike) -> SweepSpec:
-    from fincocktail.cocktail import load_yaml
-
     path = Path(path)
     return parse_sweep(load_yaml(path), source=str(path))
 

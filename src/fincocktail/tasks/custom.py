@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -35,6 +34,7 @@ from pydantic import (
 )
 
 from fincocktail.errors import ConfigError, DataError
+from fincocktail.fileio import load_yaml
 from fincocktail.metrics.generation import exact_match, numbers_match, numeric_scores, open_answer_scores
 from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, Task, versioned
 from fincocktail.tasks.classification import ClassificationTask, MultipleChoiceTask
@@ -143,14 +143,7 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def parse_spec(path: Path) -> UserTaskSpec:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not valid utf-8 text ({exc.reason})") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: invalid YAML ({getattr(exc, 'problem', None) or exc})") from exc
+    raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of task fields (id, kind, data, fields, instruction ...)")
     try:

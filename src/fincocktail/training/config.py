@@ -23,14 +23,9 @@ from pydantic import (
     model_validator,
 )
 
-from fincocktail.cocktail import (
-    CocktailConfig,
-    _format_validation_error,
-    load_cocktail,
-    load_yaml,
-    parse_cocktail,
-)
+from fincocktail.cocktail import CocktailConfig, load_cocktail, parse_cocktail
 from fincocktail.errors import ConfigError
+from fincocktail.fileio import format_validation_error, load_yaml
 
 _RESUMABLE_CHANGES = {"output_dir", "merge", "device", "threads", "log_every", "checkpoint_every", "keep_checkpoints"}
 
@@ -173,7 +168,7 @@ def parse_train_config(data: Any, source: str = "config", base_dir: Path | None 
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source)) from None
 
 
 def load_train_config(path: str | os.PathLike, overrides: list[str] | None = None) -> TrainConfig:

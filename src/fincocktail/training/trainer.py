@@ -33,10 +33,10 @@ from fincocktail.cocktail import (
     load_sources,
     resolve_tasks,
     source_file_hashes,
-    write_json_atomic,
     write_manifest,
 )
 from fincocktail.errors import ConfigError, FincocktailError, ModelError
+from fincocktail.fileio import write_json_atomic
 from fincocktail.tasks.base import Task
 from fincocktail.training.config import TrainConfig, resolve_cocktail
 from fincocktail.training.data import (

@@ -1,0 +1,81 @@
+"""One place for writing files safely and reading config files.
+
+Several modules used to carry their own copy of these helpers, and the copies drifted (one
+forgot the parent folder, one used a temp name two processes could share, two formatted
+validation errors differently). Keeping them here means every JSON file a run leaves behind is
+written the same crash-safe way, and every config file fails with the same one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from fincocktail.errors import ConfigError
+
+
+def write_json_atomic(
+    path: str | os.PathLike,
+    payload: Any,
+    *,
+    default: Callable[[Any], Any] | None = None,
+    sort_keys: bool = False,
+) -> None:
+    """Write JSON to a temp file next to `path`, then rename: a crash never leaves half a file.
+
+    The temp name carries the pid so two processes writing the same file never share one, and
+    it sits in the same folder so `os.replace` is a rename on one filesystem (atomic).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    text = json.dumps(payload, indent=2, default=default, sort_keys=sort_keys) + "\n"
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_yaml(path: str | os.PathLike) -> Any:
+    """`yaml.safe_load` a file; a missing file, bad encoding or syntax error is a one-line ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid utf-8 text ({exc.reason})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{line}: invalid YAML ({problem})") from None
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """`source: field.path: message` for the first problem, plus how many more there are.
+
+    Pydantic's internal `function-...` location parts (from wrap validators) are dropped: they
+    name our code, not anything the user wrote.
+    """
+    errors = exc.errors()
+    err = errors[0]
+    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif err["type"] == "missing":
+        msg = "required field missing"
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return f"{source}: {loc}: {msg}{more}" if loc else f"{source}: {msg}{more}"
+
+
+__all__ = ["format_validation_error", "load_yaml", "write_json_atomic"]
