@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fincocktail.errors import ConfigError
-from fincocktail.fileio import format_validation_error, load_yaml, write_json_atomic
+from fincocktail.fileio import load_yaml, validate_mapping, write_json_atomic
 from fincocktail.tasks.base import Example, Task
 
 TRAIN_SPLIT = "train"
@@ -142,12 +142,7 @@ class CocktailConfig(BaseModel):
 
 def parse_cocktail(data: Any, source: str = "cocktail") -> CocktailConfig:
     """Validate a cocktail given as a mapping; errors name `source` and the field."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping with 'ingredients', got {type(data).__name__}")
-    try:
-        return CocktailConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+    return validate_mapping(CocktailConfig, data, source, "'ingredients'")
 
 
 def load_cocktail(path: str | os.PathLike) -> CocktailConfig:

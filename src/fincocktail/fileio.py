@@ -12,10 +12,10 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from fincocktail.errors import ConfigError
 
@@ -79,3 +79,16 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
 
 
 __all__ = ["format_validation_error", "load_yaml", "write_json_atomic"]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_mapping(model: type[M], data: Any, source: str, expected: str) -> M:
+    """`model` validated from `data`; anything else is one ConfigError naming `source` and the field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping with {expected}, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None

@@ -26,13 +26,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from fincocktail.errors import ConfigError
-from fincocktail.fileio import format_validation_error, load_yaml
+from fincocktail.fileio import load_yaml, validate_mapping
 
 # Bump when the meaning of a run config changes (it is part of every run's hash).
 RUN_SCHEMA = "fincocktail-run/1"
@@ -286,12 +285,7 @@ def default_out_dir(spec: SweepSpec, source: str = "") -> Path:
 
 
 def parse_sweep(data: Any, source: str = "sweep") -> SweepSpec:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping with name, tasks, models, ...; got {type(data).__name__}")
-    try:
-        return SweepSpec.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+    return validate_mapping(SweepSpec, data, source, "name, tasks, models, ...")
 
 
 def load_sweep(path: str | os.PathLike) -> SweepSpec:
