@@ -19,10 +19,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fincocktail.errors import DataError
-from fincocktail.metrics.generation import open_answer_scores, token_f1
-from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, versioned
-from fincocktail.tasks.extract import extract_free_text
-from fincocktail.tasks.generative import GenerativeTask, hub_dataset
+from fincocktail.tasks.base import Example, GenerationSpec, versioned
+from fincocktail.tasks.generative import OpenAnswerTask, hub_dataset
 from fincocktail.tasks.io import field, read_jsonl, require_file
 
 MAX_EVIDENCE_CHARS = 6000
@@ -55,7 +53,7 @@ def fit_evidence(pieces: Sequence[str], budget: int = MAX_EVIDENCE_CHARS) -> lis
     return [truncate_at_word(p, a) for p, a in zip(pieces, allowed)]
 
 
-class FinanceBench(GenerativeTask):
+class FinanceBench(OpenAnswerTask):
     id = "financebench"
     version = versioned("financebench@open-source-v1")
     kind = "open_qa"
@@ -112,14 +110,3 @@ class FinanceBench(GenerativeTask):
                 "source_line": lineno,
             },
         )
-
-    def extract(self, text: str, mode: ExtractMode = "flexible") -> str | None:
-        return extract_free_text(text, mode)
-
-    def is_correct(self, prediction: str | None, example: Example) -> bool:
-        """Token F1 of at least 0.5: a per-question pass mark for bootstrap and predictions files."""
-        return token_f1(prediction, example.target) >= 0.5
-
-    def score(self, predictions: Sequence[str | None], examples: Sequence[Example]) -> dict[str, float]:
-        self.check_lengths(predictions, examples)
-        return open_answer_scores(predictions, [e.target for e in examples])

@@ -18,10 +18,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fincocktail.errors import DataError
-from fincocktail.metrics.generation import open_answer_scores, token_f1
-from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, versioned
-from fincocktail.tasks.extract import extract_free_text
-from fincocktail.tasks.generative import GenerativeTask, Source, hub_dataset
+from fincocktail.tasks.base import Example, GenerationSpec, versioned
+from fincocktail.tasks.generative import OpenAnswerTask, Source, hub_dataset
 from fincocktail.tasks.io import read_json, require_file
 from fincocktail.tasks.splits import carve_validation, normalize_text
 
@@ -76,7 +74,7 @@ def read_instruction_file(path: Path, source: str) -> list[dict[str, Any]]:
     return rows
 
 
-class General(GenerativeTask):
+class General(OpenAnswerTask):
     id = "general"
     version = versioned("general@lima-alpaca-v1")
     kind = "instruction"
@@ -139,13 +137,6 @@ class General(GenerativeTask):
 
     # Training data only; these exist so a validation loss run can also report overlap scores.
 
-    def extract(self, text: str, mode: ExtractMode = "flexible") -> str | None:
-        return extract_free_text(text, mode)
-
-    def is_correct(self, prediction: str | None, example: Example) -> bool:
-        return token_f1(prediction, example.target) >= 0.5
-
     def score(self, predictions: Sequence[str | None], examples: Sequence[Example]) -> dict[str, float]:
-        self.check_lengths(predictions, examples)
-        scores = open_answer_scores(predictions, [e.target for e in examples])
+        scores = super().score(predictions, examples)
         return {k: v for k, v in scores.items() if not k.startswith("numeric")}

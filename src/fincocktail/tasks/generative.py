@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from fincocktail.errors import DataError
-from fincocktail.tasks.base import Task
+from fincocktail.metrics.generation import open_answer_scores, token_f1
+from fincocktail.tasks.base import Example, ExtractMode, Task
+from fincocktail.tasks.extract import extract_free_text
 
 Source = Literal["local", "hub"]
 
@@ -51,3 +53,21 @@ class GenerativeTask(Task):
         if source not in ("local", "hub"):
             raise DataError(f"task {self.id!r}: unknown source {source!r}; expected 'local' or 'hub'")
         self.data_source: Source = source
+
+
+class OpenAnswerTask(GenerativeTask):
+    """Free-text answers (FinanceBench, general instructions): read the text as is, score by token overlap.
+
+    `is_correct` uses token F1 >= 0.5 as a per-example pass mark for bootstrap intervals and the
+    predictions file; `score` reports the corpus metrics of `open_answer_scores`.
+    """
+
+    def extract(self, text: str, mode: ExtractMode = "flexible") -> str | None:
+        return extract_free_text(text, mode)
+
+    def is_correct(self, prediction: str | None, example: Example) -> bool:
+        return token_f1(prediction, example.target) >= 0.5
+
+    def score(self, predictions: Sequence[str | None], examples: Sequence[Example]) -> dict[str, float]:
+        self.check_lengths(predictions, examples)
+        return open_answer_scores(predictions, [e.target for e in examples])
