@@ -4,8 +4,9 @@ Both train the same LoRA (r, alpha, dropout, target modules) on the same data (t
 split, rendered by `fincocktail.prompts`) with the same base model for the same number of
 optimizer steps at the same batch size. Each runs in its own subprocess so peak RSS is measured
 separately. Reported: real (non-padding) tokens per second of the training loop (model loading
-excluded), the ratio, peak RSS, and fincocktail's FLOP utilisation against a measured fp32
-matmul peak of this machine.
+excluded), the ratio, peak RSS, and fincocktail's FLOP utilisation against the measured matmul
+peak of this machine in the precision the run computes in (fp32 or bf16 2048^3 GEMMs).
+fincocktail runs once per `--precision` (default: fp32 and bf16).
 
 FLOPs counted per real token, for LoRA: 4 x frozen body params (forward + the input-gradient
 half of backward; frozen weights get no weight gradient) + 6 x LoRA params; plus, per *answer*
@@ -13,10 +14,11 @@ token only, 4 x vocab x hidden for the LM head (fincocktail applies it to answer
 only). Attention score FLOPs (~4 x layers x seq x hidden per token) are left out: for FPB's
 ~70-token sequences they are a few percent. Embedding lookups cost no FLOPs.
 
-trl's defaults are kept except `bf16=False` (its default refuses to start on a CPU without
-CUDA), `save_strategy="no"` and `report_to=[]` (no disk or tracker I/O inside the timing).
+trl's defaults are kept (bf16 autocast, gradient checkpointing, no length grouping), plus
+`use_cpu=True` on a machine without CUDA (transformers refuses bf16 on CPU without it),
+`save_strategy="no"` and `report_to=[]` (no disk or tracker I/O inside the timing).
 
-Usage: .venv/bin/python bench/train_throughput.py [--steps 20] [--batch-size 8] [--model NAME]
+Usage: .venv/bin/python bench/train_throughput.py [--steps 20] [--batch-size 8] [--model NAME] [--precision fp32,bf16]
 Needs trl for the comparison: VIRTUAL_ENV=.venv uv pip install --find-links /opt/wheels -c constraints.txt trl
 """
 
@@ -40,11 +42,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def matmul_peak_flops(size: int = 2048, seconds: float = 3.0) -> float:
-    """Best fp32 matmul FLOP/s over a few seconds, with torch's default thread count."""
+def matmul_peak_flops(dtype: str = "float32", size: int = 2048, seconds: float = 3.0) -> float:
+    """Best matmul FLOP/s in `dtype` over a few seconds, with the current thread count."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a = torch.randn(size, size).to(getattr(torch, dtype))
+    b = torch.randn(size, size).to(getattr(torch, dtype))
     torch.mm(a, b)
     best = 0.0
     end = time.time() + seconds
@@ -65,6 +68,8 @@ def fpb_pairs(data_dir: Path) -> tuple[object, list]:
 
 
 def worker_fincocktail(args: argparse.Namespace) -> dict:
+    import torch
+
     from fincocktail.training.config import parse_train_config
     from fincocktail.training.trainer import train
 
@@ -79,6 +84,7 @@ def worker_fincocktail(args: argparse.Namespace) -> dict:
             "max_steps": args.steps,
             "checkpoint_every": 10**9,
             "contamination_check": False,
+            "precision": args.precision,
             **({"max_batch_tokens": args.max_batch_tokens} if args.max_batch_tokens else {}),
         },
         source="bench",
@@ -97,6 +103,8 @@ def worker_fincocktail(args: argparse.Namespace) -> dict:
         "final_loss": result.final_loss,
         "peak_rss_mb": peak_rss_mb(),
         "run_card_tokens_per_s": card.get("tokens_per_s"),
+        "base_dtype": card.get("base_dtype"),
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -110,7 +118,7 @@ def worker_trl(args: argparse.Namespace) -> dict:
     ds = Dataset.from_list([{"prompt": p.prompt, "completion": p.target} for p in pairs])
     out = tempfile.mkdtemp()
     sft = SFTConfig(
-        output_dir=out, bf16=False, max_steps=args.steps, learning_rate=args.lr, save_strategy="no", report_to=[],
+        output_dir=out, use_cpu=not torch.cuda.is_available(), max_steps=args.steps, learning_rate=args.lr, save_strategy="no", report_to=[],
         per_device_train_batch_size=args.batch_size,
     )
     peft_config = LoraConfig(
@@ -138,6 +146,7 @@ def worker_trl(args: argparse.Namespace) -> dict:
         "steps": trainer.state.global_step,
         "peak_rss_mb": peak_rss_mb(),
         "gradient_checkpointing": bool(sft.gradient_checkpointing),
+        "bf16": bool(sft.bf16),
         "threads": torch.get_num_threads(),
     }
 
@@ -166,6 +175,8 @@ def run_worker(kind: str, args: argparse.Namespace) -> dict:
            "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr", str(args.lr)]
     if args.max_batch_tokens:
         cmd += ["--max-batch-tokens", str(args.max_batch_tokens)]
+    if kind == "fincocktail":
+        cmd += ["--precision", args.precision]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -185,6 +196,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--max-batch-tokens", type=int, default=None, help="default: the config's (auto)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads in both workers (default: torch's)")
+    parser.add_argument("--precision", default="fp32,bf16", help="fincocktail runs, comma-separated: fp32, bf16, auto")
     parser.add_argument("--only", choices=["fincocktail", "trl"], default=None)
     parser.add_argument("--worker", choices=["fincocktail", "trl"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -206,38 +218,45 @@ def main() -> None:
     args.model_path = str(resolve_model(args.model))
     args.data_dir = str(find_data_dir(args.data_dir))
     results: dict = {"model": args.model, "steps": args.steps, "batch_size": args.batch_size, "load_avg_before": os.getloadavg()}
-    results["matmul_peak_flops"] = matmul_peak_flops()
+    results["matmul_peak_flops"] = {"fp32": matmul_peak_flops("float32"), "bf16": matmul_peak_flops("bfloat16")}
     counts = model_counts(args.model_path)
     results.update(counts)
-    for kind in ("fincocktail", "trl"):
-        if args.only in (None, kind):
-            print(f"running {kind} ({args.steps} steps, batch {args.batch_size}) ...", file=sys.stderr, flush=True)
-            results[kind] = run_worker(kind, args)
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    runs: dict[str, dict] = {}
+    if args.only in (None, "fincocktail"):
+        for precision in precisions:
+            print(f"running fincocktail {precision} ({args.steps} steps, batch {args.batch_size}) ...", file=sys.stderr, flush=True)
+            runs[precision] = run_worker("fincocktail", argparse.Namespace(**{**vars(args), "precision": precision}))
+    if args.only in (None, "trl"):
+        print(f"running trl ({args.steps} steps, batch {args.batch_size}) ...", file=sys.stderr, flush=True)
+        results["trl"] = run_worker("trl", args)
     results["load_avg_after"] = os.getloadavg()
-    fc = results.get("fincocktail")
-    if fc:
+    for fc in runs.values():
         flops = fc["tokens"] * (4 * counts["body_params"] + 6 * counts["lora_params"])
         flops += fc["answer_tokens"] * counts["head_flops_per_answer_token"]
         fc["achieved_flops"] = flops / fc["train_s"]
-        fc["flop_utilisation"] = fc["achieved_flops"] / results["matmul_peak_flops"]
-    if fc and results.get("trl"):
-        results["ratio"] = fc["tokens_per_s"] / results["trl"]["tokens_per_s"]
+        peak = results["matmul_peak_flops"]["bf16" if fc["base_dtype"] == "bfloat16" else "fp32"]
+        fc["flop_utilisation"] = fc["achieved_flops"] / peak
+        if results.get("trl"):
+            fc["ratio_vs_trl"] = fc["tokens_per_s"] / results["trl"]["tokens_per_s"]
+    results["fincocktail"] = runs
     if args.json:
         print(json.dumps(results, indent=2))
         return
     print(f"model {args.model}, {args.steps} steps, batch {args.batch_size}, LoRA r={LORA['r']} on {', '.join(TARGETS)}")
     print(f"load average before/after: {results['load_avg_before'][0]:.1f} / {results['load_avg_after'][0]:.1f} (shared machine: noisy)")
     threads = args.threads or "default"
-    print(f"matmul peak (fp32, 2048^3, threads {threads}): {results['matmul_peak_flops'] / 1e9:.1f} GFLOP/s")
-    for kind in ("fincocktail", "trl"):
-        r = results.get(kind)
-        if r:
-            print(f"{kind:12s} {r['tokens_per_s']:8.1f} real tokens/s  {r['tokens']:7d} tokens in {r['train_s']:.1f} s  peak RSS {r['peak_rss_mb']:.0f} MB")
-    if fc:
-        print(f"fincocktail FLOP/s {fc['achieved_flops'] / 1e9:.1f} G = {100 * fc['flop_utilisation']:.0f}% of the matmul peak")
-    if "ratio" in results:
-        print(f"ratio fincocktail / trl: {results['ratio']:.2f}x")
-
+    peaks = results["matmul_peak_flops"]
+    print(f"matmul peak (2048^3, threads {threads}): fp32 {peaks['fp32'] / 1e9:.1f}, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
+    trl = results.get("trl")
+    if trl:
+        print(f"{'trl':16s} {trl['tokens_per_s']:8.1f} real tokens/s  {trl['tokens']:7d} tokens in {trl['train_s']:.1f} s  "
+              f"peak RSS {trl['peak_rss_mb']:.0f} MB  (bf16 {trl['bf16']}, gradient checkpointing {trl['gradient_checkpointing']})")
+    for precision, fc in runs.items():
+        ratio = f"  {fc['ratio_vs_trl']:.2f}x trl" if "ratio_vs_trl" in fc else ""
+        print(f"{'fincocktail ' + precision:16s} {fc['tokens_per_s']:8.1f} real tokens/s  {fc['tokens']:7d} tokens in {fc['train_s']:.1f} s  "
+              f"peak RSS {fc['peak_rss_mb']:.0f} MB  {fc['achieved_flops'] / 1e9:.1f} GFLOP/s = "
+              f"{100 * fc['flop_utilisation']:.0f}% of the {'bf16' if fc['base_dtype'] == 'bfloat16' else 'fp32'} peak{ratio}")
 
 if __name__ == "__main__":
     main()

@@ -56,7 +56,13 @@ class TrainConfig(BaseModel):
     precision: Literal["fp32", "bf16", "auto"] = Field(
         default="fp32",
         description="bf16: frozen base weights in bf16, LoRA weights, optimizer and loss in fp32 (LoRA only); "
-        "auto: bf16 on a GPU that supports it with LoRA, else fp32",
+        "auto: bf16 for LoRA where the hardware has native bf16 GEMMs (CUDA with bf16, CPU with AVX-512 BF16 "
+        "or AMX), else fp32",
+    )
+    attention: Literal["auto", "sdpa", "eager"] = Field(
+        default="auto",
+        description="attention implementation; auto: eager for bf16 on CPU with max_length <= 1024 (faster "
+        "there), else the model's default (sdpa)",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: cuda when available")
     threads: int | None = Field(
