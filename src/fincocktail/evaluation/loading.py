@@ -45,10 +45,15 @@ def _load_base(name_or_path: str, dtype: str) -> tuple[Any, Any, str]:
 
 
 def load_for_eval(name_or_path: str, adapter: str | Path | None = None, dtype: str = "float32", merge: bool = True) -> LoadedModel:
-    """The model in eval mode with its tokenizer; a LoRA adapter is merged for speed unless `merge=False`."""
+    """The model in eval mode with its tokenizer; a LoRA adapter is merged for speed unless `merge=False`.
+
+    A merged adapter is merged in float32 and only then cast to `dtype`: merging into bf16
+    weights would round W + BA as a whole, and the small LoRA update loses most of its bits.
+    """
     if dtype not in DTYPES:
         raise ModelError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
-    model, tokenizer, path = _load_base(name_or_path, dtype)
+    merge_first = adapter is not None and merge and dtype != "float32"
+    model, tokenizer, path = _load_base(name_or_path, "float32" if merge_first else dtype)
     adapter_dir: Path | None = None
     if adapter is not None:
         adapter_dir = adapter_folder(adapter)
@@ -60,6 +65,10 @@ def load_for_eval(name_or_path: str, adapter: str | Path | None = None, dtype: s
             raise ModelError(f"cannot apply the adapter {adapter_dir}: {str(exc).splitlines()[0]}") from exc
         if merge and hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
+    if merge_first:
+        import torch
+
+        model = model.to(getattr(torch, dtype))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()

@@ -5,11 +5,12 @@ passes over the tensor. LoRA applies dropout to the input of every adapted proje
 layer for SmolLM2, three of them on the same hidden states), so in a bf16 LoRA step on this
 machine those draws were ~18% of the time (measured with torch.profiler; see docs/training.md).
 
-`PackedDropout` draws one 64-bit word per four elements, compares 15-bit slices of it with a
-threshold, and zeroes dropped elements with a bitwise AND. The drop probability is therefore rounded to a multiple of 1/32768 (0.05 becomes
-0.049988), which is far below what anyone tunes. It draws from torch's default generator, so
-`torch.manual_seed` and the RNG state saved in checkpoints make it exactly reproducible, and
-resume stays exact. GPUs keep torch's fused dropout.
+`PackedDropout` draws one 64-bit word per four elements, compares 16-bit slices of it with a
+threshold, and zeroes dropped elements with a bitwise AND. The drop probability is therefore
+rounded to a multiple of 1/65536 (0.05 becomes 0.0500031), far below what anyone tunes. It
+draws from torch's default generator, so `torch.manual_seed` and the RNG state saved in
+checkpoints make it exactly reproducible, and resume stays exact. GPUs keep torch's fused
+dropout.
 """
 
 from __future__ import annotations
@@ -19,19 +20,18 @@ from typing import Any
 import torch
 from torch import nn
 
-_SLICE_BITS = 15  # each 16-bit slice with its top bit cleared: uniform over [0, 32768)
-_SLICE_RANGE = 1 << _SLICE_BITS
-_LOW_15_OF_EACH_16 = 0x7FFF7FFF7FFF7FFF
+_SLICE_RANGE = 1 << 16  # each element uses one 16-bit slice of a 64-bit random word
+_SLICE_MIN = -(1 << 15)  # slices are read as int16: uniform over [-32768, 32767]
 _SAME_SIZE_INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 def effective_p(p: float) -> float:
-    """The drop probability `keep_bits` actually uses for a requested `p`."""
+    """The drop probability `keep_bits` actually uses for a requested `p` (a multiple of 1/65536)."""
     return round(p * _SLICE_RANGE) / _SLICE_RANGE
 
 
 def keep_bits(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
-    """An integer mask, all ones bits where an element is kept and 0 where it is dropped.
+    """An integer mask, all one bits (-1) where an element is kept and 0 where it is dropped.
 
     Its integer type has the element size of `dtype`, so `x.view(int) & mask` zeroes dropped
     elements in one vectorised pass (masked_fill and where are ~10x slower on bf16 CPU tensors).
@@ -39,11 +39,11 @@ def keep_bits(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype,
     n = 1
     for size in shape:
         n *= size
-    words = torch.empty(((n + 3) // 4,), dtype=torch.int64, device=device).random_()
-    slices = (words & _LOW_15_OF_EACH_16).view(torch.int16)[:n].view(shape)
-    # slice - threshold is negative exactly for dropped elements; >> 15 spreads the sign bit.
-    keep = ~((slices - round(p * _SLICE_RANGE)) >> _SLICE_BITS)
-    return keep.to(_SAME_SIZE_INT[torch.empty((), dtype=dtype).element_size()])
+    # random_(min, None) fills all 64 bits; plain random_() leaves the sign bit at 0.
+    words = torch.empty(((n + 3) // 4,), dtype=torch.int64, device=device).random_(-(1 << 63), None)
+    slices = words.view(torch.int16)[:n].view(shape)
+    keep = slices >= _SLICE_MIN + round(p * _SLICE_RANGE)
+    return keep.to(_SAME_SIZE_INT[torch.empty((), dtype=dtype).element_size()]).neg_()
 
 
 def _apply(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
