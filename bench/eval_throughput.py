@@ -8,7 +8,7 @@ rendered prompts) and the same batch size; model loading is not timed. On a shar
 `--threads 1` gives steadier numbers (oversubscribed OpenMP threads spin).
 Prints examples/s of each, the speed ratio, and the share of identical predictions.
 
-    .venv/bin/python bench/eval_throughput.py [--model smollm2-135m-instruct] [--batch-size 16]
+    .venv/bin/python bench/eval_throughput.py [--model smollm2-135m-instruct] [--batch-size 16] [--dtype bfloat16] [--adapter RUN]
 
 Targets: part 1 ratio >= 3 and agreement >= 99%; part 2 ratio >= 2. Needs lm-eval installed.
 """
@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--skip-choice", action="store_true")
     parser.add_argument("--skip-generate", action="store_true")
     parser.add_argument("--dtype", default="float32", help="fincocktail's dtype (lm-eval always runs float32).")
+    parser.add_argument("--adapter", default=None, help="a training run (or peft adapter) folder: both harnesses get it merged")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 is steadier on a busy machine).")
     parser.add_argument("--json", default=None, help="Also write the numbers to this JSON file.")
     args = parser.parse_args()
@@ -119,13 +120,13 @@ def main() -> None:
     from fincocktail.paths import find_data_dir
 
     data_dir = find_data_dir(args.data_dir)
-    loaded = load_for_eval(args.model, dtype=args.dtype)
-    reference = loaded if args.dtype == "float32" else load_for_eval(args.model, dtype="float32")
+    loaded = load_for_eval(args.model, args.adapter, dtype=args.dtype)
+    reference = loaded if args.dtype == "float32" else load_for_eval(args.model, args.adapter, dtype="float32")
     print(
-        f"model {args.model} ({loaded.path}), fincocktail {args.dtype}, lm-eval float32, "
+        f"model {args.model} ({loaded.path}), adapter {args.adapter}, fincocktail {args.dtype}, lm-eval float32, "
         f"torch threads {torch.get_num_threads()}, batch size {args.batch_size}"
     )
-    report: dict = {"model": args.model, "dtype": args.dtype, "batch_size": args.batch_size, "threads": torch.get_num_threads()}
+    report: dict = {"model": args.model, "adapter": args.adapter, "dtype": args.dtype, "batch_size": args.batch_size, "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory(prefix="fincocktail-bench-") as tmp:
         tmp = Path(tmp)
         # warm-up (first-call allocations, thread pools) on a few examples; the model is shared by both harnesses

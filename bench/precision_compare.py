@@ -79,7 +79,7 @@ def evaluate(args, root: Path, adapter: Path | None, split: str, dtype: str, lim
                    mode="choice", batch_size=16, dtype=dtype, out=out),
     )
     rows = [json.loads(x) for x in (out / "fpb.predictions.jsonl").read_text().splitlines()]
-    return run.results[0], [r["prediction"] for r in rows]
+    return run.results[0], [r["extracted"] for r in rows]
 
 
 def plot(curves: dict[str, list[float]], size: int, path: Path) -> None:

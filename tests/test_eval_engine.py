@@ -219,6 +219,40 @@ def test_adapter_is_applied(lively_model_dir, tmp_path):
         load_for_eval(str(lively_model_dir), adapter=tmp_path / "nothing")
 
 
+def test_bf16_eval_merges_the_adapter_in_fp32_then_casts(lively_model_dir, tmp_path):
+    """Merging into bf16 weights would round W + BA as a whole; the fp32 merge keeps the update."""
+    from peft import LoraConfig, get_peft_model
+
+    base = AutoModelForCausalLM.from_pretrained(lively_model_dir)
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    expected = {k: v.to(torch.bfloat16) for k, v in peft_model.merge_and_unload().state_dict().items()}
+    tuned = load_for_eval(str(lively_model_dir), adapter=tmp_path / "adapter", dtype="bfloat16")
+    got = tuned.model.state_dict()
+    assert tuned.model.dtype == torch.bfloat16
+    assert set(got) == set(expected)
+    for name, value in expected.items():
+        assert torch.equal(got[name], value), name
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16), (False, torch.float32)])
+def test_auto_dtype_follows_the_cpu(lively_model_dir, monkeypatch, native, expected):
+    monkeypatch.setattr("fincocktail.models.precision.native_bf16", lambda device="cpu": native)
+    assert load_for_eval(str(lively_model_dir), dtype="auto").model.dtype == expected
+
+
+def test_bf16_scorer_keeps_the_head_and_log_softmax_in_fp32(lively_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(lively_model_dir, dtype=torch.bfloat16).eval()
+    scorer = Scorer(model)
+    ids = torch.tensor([[5, 9, 14, 3]])
+    with torch.no_grad():
+        hidden, _ = scorer.hidden(ids, torch.ones_like(ids), torch.arange(4).unsqueeze(0))
+        logp = scorer.log_probs(hidden[0])
+        independent = (hidden[0].float() @ model.get_output_embeddings().weight.float().T).log_softmax(-1)
+    assert hidden.dtype == torch.bfloat16 and logp.dtype == torch.float32
+    assert torch.allclose(logp, independent, atol=1e-5)
+
+
 def test_user_errors_are_one_line(lively, tmp_path):
     with pytest.raises(ConfigError, match="chat APIs"):
         run_eval(EvalConfig(model="openai:gpt-4o", tasks=["fsent"], mode="choice", out=tmp_path / "x"), resolve_task=resolver(FakeSentiment()))

@@ -51,7 +51,7 @@ class EvalConfig(BaseModel):
     mode: Mode = "auto"
     style: Literal["instruction", "chat"] | None = None  # None: instruction locally, chat for API models
     batch_size: int = Field(default=8, ge=1)
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     out: Path | None = None
     data_dir: Path | None = None
     tasks_dir: Path | None = None

@@ -272,6 +272,19 @@ def answer_loss_sum(
 # Checkpoints
 
 
+def _libc_malloc_trim() -> Callable[[], Any] | None:
+    """glibc's malloc_trim, or None off glibc (macOS, musl)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return (lambda: libc.malloc_trim(0)) if libc is not None and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -567,6 +580,9 @@ def _train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, total_steps))
 
     max_batch_tokens = resolve_max_batch_tokens(config, device)
+    # Every batch has a different shape, so glibc's heap keeps the freed activations of earlier
+    # steps and RSS creeps up by ~50 MB a step; trimming after each step (~1 ms) returns them.
+    trim = _libc_malloc_trim() if device.type == "cpu" else None
     step = 0
     start_epoch, start_group = 0, 0
     tokens_seen = 0
@@ -645,6 +661,8 @@ def _train(
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                if trim is not None:
+                    trim()
                 step += 1
                 real = sum(b.real_tokens for b in batches)
                 tokens_seen += real
