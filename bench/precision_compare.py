@@ -7,9 +7,10 @@ bf16 runs go in parallel, one thread each. Then:
   fp32/seed 0 and bf16/seed 0 next to the one between the two fp32 seeds;
 - FPB validation accuracy (choice mode, fp32 evaluation for every adapter, so only the
   training precision differs), with 95% bootstrap intervals;
-- eval agreement: share of identical predictions between `--dtype float32` and
-  `--dtype bfloat16` on the first 300 FPB test examples, for the base model and for the
-  fp32- and bf16-trained adapters (the bar for making bf16 the evaluation default is 99%).
+- eval agreement: share of predictions identical to `--dtype float32`, for `--dtype bfloat16`
+  and for `--dtype auto` (bf16 with close calls re-checked in fp32), on the first 300 FPB test
+  examples, for the base model and the fp32- and bf16-trained adapters (the bar for a bf16
+  evaluation default is 99%).
 Writes `summary.json`, `loss.png` and the run folders under `--out`.
 
     .venv/bin/python bench/precision_compare.py [--steps 150] [--out bench-results/precision]
@@ -141,11 +142,15 @@ def main() -> None:
     for label, adapter in (("base", None), ("fp32-seed0", root / "fp32-seed0"), ("bf16-seed0", root / "bf16-seed0")):
         r32, p32 = evaluate(args, root, adapter, "test", "float32", args.agreement_n, f"agree-{label}-fp32")
         r16, p16 = evaluate(args, root, adapter, "test", "bfloat16", args.agreement_n, f"agree-{label}-bf16")
+        rau, pau = evaluate(args, root, adapter, "test", "auto", args.agreement_n, f"agree-{label}-auto")
         same = sum(a == b for a, b in zip(p32, p16))
+        same_auto = sum(a == b for a, b in zip(p32, pau))
         summary["agreement"][label] = {
             "n": len(p32), "identical": same, "share": same / len(p32),
+            "identical_auto": same_auto, "share_auto": same_auto / len(p32), "rescored_auto": rau.rescored,
             "accuracy_fp32": r32.metrics["accuracy"], "accuracy_bf16": r16.metrics["accuracy"],
             "examples_per_s_fp32": r32.examples_per_s, "examples_per_s_bf16": r16.examples_per_s,
+            "examples_per_s_auto": rau.examples_per_s,
             "ties_fp32": r32.ties, "ties_bf16": r16.ties,
         }
     summary["wall_s"] = time.time() - t0
@@ -162,10 +167,11 @@ def main() -> None:
     for name, v in summary["validation_accuracy"].items():
         iv = v["interval"]
         print(f"  {name:11s} {v['accuracy']:.3f}" + (f"  [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "") + f"  n={v['n']}")
-    print(f"eval agreement, --dtype float32 vs bfloat16, FPB test first {args.agreement_n}:")
+    print(f"eval agreement with --dtype float32, FPB test first {args.agreement_n} (bfloat16 | auto = bf16 + fp32 re-check):")
     for label, v in summary["agreement"].items():
-        print(f"  {label:11s} {v['identical']}/{v['n']} = {100 * v['share']:.1f}%  accuracy {v['accuracy_fp32']:.3f} / "
-              f"{v['accuracy_bf16']:.3f}  ties {v['ties_fp32']} / {v['ties_bf16']}  ex/s {v['examples_per_s_fp32']:.1f} / {v['examples_per_s_bf16']:.1f}")
+        print(f"  {label:11s} bf16 {v['identical']}/{v['n']} = {100 * v['share']:.1f}%  auto {v['identical_auto']}/{v['n']} "
+              f"({v['rescored_auto']} re-checked)  accuracy {v['accuracy_fp32']:.3f} / {v['accuracy_bf16']:.3f}  "
+              f"ex/s fp32 {v['examples_per_s_fp32']:.1f}, bf16 {v['examples_per_s_bf16']:.1f}, auto {v['examples_per_s_auto']:.1f}")
     print(f"written to {root}")
 
 

@@ -230,15 +230,49 @@ def test_bf16_eval_merges_the_adapter_in_fp32_then_casts(lively_model_dir, tmp_p
     tuned = load_for_eval(str(lively_model_dir), adapter=tmp_path / "adapter", dtype="bfloat16")
     got = tuned.model.state_dict()
     assert tuned.model.dtype == torch.bfloat16
+    assert tuned.model.model.rotary_emb.inv_freq.dtype == torch.float32  # as a direct bf16 load keeps it
     assert set(got) == set(expected)
     for name, value in expected.items():
         assert torch.equal(got[name], value), name
 
 
-@pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16), (False, torch.float32)])
-def test_auto_dtype_follows_the_cpu(lively_model_dir, monkeypatch, native, expected):
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_follows_the_cpu(lively_model_dir, monkeypatch, native):
     monkeypatch.setattr("fincocktail.models.precision.native_bf16", lambda device="cpu": native)
-    assert load_for_eval(str(lively_model_dir), dtype="auto").model.dtype == expected
+    loaded = load_for_eval(str(lively_model_dir), dtype="auto")
+    if native:  # bf16 body plus the fp32 model that re-checks close calls
+        assert loaded.model.dtype == torch.bfloat16 and loaded.reference.dtype == torch.float32
+    else:
+        assert loaded.model.dtype == torch.float32 and loaded.reference is None
+
+
+def test_auto_dtype_rechecks_close_calls_in_fp32(lively_model_dir, monkeypatch, tmp_path):
+    """Margin infinity: every example is re-scored, so predictions and log-probs equal the fp32
+    run's; margin 0: none is, so they equal the plain bf16 run's. Generation runs in fp32."""
+    import fincocktail.evaluation.runner as runner_mod
+
+    monkeypatch.setattr("fincocktail.models.precision.native_bf16", lambda device="cpu": True)
+    tasks = resolver(FakeSentiment(), FakeNumeric())
+    auto = load_for_eval(str(lively_model_dir), dtype="auto")
+
+    def run(name, loaded, mode="choice", task="fsent"):
+        run_eval(EvalConfig(model=str(lively_model_dir), tasks=[task], mode=mode, batch_size=4, out=tmp_path / name, data_dir=tmp_path), resolve_task=tasks, loaded=loaded)
+        return _predictions(tmp_path / name, task)
+
+    fp32 = run("fp32", load_for_eval(str(lively_model_dir)))
+    bf16 = run("bf16", load_for_eval(str(lively_model_dir), dtype="bfloat16"))
+    monkeypatch.setattr(runner_mod, "CHECK_MARGIN", float("inf"))
+    all_checked = run("all", auto)
+    assert [r["choice_logprobs"] for r in all_checked] == [r["choice_logprobs"] for r in fp32]
+    assert all(r.get("rescored_fp32") for r in all_checked)
+    monkeypatch.setattr(runner_mod, "CHECK_MARGIN", 0.0)
+    none_checked = run("none", auto)
+    assert [r["choice_logprobs"] for r in none_checked] == [r["choice_logprobs"] for r in bf16]
+    assert not any(r.get("rescored_fp32") for r in none_checked)
+    assert [r["choice_logprobs"] for r in bf16] != [r["choice_logprobs"] for r in fp32]  # the check can matter
+    gen_fp32 = run("gen32", load_for_eval(str(lively_model_dir)), "generate", "fnum")
+    gen_auto = run("genauto", auto, "generate", "fnum")
+    assert [r["raw_output"] for r in gen_auto] == [r["raw_output"] for r in gen_fp32]
 
 
 def test_bf16_scorer_keeps_the_head_and_log_softmax_in_fp32(lively_model_dir):

@@ -50,7 +50,10 @@ def register(app: typer.Typer) -> None:
         mode: str = typer.Option("auto", "--mode", help="auto | choice | generate. auto: choice for classification/multiple choice, else generate."),
         style: Optional[str] = typer.Option(None, "--style", help="instruction | chat (default: instruction; chat for API models)."),
         batch_size: int = typer.Option(8, "--batch-size", help="Examples per forward pass (API models: parallel requests)."),
-        dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16"),
+        dtype: str = typer.Option(
+            "float32", "--dtype",
+            help="float32 | bfloat16 | float16 | auto (bfloat16 where the CPU has native bf16). bf16 runs the body only; head and log-softmax stay fp32.",
+        ),
         out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/eval/<timestamp>-<model>)."),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
         tasks_dir: Optional[Path] = typer.Option(None, "--tasks-dir", help="Folder of user task YAMLs."),

@@ -84,6 +84,7 @@ class TaskResult:
     tokens_per_s: float
     seconds: float
     demo_ids: list[str] = field(default_factory=list)
+    rescored: int = 0  # choice predictions re-checked in fp32 (dtype auto on bf16 hardware)
 
 
 @dataclass
@@ -195,6 +196,7 @@ class _Row:
     pred_norm: str | None = None
     tie: bool = False
     cached: bool | None = None
+    rescored: bool = False
 
 
 @dataclass
@@ -241,6 +243,7 @@ def _finish_task(task, mode, examples, rows: list[_Row], timing: _Timing, demos,
         tokens_per_s=timing.tokens / timing.seconds if timing.seconds > 0 else float("inf"),
         seconds=timing.seconds,
         demo_ids=[d.id for d in demos],
+        rescored=sum(r.rescored for r in rows),
     )
     lines = []
     for r, ok in zip(rows, correct):
@@ -256,6 +259,8 @@ def _finish_task(task, mode, examples, rows: list[_Row], timing: _Timing, demos,
         }
         if mode == "choice":
             line.update(choice_logprobs=r.logprobs, choice_logprobs_norm=r.logprobs_norm, prediction_norm=r.pred_norm, tie=r.tie)
+            if r.rescored:
+                line["rescored_fp32"] = True
         else:
             line["output_tokens"] = r.output_tokens
             if r.cached is not None:
@@ -283,6 +288,20 @@ class _Backend:
         pass
 
 
+CHECK_MARGIN = 0.5
+"""Nats between the two best choices under which a bf16 score is re-checked in fp32.
+
+On FPB (3 models x 300 examples) bf16 moved that margin by 0.11 nats at the 99th percentile
+for the base model and 0.36 for tuned adapters (max 0.6); every flipped prediction had a bf16
+margin under 0.11. 0.5 re-checks ~4% (base) to ~15% (tuned) of the examples.
+"""
+
+
+def _margin(scores: Sequence[float]) -> float:
+    top = sorted(scores, reverse=True)
+    return top[0] - top[1] if len(top) > 1 else float("inf")
+
+
 class _LocalBackend(_Backend):
     def __init__(self, loaded: Any, batch_size: int):
         from fincocktail.evaluation.forward import Scorer
@@ -290,6 +309,8 @@ class _LocalBackend(_Backend):
         self.loaded = loaded
         self.tok = loaded.tokenizer
         self.scorer = Scorer(loaded.model)
+        reference = getattr(loaded, "reference", None)
+        self.reference = Scorer(reference) if reference is not None else None
         self.batch_size = batch_size
 
     def _prompt(self, task, example, demos, style) -> tuple[str, list[int]]:
@@ -322,6 +343,13 @@ class _LocalBackend(_Backend):
             items.append(ChoiceItem(ids, [choice_ids(c, ex) for c in choices]))
         t0 = time.perf_counter()
         scores = score_choices(self.scorer, items, self.tok.pad_token_id, self.batch_size, on_batch=tick)
+        close = []
+        if self.reference is not None:
+            close = [i for i, sc in enumerate(scores) if min(_margin(sc.logprobs), _margin(sc.logprobs_norm)) < CHECK_MARGIN]
+            rescored = score_choices(self.reference, [items[i] for i in close], self.tok.pad_token_id, self.batch_size)
+            for i, sc in zip(close, rescored):
+                scores[i] = sc
+                rows[i].rescored = True
         seconds = time.perf_counter() - t0
         for row, item, sc in zip(rows, items, scores):
             choices = list(row.example.choices or task.labels or ())
@@ -345,8 +373,8 @@ class _LocalBackend(_Backend):
             prompts.append(ids)
         spec = task.generation
         t0 = time.perf_counter()
-        gens = generate_greedy(
-            self.scorer, self.tok, prompts, max_new_tokens or spec.max_new_tokens, tuple(spec.stop), self.batch_size, on_batch=tick
+        gens = generate_greedy(  # in fp32 when there is a reference: greedy decoding has no cheap re-check
+            self.reference or self.scorer, self.tok, prompts, max_new_tokens or spec.max_new_tokens, tuple(spec.stop), self.batch_size, on_batch=tick
         )
         seconds = time.perf_counter() - t0
         for row, g in zip(rows, gens):
@@ -357,6 +385,8 @@ class _LocalBackend(_Backend):
 
     def describe(self):
         dtype = str(getattr(self.loaded.model, "dtype", "")).removeprefix("torch.")
+        if self.reference is not None:
+            dtype += f" (choices within {CHECK_MARGIN} nats re-checked in float32; generation in float32)"
         return {"model_path": self.loaded.path, "adapter_path": self.loaded.adapter, "model_dtype": dtype}
 
 

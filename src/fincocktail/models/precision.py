@@ -28,3 +28,20 @@ def cpu_features() -> dict[str, bool]:
     cpu = getattr(torch, "cpu", None)
     names = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_tile": "_is_amx_tile_supported"}
     return {key: bool(getattr(cpu, fn, lambda: False)()) for key, fn in names.items()}
+
+
+def cast_weights(model: Any, dtype: torch.dtype) -> Any:
+    """Cast parameters and persistent buffers to `dtype`, in place, as loading in `dtype` would.
+
+    `model.to(dtype)` would also cast non-persistent buffers such as rotary `inv_freq`, which
+    `from_pretrained(dtype=...)` keeps in fp32; in bf16 that visibly moves the log-probs.
+    Tied weights stay tied (they are one Parameter).
+    """
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            if param.is_floating_point() and param.dtype != dtype:
+                param.data = param.data.to(dtype)
+        for name, buf in list(module.named_buffers(recurse=False)):
+            if buf.is_floating_point() and name not in module._non_persistent_buffers_set:
+                module._buffers[name] = buf.to(dtype)
+    return model
