@@ -51,8 +51,9 @@ def register(app: typer.Typer) -> None:
         style: Optional[str] = typer.Option(None, "--style", help="instruction | chat (default: instruction; chat for API models)."),
         batch_size: int = typer.Option(8, "--batch-size", help="Examples per forward pass (API models: parallel requests)."),
         dtype: str = typer.Option(
-            "float32", "--dtype",
-            help="float32 | bfloat16 | float16 | auto (bfloat16 where the CPU has native bf16). bf16 runs the body only; head and log-softmax stay fp32.",
+            "auto", "--dtype",
+            help="auto (default): on a CPU with native bf16, score in bf16 and re-check close calls in fp32 "
+            "(predictions match fp32), generate in fp32; elsewhere float32. Or float32 | bfloat16 | float16.",
         ),
         out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/eval/<timestamp>-<model>)."),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir"),

@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         adapter: Optional[str] = typer.Option(None, "--adapter", help="Training run folder or peft adapter folder."),
         port: int = typer.Option(8000, "--port"),
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 exposes it to the network)."),
-        dtype: str = typer.Option("float32", "--dtype"),
+        dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16 (auto = float32: serving only generates)."),
         name: Optional[str] = typer.Option(None, "--name", help="Model id reported by /v1/models (default: the model's folder name)."),
         verbose: bool = typer.Option(False, "--verbose", help="Log every request."),
     ) -> None:
@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         from fincocktail.evaluation.loading import load_for_eval
         from fincocktail.evaluation.server import ChatService, make_server
 
-        loaded = load_for_eval(model, adapter, dtype)
+        loaded = load_for_eval(model, adapter, "float32" if dtype == "auto" else dtype)
         served = name or Path(model.rstrip("/")).name
         try:
             service = ChatService(loaded, served)
