@@ -594,11 +594,11 @@ def _train(
     max_batch_tokens = resolve_max_batch_tokens(config, device)
     # Every batch has a different shape, so glibc's heap and oneDNN's primitive cache keep
     # memory from earlier steps and RSS creeps up (SmolLM2 LoRA: ~3 GB after 150 steps, while
-    # the live peak is ~1.9 GB). Trimming every step bounds that but costs ~12% at 2 threads
-    # (the next step faults the pages back in), so trim only after RSS has grown by
-    # TRIM_GROWTH_MB since the last trim.
+    # the live peak is ~1.9 GB). Trimming every step bounds that but costs 12-17% (the next step
+    # faults the pages back in), so trim only when the RSS left at the end of a step has grown
+    # TRIM_GROWTH_MB beyond what the first step left.
     trim = _libc_malloc_trim() if device.type == "cpu" else None
-    trimmed_at_mb = 0.0
+    first_step_rss_mb: float | None = None
     step = 0
     start_epoch, start_group = 0, 0
     tokens_seen = 0
@@ -677,9 +677,12 @@ def _train(
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                if trim is not None and _current_rss_mb() > trimmed_at_mb + TRIM_GROWTH_MB:
-                    trim()
-                    trimmed_at_mb = _current_rss_mb()
+                if trim is not None:
+                    rss_now = _current_rss_mb()
+                    if first_step_rss_mb is None:
+                        first_step_rss_mb = rss_now
+                    elif rss_now > first_step_rss_mb + TRIM_GROWTH_MB:
+                        trim()
                 step += 1
                 real = sum(b.real_tokens for b in batches)
                 tokens_seen += real
