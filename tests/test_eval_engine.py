@@ -238,7 +238,7 @@ def test_bf16_eval_merges_the_adapter_in_fp32_then_casts(lively_model_dir, tmp_p
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_dtype_follows_the_cpu(lively_model_dir, monkeypatch, native):
-    monkeypatch.setattr("fincocktail.models.precision.native_bf16", lambda device="cpu": native)
+    monkeypatch.setattr("fincocktail.evaluation.loading.native_bf16", lambda device="cpu": native)
     loaded = load_for_eval(str(lively_model_dir), dtype="auto")
     if native:  # bf16 body plus the fp32 model that re-checks close calls
         assert loaded.model.dtype == torch.bfloat16 and loaded.reference.dtype == torch.float32
@@ -251,7 +251,7 @@ def test_auto_dtype_rechecks_close_calls_in_fp32(lively_model_dir, monkeypatch, 
     run's; margin 0: none is, so they equal the plain bf16 run's. Generation runs in fp32."""
     import fincocktail.evaluation.runner as runner_mod
 
-    monkeypatch.setattr("fincocktail.models.precision.native_bf16", lambda device="cpu": True)
+    monkeypatch.setattr("fincocktail.evaluation.loading.native_bf16", lambda device="cpu": True)
     tasks = resolver(FakeSentiment(), FakeNumeric())
     auto = load_for_eval(str(lively_model_dir), dtype="auto")
 

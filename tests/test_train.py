@@ -37,14 +37,7 @@ REPO = TESTS.parent
 COCKTAIL = {"seed": 1, "ingredients": ["fa", {"task": "fb", "count": 20}], "general": {"fraction": 0.2, "task": "gen"}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model's matmuls are microseconds: a second thread only adds sync cost, which
-    explodes when the 2 cores are shared with other jobs. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(model_dir: Path, data_dir: Path, **over):

@@ -26,12 +26,7 @@ from fincocktail.training.trainer import (
 COCKTAIL = {"seed": 1, "ingredients": ["fa", {"task": "fb", "count": 20}]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(model_dir: Path, data_dir: Path, **over):

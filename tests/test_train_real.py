@@ -9,16 +9,6 @@ import pytest
 import torch
 
 
-@pytest.fixture
-def one_thread():
-    """On the shared 2-core test machine a second torch thread mostly waits at barriers (a few
-    tiny steps here); restored afterwards so other tests keep the default."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_fpb_tfns_general_math_cocktail_trains_smollm2(smollm2_dir, data_dir, tmp_path):

@@ -343,7 +343,6 @@ class _LocalBackend(_Backend):
             items.append(ChoiceItem(ids, [choice_ids(c, ex) for c in choices]))
         t0 = time.perf_counter()
         scores = score_choices(self.scorer, items, self.tok.pad_token_id, self.batch_size, on_batch=tick)
-        close = []
         if self.reference is not None:
             close = [i for i, sc in enumerate(scores) if min(_margin(sc.logprobs), _margin(sc.logprobs_norm)) < CHECK_MARGIN]
             rescored = score_choices(self.reference, [items[i] for i in close], self.tok.pad_token_id, self.batch_size)
