@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 import sys
 
 import pytest
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 
 from fincocktail.cli import app, main
 from fincocktail.tasks.registry import get_task
+from fincocktail.tasks.sampling import draw_sample
 
 
 def test_eval_cli_on_real_fpb(tiny_model_dir, data_dir, tmp_path):
@@ -22,8 +24,10 @@ def test_eval_cli_on_real_fpb(tiny_model_dir, data_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert "fpb" in result.output and "choice" in result.output
     rows = [json.loads(x) for x in (out / "fpb.predictions.jsonl").read_text().splitlines()]
-    test = get_task("fpb").load("test", data_dir)[:12]
-    assert [r["id"] for r in rows] == [e.id for e in test]
+    fpb = get_task("fpb")
+    test = draw_sample(fpb.load("test", data_dir), 12, task_id="fpb", split="test", kind=fpb.kind).examples
+    assert [r["id"] for r in rows] == [e.id for e in test]  # --limit draws the stratified sample
+    assert sorted(Counter(r["gold"] for r in rows).values()) != [12]
     assert all(set(r["choice_logprobs"]) == {"negative", "neutral", "positive"} for r in rows)
     metrics = json.loads((out / "fpb.metrics.json").read_text())
     assert metrics["n"] == 12 and metrics["metrics"]["accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / 12)

@@ -45,7 +45,13 @@ def register(app: typer.Typer) -> None:
         tasks: str = typer.Option(..., "--tasks", help="Comma-separated task ids, e.g. fpb,tfns,finqa."),
         adapter: Optional[str] = typer.Option(None, "--adapter", help="Training run folder (RUN_DIR/adapter) or peft adapter folder."),
         split: str = typer.Option("test", "--split"),
-        limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N examples of each task."),
+        limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate a sample of N examples of each task (see --sample)."),
+        sample: str = typer.Option(
+            "stratified", "--sample",
+            help="How --limit picks its rows: stratified (default: by gold label, or whole groups), random, "
+            "or head (the first N; the files are ordered by label, so head is biased).",
+        ),
+        sample_seed: int = typer.Option(0, "--sample-seed", help="Seeds the sample (independent of --seed)."),
         shots: int = typer.Option(0, "--shots", help="Demonstrations from the train split (seeded; the same for every example)."),
         mode: str = typer.Option("auto", "--mode", help="auto | choice | generate. auto: choice for classification/multiple choice, else generate."),
         style: Optional[str] = typer.Option(None, "--style", help="instruction | chat (default: instruction; chat for API models)."),
@@ -73,7 +79,8 @@ def register(app: typer.Typer) -> None:
         if style not in (None, "instruction", "chat"):
             raise ConfigError(f"--style {style!r}: expected instruction or chat")
         config = _config(
-            model=model, adapter=adapter, tasks=_task_list(tasks), split=split, limit=limit, shots=shots, mode=mode,
+            model=model, adapter=adapter, tasks=_task_list(tasks), split=split, limit=limit, sample=sample,
+            sample_seed=sample_seed, shots=shots, mode=mode,
             style=style, batch_size=batch_size, dtype=dtype, out=out, data_dir=data_dir, tasks_dir=tasks_dir,
             base_url=base_url, seed=seed, max_new_tokens=max_new_tokens,
         )
@@ -87,7 +94,9 @@ def register(app: typer.Typer) -> None:
         directory: Path = typer.Argument(..., metavar="DIR", help="Folder to write the task YAMLs and data into."),
         tasks: str = typer.Option(CHOICE_TASKS, "--tasks", help="Comma-separated task ids."),
         split: str = typer.Option("test", "--split"),
-        limit: Optional[int] = typer.Option(None, "--limit"),
+        limit: Optional[int] = typer.Option(None, "--limit", help="Export a sample of N examples (see eval --sample)."),
+        sample: str = typer.Option("stratified", "--sample", help="stratified (default) | random | head"),
+        sample_seed: int = typer.Option(0, "--sample-seed"),
         shots: int = typer.Option(0, "--shots", help="Demonstrations baked into each prompt (same draw as `eval --shots`)."),
         seed: int = typer.Option(0, "--seed"),
         style: str = typer.Option("instruction", "--style", help="instruction | chat (chat needs --model for its template)."),
@@ -113,7 +122,8 @@ def register(app: typer.Typer) -> None:
             tokenizer = load_for_eval(model).tokenizer
         exported = export_lmeval(
             directory, _task_list(tasks), find_data_dir(data_dir), lambda t: get_task(t, tasks_dir),
-            split=split, limit=limit, shots=shots, seed=seed, style=style, tokenizer=tokenizer,
+            split=split, limit=limit, sample=sample, sample_seed=sample_seed, shots=shots, seed=seed, style=style,
+            tokenizer=tokenizer,
         )
         console = Console()
         for e in exported:

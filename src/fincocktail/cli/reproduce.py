@@ -13,7 +13,7 @@ import typer
 
 from fincocktail.errors import ConfigError
 
-PRESETS = ("quick", "cpu-small", "paper")
+PRESETS = ("quick", "cpu-small", "cpu-study", "paper")
 
 
 def preset_file(name: str) -> Path:

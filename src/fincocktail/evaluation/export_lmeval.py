@@ -24,6 +24,7 @@ from fincocktail.errors import ConfigError
 from fincocktail.evaluation.fewshot import build_pair, choice_target, select_demos
 from fincocktail.evaluation.runner import CHOICE_KINDS, _safe, _write_text
 from fincocktail.tasks.base import Task
+from fincocktail.tasks.sampling import SAMPLE_METHODS, draw_sample
 
 LOADER_MODULE = "fincocktail_lmeval_loader"
 LOADER_SOURCE = '''"""Written by `fincocktail export lm-eval`: loads a JSONL file that sits next to this module."""
@@ -61,6 +62,8 @@ def export_lmeval(
     resolve_task: Callable[[str], Task],
     split: str = "test",
     limit: int | None = None,
+    sample: str = "stratified",
+    sample_seed: int = 0,
     shots: int = 0,
     seed: int = 0,
     style: str = "instruction",
@@ -76,9 +79,12 @@ def export_lmeval(
             raise ConfigError(f"task {task.id!r} is training data only; nothing to export")
         if split not in task.splits:
             raise ConfigError(f"task {task.id!r} has no split {split!r}; it has {', '.join(task.splits)}")
-        examples = task.load(split, data_dir)
-        if limit is not None:
-            examples = examples[:limit]
+        if sample not in SAMPLE_METHODS:
+            raise ConfigError(f"--sample {sample!r}: expected one of {', '.join(SAMPLE_METHODS)}")
+        examples = draw_sample(
+            task.load(split, data_dir), limit, task_id=task.id, split=split, kind=task.kind,
+            seed=sample_seed, method=sample,  # type: ignore[arg-type]
+        ).examples
         demos = select_demos(task, data_dir, shots, seed, exclude=[e.id for e in examples])
         name = lmeval_task_name(task.id)
         data_file = f"{name}.{split}.jsonl"

@@ -91,3 +91,19 @@ def load_for_eval(name_or_path: str, adapter: str | Path | None = None, dtype: s
     if checked:
         reference, model = model, cast_weights(copy.deepcopy(model), torch.bfloat16).eval()
     return LoadedModel(model, tokenizer, name_or_path, path, str(adapter_dir) if adapter_dir else None, reference)
+
+
+def cast_for_eval(loaded: LoadedModel, dtype: str) -> LoadedModel:
+    """An fp32 `LoadedModel` (adapter already merged in fp32) in the evaluation dtype `dtype`.
+
+    Sweeps keep one fp32 base per worker and merge each run's adapter into a copy of it; this
+    applies the same dtype rules as `load_for_eval` to that merged model.
+    """
+    if dtype not in DTYPES:
+        raise ModelError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    if checked_bf16(dtype):
+        bf16 = cast_weights(copy.deepcopy(loaded.model), torch.bfloat16).eval()
+        return LoadedModel(bf16, loaded.tokenizer, loaded.name, loaded.path, loaded.adapter, loaded.model)
+    if dtype in ("auto", "float32"):
+        return loaded
+    return LoadedModel(cast_weights(loaded.model, getattr(torch, dtype)).eval(), loaded.tokenizer, loaded.name, loaded.path, loaded.adapter)

@@ -34,6 +34,7 @@ from fincocktail.errors import ConfigError, FincocktailError
 from fincocktail.evaluation.bootstrap import Interval, bootstrap_interval, mean_interval
 from fincocktail.evaluation.fewshot import build_pair, chat_messages, choice_target, select_demos
 from fincocktail.tasks.base import Example, Task
+from fincocktail.tasks.sampling import Sample, SampleMethod, draw_sample
 
 Mode = Literal["auto", "choice", "generate"]
 CHOICE_KINDS = ("classification", "multiple_choice")
@@ -47,6 +48,8 @@ class EvalConfig(BaseModel):
     tasks: list[str]
     split: str = "test"
     limit: int | None = Field(default=None, ge=1)
+    sample: SampleMethod = "stratified"  # how `limit` picks its rows (tasks/sampling.py); "head" = the first N
+    sample_seed: int = 0
     shots: int = Field(default=0, ge=0)
     mode: Mode = "auto"
     style: Literal["instruction", "chat"] | None = None  # None: instruction locally, chat for API models
@@ -85,6 +88,7 @@ class TaskResult:
     seconds: float
     demo_ids: list[str] = field(default_factory=list)
     rescored: int = 0  # choice predictions re-checked in fp32 (dtype auto on bf16 hardware)
+    sample: dict[str, Any] = field(default_factory=dict)  # Sample.describe(): method, seed, n, population, sha256
 
 
 @dataclass
@@ -150,9 +154,11 @@ def run_eval(
     try:
         for task in tasks:
             mode = _task_mode(task, config.mode, api)
-            examples = task.load(config.split, data_dir)
-            if config.limit is not None:
-                examples = examples[: config.limit]
+            sample = draw_sample(
+                task.load(config.split, data_dir), config.limit, task_id=task.id, split=config.split,
+                kind=task.kind, seed=config.sample_seed, method=config.sample,
+            )
+            examples = sample.examples
             if not examples:
                 raise FincocktailError(f"task {task.id!r}: split {config.split!r} has no examples")
             demos = select_demos(task, data_dir, config.shots, config.seed, exclude=[e.id for e in examples])
@@ -161,7 +167,7 @@ def run_eval(
                     rows, timing = backend.choice(task, examples, demos, style, tick)
                 else:
                     rows, timing = backend.generate(task, examples, demos, style, config.max_new_tokens, tick)
-            result = _finish_task(task, mode, examples, rows, timing, demos, config, out_dir)
+            result = _finish_task(task, mode, sample, rows, timing, demos, config, out_dir)
             results.append(result)
     finally:
         backend.close()
@@ -205,7 +211,8 @@ class _Timing:
     tokens: int
 
 
-def _finish_task(task, mode, examples, rows: list[_Row], timing: _Timing, demos, config: EvalConfig, out_dir: Path) -> TaskResult:
+def _finish_task(task, mode, sample: Sample, rows: list[_Row], timing: _Timing, demos, config: EvalConfig, out_dir: Path) -> TaskResult:
+    examples = sample.examples
     preds = [r.flexible for r in rows]
     metrics = dict(task.score(preds, examples))
     if task.metric not in metrics:
@@ -244,6 +251,7 @@ def _finish_task(task, mode, examples, rows: list[_Row], timing: _Timing, demos,
         seconds=timing.seconds,
         demo_ids=[d.id for d in demos],
         rescored=sum(r.rescored for r in rows),
+        sample=sample.describe(),
     )
     lines = []
     for r, ok in zip(rows, correct):
@@ -509,7 +517,7 @@ def _run_card(config: EvalConfig, style: str, tasks: Sequence[Task], results: Se
         "config": json.loads(config.model_dump_json()),
         "style": style,
         **backend.describe(),
-        "tasks": {t.id: {"version": t.version, "mode": r.mode, "n": r.n, "demo_ids": r.demo_ids} for t, r in zip(tasks, results)},
+        "tasks": {t.id: {"version": t.version, "mode": r.mode, "n": r.n, "demo_ids": r.demo_ids, "sample": r.sample} for t, r in zip(tasks, results)},
         "library_versions": _library_versions(),
         "git": git_commit(),
         "wall_seconds": round(wall, 3),

@@ -55,6 +55,7 @@ class MetricRecord:
     ci_high: float | None = None
     n: int = 0
     predictions: Path | None = None  # JSONL with per-example `id` and `correct`
+    sample_sha256: str | None = None  # which rows were scored
 
 
 @dataclass

@@ -33,7 +33,7 @@ from typing import Any
 
 from fincocktail.errors import ConfigError
 from fincocktail.fileio import write_json_atomic
-from fincocktail.sweep.spec import RunSpec
+from fincocktail.sweep.spec import RunSpec, eval_limit
 from fincocktail.sweep.store import STORE_FILE, MetricRow, ResultsStore, RunOutcome
 
 RUNS_DIR = "runs"
@@ -235,30 +235,32 @@ _BASE_CACHE: dict[tuple[str, str], Any] = {}
 
 
 def _loaded_model(model: str, adapter: Path | None, dtype: str = "float32") -> Any:
-    """The model to evaluate, loading each base model once per worker process.
+    """The model to evaluate, loading each base model once per worker process (in fp32).
 
     The cached base stays untouched: a run with an adapter gets a deep copy with the adapter
-    merged in (copying weights in memory is much cheaper than reading and converting them).
+    merged in fp32 (copying weights in memory is much cheaper than reading and converting
+    them), then cast to the evaluation dtype.
     """
     from fincocktail.evaluation.loading import (
         LoadedModel,
         adapter_folder,
+        cast_for_eval,
         load_for_eval,
     )
 
-    key = (model, dtype)
+    key = (model, "float32")
     if key not in _BASE_CACHE:
         _BASE_CACHE.clear()  # one base model in memory at a time
-        _BASE_CACHE[key] = load_for_eval(model, None, dtype)
+        _BASE_CACHE[key] = load_for_eval(model, None, "float32")
     base = _BASE_CACHE[key]
     if adapter is None:
-        return base
+        return cast_for_eval(base, dtype) if dtype != "float32" else base
     from peft import PeftModel
 
     folder = adapter_folder(adapter)
     merged = PeftModel.from_pretrained(copy.deepcopy(base.model), str(folder)).merge_and_unload()
     merged.eval()
-    return LoadedModel(merged, base.tokenizer, base.name, base.path, str(folder))
+    return cast_for_eval(LoadedModel(merged, base.tokenizer, base.name, base.path, str(folder)), dtype)
 
 
 def _metric_rows(metrics_json: dict[str, Any], split: str, out: Path) -> list[MetricRow]:
@@ -266,6 +268,7 @@ def _metric_rows(metrics_json: dict[str, Any], split: str, out: Path) -> list[Me
     for task_id, res in metrics_json.items():
         headline = res["metric"]
         interval = res.get("interval") or {}
+        sample_sha = (res.get("sample") or {}).get("sha256")
         predictions = out / f"{task_id}.predictions.jsonl"
         for name, value in res["metrics"].items():
             if value is None:
@@ -276,6 +279,7 @@ def _metric_rows(metrics_json: dict[str, Any], split: str, out: Path) -> list[Me
                     run_id="", task=task_id, split=split, metric=name, value=float(value),
                     ci_low=interval.get("low") if is_head else None, ci_high=interval.get("high") if is_head else None,
                     n=int(res.get("n", 0)), headline=is_head, predictions=str(predictions) if predictions.is_file() else None,
+                    sample_sha256=sample_sha,
                 )
             )
     return rows
@@ -297,13 +301,16 @@ def _evaluate(run: RunSpec, ctx: RunContext, adapter: Path | None) -> tuple[list
             out = ctx.run_dir / "eval" / split / task_id
             if not (out / "run_card.json").is_file():
                 if not api and loaded is None:
-                    loaded = _loaded_model(run.model, adapter)
+                    loaded = _loaded_model(run.model, adapter, ev.get("dtype", "float32"))
                 config = EvalConfig(
                     model=run.model,
                     adapter=str(adapter) if adapter else None,
                     tasks=[task_id],
                     split=split,
-                    limit=ev["max_examples_per_task"].get(task_id, limit),
+                    limit=eval_limit(ev, task_id, split == ev["split"], limit),
+                    sample=ev.get("sample", "head"),  # run specs from before samples existed took the first N
+                    sample_seed=ev.get("sample_seed", 0),
+                    dtype=ev.get("dtype", "float32"),
                     shots=ev["shots"],
                     mode=ev["mode"],
                     batch_size=(run.api or {}).get("concurrency") or ev["batch_size"] if api else ev["batch_size"],

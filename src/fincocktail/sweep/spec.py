@@ -113,7 +113,18 @@ class DesignSpec(_Strict):
     )
     all_tasks: bool = Field(default=True, description="the cocktail of every financial task (if incremental did not already make it)")
     cocktails: list[list[str]] = Field(default_factory=list, description="extra cocktails, each a list of tasks")
-    boosters_on: list[Literal["single", "cocktail"]] = Field(default_factory=lambda: ["single", "cocktail"])
+    boosters_on: list[Literal["single", "cocktail", "all_tasks"]] = Field(
+        default_factory=lambda: ["single", "cocktail"],
+        description="which trained runs get the general / math grid; all_tasks: only the cocktail of every task",
+    )
+    combine_boosters: bool = Field(
+        default=True, description="false: general and math are added one at a time, never together"
+    )
+    incremental_seeds: list[int] | None = Field(
+        default=None,
+        description="seeds of the incremental cocktails short of every task (default: `seeds`); "
+        "single-task runs and the cocktail of every task always get every seed",
+    )
 
 
 class EvalSpec(_Strict):
@@ -123,14 +134,32 @@ class EvalSpec(_Strict):
     split: str = "test"
     selection_split: str | None = Field(default="validation", description="model-selection split (null: skip)")
     selection_tasks: list[str] | None = None
-    max_examples: int | None = Field(default=None, ge=1, description="first N examples of each task (null: all)")
+    max_examples: int | None = Field(default=None, ge=1, description="a sample of N examples of each task (null: all)")
     selection_max_examples: int | None = Field(default=None, ge=1)
     max_examples_per_task: dict[str, int] = Field(default_factory=dict)
+    selection_max_examples_per_task: dict[str, int] = Field(default_factory=dict, description="default: max_examples_per_task")
     mode: Literal["auto", "choice", "generate"] = "auto"
     shots: int = Field(default=0, ge=0)
     batch_size: int = Field(default=8, ge=1)
     bootstrap_samples: int = Field(default=1000, ge=10)
     max_new_tokens: int | None = Field(default=None, ge=1)
+    sample: Literal["stratified", "random", "head"] = Field(
+        default="stratified", description="how max_examples picks rows (tasks/sampling.py); head = the first N, biased"
+    )
+    sample_seed: int = Field(default=0, description="the same rows for every run and model of the sweep")
+    dtype: Literal["float32", "auto", "bfloat16"] = Field(
+        default="float32",
+        description="auto: on a CPU with native bf16, choice scoring in bf16 with close calls re-checked in fp32 "
+        "(the same predictions as fp32), generation in fp32",
+    )
+    scope: Literal["all", "needed"] = Field(
+        default="all",
+        description="needed: each run is evaluated on the tasks it trained on plus `always`; zero-shot rows and the "
+        "cocktail of every task (with any boosters) on every task",
+    )
+    always: list[str] | None = Field(
+        default=None, description="scope needed: tasks every run is evaluated on (default: the classification tasks)"
+    )
 
 
 class Resources(_Strict):
@@ -418,6 +447,9 @@ def _eval_plan(spec: SweepSpec, checker: _Checker) -> dict[str, Any]:
     for t in ev.max_examples_per_task:
         if t not in test_tasks and t not in selection:
             checker.fail(f"eval.max_examples_per_task.{t}", f"task {t!r} is not evaluated by this sweep")
+    for t in ev.selection_max_examples_per_task:
+        if t not in selection:
+            checker.fail(f"eval.selection_max_examples_per_task.{t}", f"task {t!r} is not a selection task of this sweep")
     return {
         "split": ev.split,
         "tasks": test_tasks,
@@ -426,12 +458,51 @@ def _eval_plan(spec: SweepSpec, checker: _Checker) -> dict[str, Any]:
         "max_examples": ev.max_examples,
         "selection_max_examples": ev.selection_max_examples or ev.max_examples,
         "max_examples_per_task": dict(sorted(ev.max_examples_per_task.items())),
+        **(
+            {"selection_max_examples_per_task": dict(sorted(ev.selection_max_examples_per_task.items()))}
+            if ev.selection_max_examples_per_task else {}
+        ),
         "mode": ev.mode,
         "shots": ev.shots,
         "batch_size": ev.batch_size,
         "bootstrap_samples": ev.bootstrap_samples,
         "max_new_tokens": ev.max_new_tokens,
+        "sample": ev.sample,
+        "sample_seed": ev.sample_seed,
+        **({"dtype": ev.dtype} if ev.dtype != "float32" else {}),  # float32 runs keep their earlier ids
     }
+
+
+def eval_limit(ev: dict[str, Any], task: str, test: bool, default: int | None) -> int | None:
+    """How many examples of `task` one run evaluates, on the test split or the selection split."""
+    if not test and task in ev.get("selection_max_examples_per_task", {}):
+        return ev["selection_max_examples_per_task"][task]
+    return ev["max_examples_per_task"].get(task, default)
+
+
+def _always_tasks(spec: SweepSpec, ev: dict[str, Any], checker: _Checker) -> list[str]:
+    """Scope `needed`: the tasks every run is evaluated on (by default the cheap classification ones)."""
+    if spec.eval.always is not None:
+        for i, t in enumerate(spec.eval.always):
+            if t not in ev["tasks"]:
+                checker.fail(f"eval.always.{i}", f"task {t!r} is not in the evaluated tasks ({', '.join(ev['tasks'])})")
+        return list(spec.eval.always)
+    out = []
+    for t in ev["tasks"]:
+        task = checker.task(t, "eval.tasks")
+        if task is not None and task.kind == "classification" and t not in KNOWLEDGE_TASKS:
+            out.append(t)
+    return out
+
+
+def _scoped_eval(ev: dict[str, Any], always: list[str] | None, trained: list[str], everything: bool) -> dict[str, Any]:
+    """One run's evaluation settings: all tasks, or (scope needed) only those its comparisons use."""
+    if always is None or everything:
+        return ev
+    keep = set(trained) | set(always)
+    tasks = [t for t in ev["tasks"] if t in keep]
+    selection = [t for t in ev["selection_tasks"] if t in trained]  # selection picks among runs trained on the task
+    return {**ev, "tasks": tasks, "selection_tasks": selection, "selection_split": ev["selection_split"] if selection else None}
 
 
 def _eval_count(spec: SweepSpec, ev: dict[str, Any]) -> tuple[int, float]:
@@ -445,7 +516,7 @@ def _eval_count(spec: SweepSpec, ev: dict[str, Any]) -> tuple[int, float]:
         for t in tasks:
             est = _estimate(spec, t)
             n = (est.validation_examples if split == "selection" else est.eval_examples) or 0
-            lim = ev["max_examples_per_task"].get(t, limit)
+            lim = eval_limit(ev, t, split != "selection", limit)
             if lim is not None:
                 n = min(n, lim)
             n_total += n
@@ -568,6 +639,7 @@ def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> 
             c.trainable(t, where)
 
     ev = _eval_plan(spec, c)
+    always = _always_tasks(spec, ev, c) if spec.eval.scope == "needed" else None
     n_eval, eval_cost = _eval_count(spec, ev)
 
     runs: list[RunSpec] = []
@@ -579,8 +651,8 @@ def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> 
         seen[run.config_sha256] = run.origin
         runs.append(run)
 
-    def eval_seconds(rate: float | None) -> float:
-        return eval_cost / (rate or spec.estimates.eval_examples_per_s)
+    def eval_seconds(rate: float | None, cost: float = eval_cost) -> float:
+        return cost / (rate or spec.estimates.eval_examples_per_s)
 
     for mi, m in enumerate(spec.models):
         resources = Resources(
@@ -602,10 +674,18 @@ def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> 
         m_fracs = spec.math.fractions if spec.math else [0.0]
         for mix, where in mixes:
             kind: RunKind = "single" if len(mix) == 1 else "cocktail"
-            boosted = kind in d.boosters_on
+            every_task = len(spec.tasks) > 1 and set(mix) == set(spec.tasks)
+            boosted = kind in d.boosters_on or ("all_tasks" in d.boosters_on and every_task)
+            seeds = spec.seeds
+            if d.incremental_seeds is not None and kind == "cocktail" and not every_task and where.startswith("design.incremental"):
+                seeds = d.incremental_seeds
+            run_ev = _scoped_eval(ev, always, mix, everything=set(mix) == set(spec.tasks))
+            run_n_eval, run_eval_cost = _eval_count(spec, run_ev)
             for gf in g_fracs if boosted else [0.0]:
                 for mf in m_fracs if boosted else [0.0]:
-                    for seed in spec.seeds:
+                    if gf and mf and not d.combine_boosters:
+                        continue
+                    for seed in seeds:
                         cocktail: dict[str, Any] = {
                             "name": _cocktail_label(mix, gf, mf).replace(" ", ""),
                             "seed": seed,
@@ -621,7 +701,7 @@ def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> 
                         data = {**spec.training, **m.training, "model": m.name, "cocktail": cocktail, "seed": seed}
                         tc = parse_train_config(data, source=f"{source}: training (models.{mi})")
                         train = tc.model_dump(mode="json", exclude={"output_dir", "data_dir"})
-                        config = {"schema": RUN_SCHEMA, "kind": kind, "model": m.name, "train": train, "eval": ev}
+                        config = {"schema": RUN_SCHEMA, "kind": kind, "model": m.name, "train": train, "eval": run_ev}
                         h = config_hash(config)
                         tokens = _train_tokens(spec, train)
                         rate = m.tokens_per_s or spec.estimates.tokens_per_s
@@ -629,9 +709,11 @@ def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> 
                             RunSpec(
                                 run_id=f"{kind}-{h[:12]}", sweep=spec.name, kind=kind,
                                 label=_cocktail_label(mix, gf, mf), model=m.name, train_tasks=list(mix),
-                                general=gf, math=mf, seed=seed, train=train, eval=ev, config_sha256=h,
-                                resources=resources, est_tokens=tokens, est_eval_examples=n_eval,
-                                est_seconds=round(spec.estimates.overhead_s + tokens / rate + eval_seconds(m.eval_examples_per_s), 1),
+                                general=gf, math=mf, seed=seed, train=train, eval=run_ev, config_sha256=h,
+                                resources=resources, est_tokens=tokens, est_eval_examples=run_n_eval,
+                                est_seconds=round(
+                                    spec.estimates.overhead_s + tokens / rate + eval_seconds(m.eval_examples_per_s, run_eval_cost), 1
+                                ),
                                 origin=f"{where}, models.{mi}, seeds={seed}, general={gf:g}, math={mf:g}",
                             )
                         )

@@ -84,6 +84,7 @@ CREATE TABLE IF NOT EXISTS metrics (
     n INTEGER NOT NULL DEFAULT 0,
     headline INTEGER NOT NULL DEFAULT 0,  -- 1 for the task's reported metric
     predictions TEXT,
+    sample_sha256 TEXT,                 -- which rows were scored (tasks/sampling.py)
     PRIMARY KEY (run_id, task, split, metric)
 );
 CREATE INDEX IF NOT EXISTS metrics_task ON metrics (task, split, metric);
@@ -133,6 +134,7 @@ class MetricRow:
     n: int = 0
     headline: bool = False
     predictions: str | None = None
+    sample_sha256: str | None = None  # the scored rows; scores on different rows are never compared
 
 
 @dataclass(frozen=True)
@@ -244,6 +246,9 @@ class ResultsStore:
         with self._write() as conn:
             for statement in _schema_statements():
                 conn.execute(statement)
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(metrics)").fetchall()}
+            if "sample_sha256" not in columns:  # a store written before samples were recorded
+                conn.execute("ALTER TABLE metrics ADD COLUMN sample_sha256 TEXT")
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -311,9 +316,11 @@ class ResultsStore:
             )
             conn.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
             conn.executemany(
-                "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                """INSERT INTO metrics (run_id, task, split, metric, value, ci_low, ci_high, n, headline, predictions,
+                   sample_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [
-                    (run_id, m.task, m.split, m.metric, m.value, m.ci_low, m.ci_high, m.n, int(m.headline), m.predictions)
+                    (run_id, m.task, m.split, m.metric, m.value, m.ci_low, m.ci_high, m.n, int(m.headline), m.predictions,
+                     m.sample_sha256)
                     for m in outcome.metrics
                 ],
             )
@@ -384,6 +391,7 @@ class ResultsStore:
             MetricRow(
                 run_id=r["run_id"], task=r["task"], split=r["split"], metric=r["metric"], value=r["value"],
                 ci_low=r["ci_low"], ci_high=r["ci_high"], n=r["n"], headline=bool(r["headline"]), predictions=r["predictions"],
+                sample_sha256=r["sample_sha256"],
             )
             for r in rows
         ]
@@ -418,15 +426,40 @@ class ResultsStore:
             )
             for r in runs
         ]
+        rows = [m for m in self.metrics(split=split, headline_only=True) if m.run_id in done]
+        check_same_samples(rows, self.path)
         metrics = [
             MetricRecord(
                 run_id=m.run_id, task=m.task, split=m.split, metric=m.metric, value=m.value, ci_low=m.ci_low,
                 ci_high=m.ci_high, n=m.n, predictions=Path(m.predictions) if m.predictions else None,
+                sample_sha256=m.sample_sha256,
             )
-            for m in self.metrics(split=split, headline_only=True)
-            if m.run_id in done
+            for m in rows
         ]
         return ReportData(runs=records, metrics=metrics, **({"title": title} if title else {}))
+
+
+class SampleMismatch(FincocktailError):
+    """Scores of one (task, split) were computed on different rows: comparing them would mislead."""
+
+
+def check_same_samples(rows: Sequence[MetricRow], where: str | os.PathLike = "results") -> None:
+    """Refuse a set of scores in which one (task, split) was scored on two different samples.
+
+    Rows without a recorded sample (stores from before samples were recorded) are not checked.
+    """
+    first: dict[tuple[str, str], MetricRow] = {}
+    for m in rows:
+        if m.sample_sha256 is None:
+            continue
+        key = (m.task, m.split)
+        seen = first.setdefault(key, m)
+        if seen.sample_sha256 != m.sample_sha256:
+            raise SampleMismatch(
+                f"{where}: {m.task} ({m.split}) was scored on different samples by runs {seen.run_id} "
+                f"(n={seen.n}, sample {seen.sample_sha256[:12]}) and {m.run_id} (n={m.n}, sample {m.sample_sha256[:12]}); "
+                "their scores are not comparable: rerun with the same eval settings, or use another --out for the new ones"
+            )
 
 
 def _schema_statements() -> list[str]:
