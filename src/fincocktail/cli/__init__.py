@@ -40,8 +40,14 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show library warnings and progress bars (hidden by default)."),
 ) -> None:
     """fincocktail: which mix of training data makes a small model beat a large general one?"""
+    from fincocktail.quiet import VERBOSE_ENV, quiet_libraries
+
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"  # worker processes inherit it
+    quiet_libraries()
 
 
 def _register() -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fincocktail.report.analysis import Analysis, Delta, Score
+from fincocktail.report.findings import ALPHA, CLAIMS, NON_SUPERIORITY_MARGIN, Findings, findings
 from fincocktail.report.plots import all_plots
 from fincocktail.report.published import PUBLISHED_SOURCE
 from fincocktail.report.records import ReportData
@@ -18,6 +19,23 @@ SELECTION_NOTE = (
     "is made on the validation split; every score shown is on the test split. Scores are the task's "
     "headline metric; intervals are 95% (across seeds when a recipe has several, else the bootstrap "
     "interval over test examples)."
+)
+TEST_SELECTION_NOTE = (
+    "Some 'best' recipes could not be chosen on validation (the sweep has no validation scores for "
+    "them): those cells are marked *test-selected* and overstate the recipe. Scores are the task's "
+    "headline metric on the test split; intervals are 95%."
+)
+FINDINGS_NOTE = (
+    "Each claim is tested per task by one paired contrast fixed by the design (not chosen on test): "
+    "(a) the largest cocktail containing the task vs its single-task run; (b) / (c) the largest cocktail "
+    "with general / math data vs the same cocktail without; (d) the largest cocktail vs the zero-shot model. "
+    "Effect = difference of the recipes' mean test scores over seeds, on the same test rows. Its 95% interval "
+    "adds seed-to-seed variance (between-seed variance / seeds; a one-seed recipe borrows the task's pooled "
+    "between-seed variance) and test-sample variance (paired per-example differences). p-values of all "
+    f"contrasts form one family, adjusted by Holm's step-down method; a verdict needs adjusted p < {ALPHA:g}, "
+    "otherwise it is inconclusive, with the test examples that would detect the observed effect (80% power). "
+    f"Claim (d) is a non-superiority test: supported when the gain is shown to be below {NON_SUPERIORITY_MARGIN:g}, "
+    "contradicted when the 95% interval lies above 0."
 )
 
 
@@ -41,6 +59,28 @@ def _cell(v) -> str:
     return str(v)
 
 
+def findings_table(f: Findings) -> Table:
+    rows = []
+    for key, text in CLAIMS.items():
+        cs = f.for_claim(key)
+        if not cs:
+            rows.append([f"({key}) {text}", "–", "–", "–", "–", "–", f"not tested: {f.untested.get(key, 'no runs')}", "–"])
+        for c in cs:
+            verdict = f"**{c.verdict}**" if c.verdict != "inconclusive" else "inconclusive"
+            if c.verdict == "inconclusive":
+                verdict += f" (needs ~{c.needed_examples:,} test examples)" if c.needed_examples else " (more seeds needed, or no effect)"
+            seeds = f"{c.seeds[0]} vs {c.seeds[1]} seeds" + ("" if c.seed_variance == "measured" else f" ({c.seed_variance} seed variance)")
+            rows.append([f"({key}) {text}", c.task, f"{c.recipe} vs {c.reference}", f"{c.effect:+.3f}",
+                         f"[{c.low:+.3f}, {c.high:+.3f}]", f"{c.p_holm:.3g}", verdict, f"{seeds}, n={c.n_examples}"])
+    return Table("Findings: the study's claims, tested", ["claim", "task", "comparison", "effect", "95% interval",
+                 "p (Holm)", "verdict", "behind it"], rows,
+                 note=f"{f.family_size} contrasts in one Holm family. " + FINDINGS_NOTE)
+
+
+def claim_summary(f: Findings) -> list[str]:
+    return [f"({key}) {text}: {f.summary(key)}" for key, text in CLAIMS.items()]
+
+
 def main_table(an: Analysis) -> Table:
     rows = an.main_table()
     cols: list[str] = []
@@ -48,12 +88,20 @@ def main_table(an: Analysis) -> Table:
         for k in r:
             if k not in cols:
                 cols.append(k)
+    test_chosen = any(isinstance(v, tuple) and v[1].selected_on != "validation" for r in rows for v in r.values())
     return Table(
-        "Main table (test scores; recipes selected on validation)",
+        "Main table (test scores; recipes selected on " + ("validation where possible" if test_chosen else "validation") + ")",
         cols,
         [[_cell(r.get(c)) for c in cols] for r in rows],
-        note=f"'(published)' columns are not measured here: {PUBLISHED_SOURCE}.",
+        note=f"'(published)' columns are not measured here: {PUBLISHED_SOURCE}. The published TFNS number was computed "
+        "on FinLoRA's tfns_test.jsonl, whose Bullish/Neutral labels are swapped; it is not comparable with ours.",
     )
+
+
+def selection_note(an: Analysis) -> str:
+    rows = an.main_table()
+    test_chosen = any(isinstance(v, tuple) and v[1].selected_on != "validation" for r in rows for v in r.values())
+    return TEST_SELECTION_NOTE if test_chosen else SELECTION_NOTE
 
 
 def _delta_table(title: str, deltas: list[Delta], note: str = "") -> Table:
@@ -73,6 +121,7 @@ def cost_table(an: Analysis) -> Table:
 
 def all_tables(an: Analysis) -> list[Table]:
     return [
+        findings_table(findings(an)),
         main_table(an),
         _delta_table("Cocktail effect (cocktail minus the task's single-task recipe)", an.cocktail_effects()),
         _delta_table("Ingredient ablation (with general / math data minus without)", an.ablations()),
@@ -133,11 +182,14 @@ def write_report(data: ReportData, out: Path, primary_metric: dict[str, str] | N
     for name, png in plots.items():
         (out / "plots" / f"{name}.png").write_bytes(png)
 
-    md = [f"# {data.title}", "", SELECTION_NOTE, ""]
-    md.append(_md_table(tables[0]))
+    note = selection_note(an)
+    summary = claim_summary(findings(an))
+    md = [f"# {data.title}", ""]
+    md += [_md_table(tables[0]), *[f"- {line}" for line in summary], ""]
+    md += [note, "", _md_table(tables[1])]
     for name, png in plots.items():
         md += [f"### {PLOT_TITLES[name]}", "", f"![{PLOT_TITLES[name]}](plots/{name}.png)", ""]
-    md += [_md_table(t) for t in tables[1:]]
+    md += [_md_table(t) for t in tables[2:]]
     md_path = out / "report.md"
     md_path.write_text("\n".join(md), encoding="utf-8")
 
@@ -146,8 +198,10 @@ def write_report(data: ReportData, out: Path, primary_metric: dict[str, str] | N
         f"src='data:image/png;base64,{base64.b64encode(p).decode()}'>"
         for n, p in plots.items()
     )
-    body = (f"<h1>{html.escape(data.title)}</h1><p class='note'>{html.escape(SELECTION_NOTE)}</p>"
-            + _html_table(tables[0]) + figs + "".join(_html_table(t) for t in tables[1:]))
+    summary_html = "<ul class='claims'>" + "".join(f"<li>{html.escape(line)}</li>" for line in summary) + "</ul>"
+    body = (f"<h1>{html.escape(data.title)}</h1><section id='findings'>{_html_table(tables[0])}{summary_html}</section>"
+            f"<p class='note'>{html.escape(note)}</p>"
+            + _html_table(tables[1]) + figs + "".join(_html_table(t) for t in tables[2:]))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(data.title)}</title>"
             f"<style>{CSS}</style></head><body>{body}{SELF_CHECK}</body></html>")
     html_path = out / "report.html"

@@ -33,6 +33,7 @@ from typing import Any
 
 from fincocktail.errors import ConfigError
 from fincocktail.fileio import write_json_atomic
+from fincocktail.quiet import quiet_libraries
 from fincocktail.sweep.spec import RunSpec, eval_limit
 from fincocktail.sweep.store import STORE_FILE, MetricRow, ResultsStore, RunOutcome
 
@@ -146,21 +147,6 @@ def _apply_threads(threads: int | None) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(max(1, int(threads)))
-
-
-def _quiet_libraries() -> None:
-    """Many runs share one terminal: keep library progress bars and deprecation chatter out of it."""
-    import warnings
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,7 +318,7 @@ def real_run(run: RunSpec, ctx: RunContext) -> RunOutcome:
     """Train (resuming from the last checkpoint if the run was interrupted), then evaluate."""
     import torch
 
-    _quiet_libraries()
+    quiet_libraries()
     threads_before = torch.get_num_threads()
     if ctx.threads:
         torch.set_num_threads(max(1, int(ctx.threads)))

@@ -395,6 +395,8 @@ def _run_sweep_locked(
         for run_id in summary.recovered:
             tracker.log_run(store.run(run_id), store.metrics(run_id))
 
+    if runner == "real" and isinstance(executor, LocalExecutor):
+        _pull_models(todo)
     bar = _Progress(progress, todo, len(summary.skipped) + len(summary.recovered), executor.capacity())
 
     def on_event(kind: str, run: RunSpec, result: dict[str, Any] | None) -> None:
@@ -416,6 +418,17 @@ def _run_sweep_locked(
         bar.close()
     summary.wall_s = round(time.time() - started, 3)
     return summary
+
+
+def _pull_models(runs: list[RunSpec]) -> None:
+    """Provision each local base model once, here, before workers start: N workers would each
+    download and convert it at the same time on a fresh machine."""
+    from fincocktail.models.loading import resolve_model
+    from fincocktail.models.registry import get_model_spec
+
+    for name in sorted({r.model for r in runs if r.kind != "api"}):
+        if get_model_spec(name) is not None:
+            resolve_model(name)
 
 
 def _write_plan(out: Path, plan: Plan) -> None:
