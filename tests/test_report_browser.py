@@ -58,3 +58,14 @@ def test_broken_plot_is_detected(tmp_path):
     bad.write_text(broken)
     plots, rendered, _ = _rendered(tmp_path, bad.resolve().as_uri())
     assert rendered == plots - 1
+
+
+def test_findings_come_first_in_the_browser(tmp_path):
+    from test_findings import study
+
+    html_path, _ = write_report(study(tmp_path, {"cocktail": 0.15, "math": -0.15}), tmp_path / "out")
+    dom = _chromium(tmp_path, "--virtual-time-budget=5000", "--dump-dom", html_path.resolve().as_uri()).stdout
+    body = re.search(r"<body([^>]*)>", dom).group(1)
+    assert re.search(r'data-first-section="Findings', body), body
+    assert int(re.search(r'data-findings-rows="(\d+)"', body).group(1)) >= 5  # (a) x2, (b) x2, (c), (d)
+    assert "supported" in dom and "contradicted" in dom

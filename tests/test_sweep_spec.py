@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 import json
 import subprocess
 import sys
@@ -182,3 +183,58 @@ def test_expand_without_task_checks_skips_registry(tmp_path):
     spec = parse_sweep({**BASE, "tasks": ["mine_a", "mine_b"], "models": [str(tmp_path)], "general": None, "math": None})
     plan = expand(spec, check_tasks=False)
     assert [r.label for r in plan.runs] == ["zero-shot", "mine_a", "mine_b", "mine_a+mine_b"]
+
+
+def test_cpu_study_covers_every_claim_at_the_promised_sizes():
+    plan = load_plan(SWEEPS / "cpu-study.yaml")
+    spec = plan.spec
+    assert {"fpb", "fiqa_sa", "tfns", "headline", "finqa", "convfinqa"} <= set(spec.tasks)
+    assert {"ner_cls", "finner"} & set(spec.tasks)
+    assert spec.general is not None and spec.math is not None
+    assert all(spec.train_caps.get(t, 10**9) >= 128 for t in spec.tasks)
+    every = tuple(spec.tasks)
+    seeds = Counter((r.kind, tuple(r.train_tasks), r.general, r.math) for r in plan.runs)
+    for t in spec.tasks:
+        assert seeds[("single", (t,), 0.0, 0.0)] >= 3
+    variants = {(g > 0, m > 0): n for (kind, tasks, g, m), n in seeds.items() if kind == "cocktail" and tasks == every}
+    assert variants[(False, False)] >= 3 and variants[(True, False)] >= 3 and variants[(False, True)] >= 3
+    # evaluation: stratified samples of >= 300 (classification) / >= 60 (generative), selection on validation
+    for r in plan.runs:
+        ev = r.eval
+        assert ev["sample"] == "stratified"
+        for t in ev["tasks"]:
+            n = ev["max_examples_per_task"].get(t, ev["max_examples"])
+            assert n >= (60 if t in ("finqa", "convfinqa", "financebench") else 300), (t, n)
+        if r.kind in ("single", "cocktail"):
+            assert ev["selection_split"] == "validation" and set(r.train_tasks) <= set(ev["selection_tasks"])
+            assert set(r.train_tasks) <= set(ev["tasks"])
+    base = next(r for r in plan.runs if r.kind == "base")
+    full = [r for r in plan.runs if tuple(r.train_tasks) == every]
+    for r in [base, *full]:  # the runs the verdicts on numerical reasoning and knowledge rest on
+        assert {"finqa", "convfinqa", "cfa", "financebench"} <= set(r.eval["tasks"])
+    single_fpb = next(r for r in plan.runs if r.train_tasks == ["fpb"])
+    assert "finqa" not in single_fpb.eval["tasks"] and "tfns" in single_fpb.eval["tasks"]  # scope: needed
+
+
+def test_eval_scope_needed_scores_each_run_on_what_its_comparisons_use(tmp_path):
+    spec = parse_sweep({"name": "s", "tasks": ["a", "b", "c"], "models": ["x"], "eval": {
+        "tasks": ["a", "b", "c", "k"], "scope": "needed", "always": ["a"]}})
+    plan = expand(spec, check_tasks=False)
+    by_label = {r.label: r.eval for r in plan.runs}
+    assert by_label["zero-shot"]["tasks"] == ["a", "b", "c", "k"]
+    assert by_label["b"]["tasks"] == ["a", "b"] and by_label["b"]["selection_tasks"] == ["b"]
+    assert by_label["a+b"]["tasks"] == ["a", "b"]
+    assert by_label["a+b+c"]["tasks"] == ["a", "b", "c", "k"]
+    with pytest.raises(ConfigError, match=r"eval\.always\.0"):
+        expand(parse_sweep({"name": "s", "tasks": ["a", "b"], "models": ["x"], "eval": {
+            "tasks": ["a", "b"], "scope": "needed", "always": ["zz"]}}), check_tasks=False)
+
+
+def test_incremental_seeds_and_boosters_on_the_all_task_cocktail_only(tmp_path):
+    spec = parse_sweep({"name": "s", "tasks": ["a", "b", "c"], "models": ["x"], "seeds": [0, 1, 2],
+                        "general": {"task": "g", "fractions": [0, 0.5]}, "math": {"task": "m", "fractions": [0, 0.5]},
+                        "design": {"base": False, "incremental_seeds": [0], "boosters_on": ["all_tasks"],
+                                   "combine_boosters": False}})
+    plan = expand(spec, check_tasks=False)
+    counts = Counter(r.label for r in plan.runs)
+    assert counts == {"a": 3, "b": 3, "c": 3, "a+b": 1, "a+b+c": 3, "a+b+c +general0.5": 3, "a+b+c +math0.5": 3}

@@ -95,4 +95,10 @@ def print_main_table(built: BuiltReport, console: Console | None = None) -> None
     test_chosen = any(isinstance(v, tuple) and v[1].selected_on != "validation" for r in rows for v in r.values())
     console.print("[dim]* published (FinLoRA), not measured here[/]"
                   + ("[dim]; † chosen on test (no validation scores in this sweep)[/]" if test_chosen else ""))
+    from fincocktail.report.findings import findings
+    from fincocktail.report.render import claim_summary
+
+    console.print("[bold]Findings[/] (paired contrasts, Holm-adjusted; details in the report):")
+    for line in claim_summary(findings(built.analysis)):
+        console.print(f"  {line}", highlight=False)
     console.print(f"report: [bold]{built.html}[/] (and {built.md.name} beside it)")

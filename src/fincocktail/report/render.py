@@ -169,7 +169,9 @@ table.t th{background:#f0f0f0}.note{color:#555;font-size:13px}img.plot{max-width
 # test (and a curious user) can tell a page that renders from one that merely loads.
 SELF_CHECK = """<script>window.addEventListener('load',function(){var im=[].slice.call(document.images);
 document.body.dataset.plotsRendered=im.filter(function(i){return i.complete&&i.naturalWidth>0;}).length;
-document.body.dataset.plots=im.length;document.body.dataset.tableRows=document.querySelectorAll('table.t tbody tr').length;});</script>"""
+document.body.dataset.plots=im.length;document.body.dataset.tableRows=document.querySelectorAll('table.t tbody tr').length;
+var h=document.querySelector('h2');document.body.dataset.firstSection=h?h.textContent:'';
+document.body.dataset.findingsRows=document.querySelectorAll('#findings tbody tr').length;});</script>"""
 
 
 def write_report(data: ReportData, out: Path, primary_metric: dict[str, str] | None = None) -> tuple[Path, Path]:
