@@ -93,9 +93,20 @@ def main_table(an: Analysis) -> Table:
         "Main table (test scores; recipes selected on " + ("validation where possible" if test_chosen else "validation") + ")",
         cols,
         [[_cell(r.get(c)) for c in cols] for r in rows],
-        note=f"'(published)' columns are not measured here: {PUBLISHED_SOURCE}. The published TFNS number was computed "
+        note=f"{_sample_note(an)} '(published)' columns are not measured here: {PUBLISHED_SOURCE}. The published TFNS number was computed "
         "on FinLoRA's tfns_test.jsonl, whose Bullish/Neutral labels are swapped; it is not comparable with ours.",
     )
+
+
+def _sample_note(an: Analysis) -> str:
+    sizes: dict[str, set[int]] = {}
+    for m in an.data.metrics:
+        if m.split == "test":
+            sizes.setdefault(m.task, set()).add(m.n)
+    seeds = sorted({len(runs) for rec, runs in an.recipes.items() if rec[0] in ("single", "cocktail")})
+    per_task = ", ".join(f"{t} {'/'.join(str(n) for n in sorted(ns))}" for t, ns in sizes.items())
+    return (f"Test rows per task: {per_task} (the same rows for every run; a stratified sample where fewer than all). "
+            f"Seeds per trained recipe: {', '.join(map(str, seeds)) or '-'}.")
 
 
 def selection_note(an: Analysis) -> str:
