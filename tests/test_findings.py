@@ -152,3 +152,10 @@ def test_report_opens_with_findings(tmp_path):
     assert "Holm" in md and f"{NON_SUPERIORITY_MARGIN:g}" in md
     page = html_path.read_text()
     assert page.index("id='findings'") < page.index("Main table")
+
+
+def test_without_per_example_files_or_seeds_nothing_is_claimed(tmp_path):
+    runs = [RunRecord("s", "single", "m", ("fpb",)), RunRecord("c", "cocktail", "m", ("fpb", "tfns"))]
+    metrics = [MetricRecord("s", "fpb", "test", "accuracy", 0.5, n=100), MetricRecord("c", "fpb", "test", "accuracy", 0.9, n=100)]
+    (c,) = findings(Analysis(ReportData(runs, metrics))).contrasts
+    assert c.effect == pytest.approx(0.4) and c.verdict == "inconclusive" and c.seed_variance == "none"

@@ -19,7 +19,8 @@ variance adds the two sources of noise: seed to seed (the between-seed variance 
 recipe's score, divided by its number of seeds; a one-seed recipe borrows the pooled
 between-seed variance of the task's other recipes) and test sample (the variance of the
 per-example paired differences of seed-averaged correctness, divided by the number of
-examples). A normal approximation gives the 95% interval and a two-sided p-value; the p-values
+examples; for metrics that are not a mean over examples, such as headline's average F1, the
+per-example correctness stands in for it). A normal approximation gives the 95% interval and a two-sided p-value; the p-values
 of all contrasts of a report form one family, adjusted by Holm's step-down method. A verdict
 needs an adjusted p < 0.05; otherwise it is *inconclusive*, with the number of test examples
 that would make the observed effect detectable (80% power at the Bonferroni level, the
@@ -183,10 +184,15 @@ class _Tester:
             sample_part, n = paired_variance(per_run_a, per_run_b)  # type: ignore[arg-type]
         se = math.sqrt(seed_part + (sample_part if not math.isnan(sample_part) else 0.0))
         z = norm.ppf(1 - ALPHA / 2)
-        if claim == "d":
-            p = float(norm.cdf((effect - NON_SUPERIORITY_MARGIN) / se)) if se > 0 else float(effect >= NON_SUPERIORITY_MARGIN)
+        measured = n > 0 or how == "measured"
+        if not se > 0 and not measured:  # no per-example files and no seed spread: nothing to measure the noise by
+            p, how = 1.0, "none"
+        elif not se > 0:  # measured, and no noise at all: every run gave the same answers
+            p = float(effect >= NON_SUPERIORITY_MARGIN) if claim == "d" else float(effect == 0)
+        elif claim == "d":
+            p = float(norm.cdf((effect - NON_SUPERIORITY_MARGIN) / se))
         else:
-            p = float(2 * norm.sf(abs(effect) / se)) if se > 0 else float(effect == 0)
+            p = float(2 * norm.sf(abs(effect) / se))
         return Contrast(
             claim=claim, task=task, recipe=self.an.recipe_label(rec), reference=self.an.recipe_label(ref),
             effect=effect, se=se, low=effect - z * se, high=effect + z * se, p=p, n_examples=n,
