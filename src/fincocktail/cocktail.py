@@ -37,7 +37,7 @@ _SHORTHAND = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(?:\*\s*([0-9]*\.?[0-9]+)\s*)
 class Ingredient(BaseModel):
     """One task in the mix. Give at most one of `count`, `weight`, `replicate` (default: replicate 1)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     task: str
     count: int | None = Field(default=None, ge=0, description="absolute number of examples per epoch")
@@ -68,7 +68,7 @@ class Ingredient(BaseModel):
 class Booster(BaseModel):
     """The general-instruction or math ingredient, sized as a fraction of the task data."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     fraction: float = Field(ge=0, description="examples per epoch = fraction x task examples per epoch")
     task: str
@@ -77,7 +77,7 @@ class Booster(BaseModel):
 
 
 class Decontaminate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     n: int = Field(default=13, ge=1, description="n-gram length, in normalised words")
     drop: bool = Field(default=False, description="remove training examples that overlap any eval split")
@@ -86,7 +86,7 @@ class Decontaminate(BaseModel):
 class CocktailConfig(BaseModel):
     """A training mix. See configs/cocktails/*.yaml for examples."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = "cocktail"
     seed: int = 0

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from fincocktail.errors import ConfigError
+from fincocktail.errors import ConfigError, FincocktailError
 
 
 def write_json_atomic(
@@ -78,7 +78,88 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return f"{source}: {loc}: {msg}{more}" if loc else f"{source}: {msg}{more}"
 
 
-__all__ = ["format_validation_error", "load_yaml", "write_json_atomic"]
+class FolderLock:
+    """An exclusive `flock` on `folder/name`, held until `close()` (or the process dies, even by kill -9).
+
+    Two train, eval or sweep processes writing one folder would interleave checkpoints,
+    predictions and cards; the second one gets a one-line error naming the holder instead.
+    """
+
+    def __init__(self, folder: str | os.PathLike, name: str, what: str, fix: str = "wait for it or use another --out"):
+        import fcntl
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / name
+        self._handle = open(self.path, "a+")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._handle.seek(0)
+            holder = self._handle.read().strip() or "another process"
+            self._handle.close()
+            raise FincocktailError(f"{folder}: {what} is already running there ({holder}); {fix}") from None
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(f"pid {os.getpid()}")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> FolderLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def lock_held(folder: str | os.PathLike, name: str) -> bool:
+    """Whether some process holds `FolderLock(folder, name)` right now."""
+    import fcntl
+
+    path = Path(folder) / name
+    if not path.is_file():
+        return False
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def damaged_file_errors() -> tuple[type[BaseException], ...]:
+    """What loading a truncated, corrupt or hostile weights / pickle file raises.
+
+    safetensors' own error derives from plain Exception, and a refused pickle from
+    UnpicklingError, so `except OSError` alone lets them escape as tracebacks.
+    """
+    import pickle
+    import zipfile
+
+    errors: list[type[BaseException]] = [OSError, ValueError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError,
+                                         zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, TypeError]
+    try:
+        from safetensors import SafetensorError
+
+        errors.append(SafetensorError)
+    except ImportError:  # pragma: no cover - safetensors is a dependency
+        pass
+    return tuple(errors)
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line of text (library errors often carry pages of advice)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+__all__ = [
+    "FolderLock", "damaged_file_errors", "first_line", "format_validation_error", "load_yaml", "lock_held",
+    "write_json_atomic",
+]
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -16,9 +16,11 @@ if "COLUMNS" not in os.environ and not sys.stdout.isatty():
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fincocktail import __version__
 from fincocktail.errors import FincocktailError
+from fincocktail.redact import redact
 
 err_console = Console(stderr=True)
 
@@ -73,7 +75,7 @@ def main() -> None:
     try:
         app()
     except FincocktailError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from fincocktail import paths
 from fincocktail.errors import ConfigError, ModelError
+from fincocktail.redact import redact, redact_url
 
 API_PREFIX = "openai:"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -84,13 +85,16 @@ class ChatClient:
     max_retries: int = 5
     backoff_s: float = 1.0
     max_backoff_s: float = 30.0
-    timeout_s: float = 120.0
+    timeout_s: float = 60.0
+    timeout_retries: int = 1
+    deadline_s: float = 300.0
     cache_path: Path | None = None
     sleep: Callable[[float], None] = time.sleep
     requests_sent: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
-        self.base_url = self.base_url.rstrip("/")
+        self.base_url = check_base_url(self.base_url)
+        self.shown_url = redact_url(self.base_url)  # what messages and run cards say
         key = os.environ.get("OPENAI_API_KEY")
         if not key:
             raise ConfigError(
@@ -99,7 +103,8 @@ class ChatClient:
             )
         import httpx
 
-        self._http = httpx.Client(timeout=self.timeout_s, headers={"Authorization": f"Bearer {key}"})
+        timeout = httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s))
+        self._http = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {key}"})
         self._cache = ResponseCache(self.cache_path or default_cache_path())
         self._count_lock = threading.Lock()
 
@@ -124,40 +129,58 @@ class ChatClient:
         return _result(body, cached=False)
 
     def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST with bounded retries: transient statuses and connection drops are retried with
+        backoff, a timeout only `timeout_retries` times (an endpoint that accepted and never
+        answers would otherwise hold the run for attempts x timeout), and never past `deadline_s`.
+        Every message carries the redacted URL and a redacted error body.
+        """
         import httpx
 
         url = f"{self.base_url}/chat/completions"
+        shown = f"{self.shown_url}/chat/completions"
         last = ""
+        timeouts = 0
+        started = time.monotonic()
         for attempt in range(self.max_retries + 1):
             with self._count_lock:
                 self.requests_sent += 1
+            delay = min(self.max_backoff_s, self.backoff_s * 2**attempt)
             try:
                 resp = self._http.post(url, json=payload)
+            except httpx.TimeoutException as exc:
+                timeouts += 1
+                last = f"{shown} did not answer within {self.timeout_s:g} s ({type(exc).__name__})"
+                if isinstance(exc, httpx.ConnectTimeout) and attempt >= 1:
+                    raise ModelError(f"{last}; is --base-url right and the server running?") from None
+                if timeouts > self.timeout_retries:
+                    raise ModelError(f"{last}, {timeouts} time(s); the endpoint is hanging or overloaded") from None
+            except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+                raise ModelError(f"cannot send to {shown}: {redact(str(exc))}; check --base-url") from None
             except httpx.TransportError as exc:
-                last = f"cannot reach {url} ({type(exc).__name__}: {exc})"
-                if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) and attempt >= 1:
-                    raise ModelError(f"{last}; is --base-url right and the server running?") from exc
+                last = f"cannot reach {shown} ({type(exc).__name__}: {redact(str(exc))})"
+                if isinstance(exc, httpx.ConnectError) and attempt >= 1:
+                    raise ModelError(f"{last}; is --base-url right and the server running?") from None
             else:
                 if resp.status_code == 200:
                     try:
                         body = resp.json()
                         body["choices"][0]["message"]
-                    except (ValueError, KeyError, IndexError, TypeError) as exc:
-                        raise ModelError(f"{url} answered 200 with no chat completion in the body") from exc
+                    except (ValueError, KeyError, IndexError, TypeError):
+                        raise ModelError(f"{shown} answered 200 with no chat completion in the body") from None
                     return body
                 detail = _error_detail(resp)
                 if resp.status_code in (401, 403):
-                    raise ModelError(f"{url} refused the API key ({resp.status_code}: {detail}); check OPENAI_API_KEY")
+                    raise ModelError(f"{shown} refused the API key ({resp.status_code}: {detail}); check OPENAI_API_KEY")
                 if resp.status_code not in RETRY_STATUS:
-                    raise ModelError(f"{url} answered {resp.status_code}: {detail}")
-                last = f"{url} answered {resp.status_code}: {detail}"
+                    raise ModelError(f"{shown} answered {resp.status_code}: {detail}")
+                last = f"{shown} answered {resp.status_code}: {detail}"
                 retry_after = _retry_after(resp)
-                if attempt < self.max_retries:
-                    delay = min(self.max_backoff_s, self.backoff_s * 2**attempt)
-                    self.sleep(min(self.max_backoff_s, retry_after) if retry_after is not None else delay)
-                continue
+                if retry_after is not None:
+                    delay = min(self.max_backoff_s, retry_after)
             if attempt < self.max_retries:
-                self.sleep(min(self.max_backoff_s, self.backoff_s * 2**attempt))
+                if time.monotonic() - started + delay > self.deadline_s:
+                    raise ModelError(f"{last} (gave up after {attempt + 1} attempts, {self.deadline_s:g} s budget)")
+                self.sleep(delay)
         raise ModelError(f"{last} (gave up after {self.max_retries + 1} attempts)")
 
     def close(self) -> None:
@@ -178,12 +201,33 @@ def _result(body: dict[str, Any], cached: bool) -> ChatResult:
 
 
 def _error_detail(resp: Any) -> str:
+    """The endpoint's error message, redacted: some servers echo the request's headers back."""
     try:
         err = resp.json().get("error")
         msg = err.get("message") if isinstance(err, dict) else err
-        return str(msg)[:200] if msg else resp.reason_phrase
+        text = str(msg) if msg else resp.reason_phrase
     except (ValueError, AttributeError):
-        return (resp.text or resp.reason_phrase)[:200].replace("\n", " ")
+        text = resp.text or resp.reason_phrase
+    return redact(text)[:200].replace("\n", " ")
+
+
+def check_base_url(url: str) -> str:
+    """`url` without a trailing slash; anything but an http(s) URL with a host is a ConfigError.
+
+    Checked before the first request: `--base-url notaurl` can never work, so retrying it for
+    half a minute only hides the typo.
+    """
+    from urllib.parse import urlsplit
+
+    url = url.strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise ConfigError(f"--base-url {redact_url(url)!r}: not a valid URL ({exc}); expected e.g. http://localhost:8000/v1") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--base-url {redact_url(url)!r}: expected an http(s) URL with a host, e.g. http://localhost:8000/v1")
+    return url
 
 
 def _retry_after(resp: Any) -> float | None:

@@ -9,11 +9,13 @@ it has, and the LM head runs only on the positions that are read.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 
+from fincocktail.errors import ModelError
 from fincocktail.evaluation.forward import Scorer, left_pad, run_prompts, shared_prefix_cache
 
 
@@ -35,8 +37,14 @@ class ChoiceScores:
 
 
 def pick(scores: Sequence[float]) -> tuple[int, bool]:
-    """Index of the best score and whether it was tied; ties go to the first choice listed."""
-    best = max(scores)
+    """Index of the best score and whether it was tied; ties go to the first choice listed.
+
+    NaN scores (a model with NaN weights) lose to every number; all-NaN is a one-line error,
+    not an IndexError.
+    """
+    if all(math.isnan(s) for s in scores):
+        raise ModelError("the model gives NaN log-probabilities for every choice (NaN weights, e.g. a diverged adapter); check the model")
+    best = max(s for s in scores if not math.isnan(s))
     winners = [i for i, s in enumerate(scores) if s == best]
     return winners[0], len(winners) > 1
 

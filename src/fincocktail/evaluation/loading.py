@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from fincocktail.errors import ModelError
+from fincocktail.fileio import damaged_file_errors, first_line
 from fincocktail.models.precision import cast_weights, native_bf16
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -51,6 +52,29 @@ def adapter_folder(run_dir: str | Path) -> Path:
     )
 
 
+def apply_adapter(model: Any, adapter_dir: Path) -> Any:
+    """`model` with the peft adapter in `adapter_dir`; a damaged or diverged adapter is a one-line error.
+
+    peft unpickles a `.bin` adapter with weights_only=True, so a hostile file is refused, not
+    run. The weights are checked for NaN/inf first: a diverged adapter would otherwise score
+    every choice NaN and fail far from the cause.
+    """
+    from peft import PeftModel
+
+    fix = "retrain it, or pass the folder of a complete run"
+    weights = adapter_dir / "adapter_model.safetensors"
+    try:
+        if weights.is_file():
+            from safetensors.torch import load_file
+
+            bad = [k for k, t in load_file(str(weights)).items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+            if bad:
+                raise ModelError(f"{weights}: the adapter holds NaN/inf weights ({bad[0]}), from a diverged run; {fix}")
+        return PeftModel.from_pretrained(model, str(adapter_dir))
+    except damaged_file_errors() as exc:
+        raise ModelError(f"cannot apply the adapter {adapter_dir}: {type(exc).__name__}: {first_line(exc)[:200]}; {fix}") from None
+
+
 def _load_base(name_or_path: str, dtype: str) -> tuple[Any, Any, str]:
     from fincocktail.models import load_model_and_tokenizer, resolve_model
 
@@ -74,12 +98,7 @@ def load_for_eval(name_or_path: str, adapter: str | Path | None = None, dtype: s
     adapter_dir: Path | None = None
     if adapter is not None:
         adapter_dir = adapter_folder(adapter)
-        from peft import PeftModel
-
-        try:
-            model = PeftModel.from_pretrained(model, str(adapter_dir))
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise ModelError(f"cannot apply the adapter {adapter_dir}: {str(exc).splitlines()[0]}") from exc
+        model = apply_adapter(model, adapter_dir)
         if merge and hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
     if merge_first:

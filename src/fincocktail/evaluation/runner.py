@@ -31,6 +31,7 @@ from typing import Any, Callable, Literal, Sequence
 from pydantic import BaseModel, Field, field_validator
 
 from fincocktail.errors import ConfigError, FincocktailError
+from fincocktail.fileio import FolderLock
 from fincocktail.evaluation.bootstrap import Interval, bootstrap_interval, mean_interval
 from fincocktail.evaluation.fewshot import build_pair, chat_messages, choice_target, select_demos
 from fincocktail.tasks.base import Example, Task
@@ -69,6 +70,9 @@ class EvalConfig(BaseModel):
         v = [t.strip() for t in v if t.strip()]
         if not v:
             raise ValueError("expected at least one task id")
+        twice = sorted({t for t in v if v.count(t) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed more than once; list each task once")
         return v
 
 
@@ -137,6 +141,20 @@ def run_eval(
             raise ConfigError(f"task {task.id!r} has no split {config.split!r}; it has {', '.join(task.splits)}")
     data_dir = find_data_dir(config.data_dir)
     out_dir = _prepare_out_dir(config)
+    with FolderLock(out_dir, EVAL_LOCK, "an evaluation", "wait for it or choose another --out"):
+        return _run_eval_locked(config, tasks, api, style, data_dir, out_dir, loaded, progress, started)
+
+
+EVAL_LOCK = ".eval.lock"
+
+
+def _run_eval_locked(config: EvalConfig, tasks: list[Task], api: bool, style: str, data_dir: Path, out_dir: Path,
+                     loaded: Any | None, progress: bool, started: float) -> EvalRun:
+    """`run_eval` once the output folder is locked against a second writer."""
+    from fincocktail.evaluation.api import api_model_name
+
+    if (out_dir / "run_card.json").exists():  # a concurrent run finished while we waited for nothing
+        raise ConfigError(f"--out {out_dir} already holds an evaluation (run_card.json); choose another folder")
 
     backend: _Backend
     if api:
@@ -429,7 +447,7 @@ class _ApiBackend(_Backend):
         return rows, _Timing(seconds, tokens)
 
     def describe(self):
-        return {"base_url": self.client.base_url, "api_requests_sent": self.client.requests_sent}
+        return {"base_url": self.client.shown_url, "api_requests_sent": self.client.requests_sent}
 
     def close(self):
         self.client.close()
@@ -511,10 +529,12 @@ def git_commit() -> dict[str, Any] | None:
 
 
 def _run_card(config: EvalConfig, style: str, tasks: Sequence[Task], results: Sequence[TaskResult], backend: _Backend, wall: float) -> dict[str, Any]:
+    from fincocktail.redact import redact_obj
+
     return {
         "kind": "fincocktail-eval",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": json.loads(config.model_dump_json()),
+        "config": redact_obj(json.loads(config.model_dump_json())),  # --base-url may carry user:password@
         "style": style,
         **backend.describe(),
         "tasks": {t.id: {"version": t.version, "mode": r.mode, "n": r.n, "demo_ids": r.demo_ids, "sample": r.sample} for t, r in zip(tasks, results)},

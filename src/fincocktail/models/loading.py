@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from fincocktail.fileio import damaged_file_errors
 from fincocktail.errors import ConfigError, ModelError
 from fincocktail.models.provision import pull, read_marker
 from fincocktail.models.registry import ModelSpec, get_model_spec, unknown_model_message
@@ -160,8 +161,11 @@ def load_model_and_tokenizer(
         model = AutoModelForCausalLM.from_pretrained(
             str(path), dtype=torch_type, local_files_only=True, trust_remote_code=trust_remote_code
         )
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"cannot load the model from {path}: {_first_line(exc)}") from None
+    except damaged_file_errors() as exc:
+        raise ModelError(
+            f"cannot load the model from {path}: {type(exc).__name__}: {_first_line(exc)[:200]}; a damaged registry "
+            "model is converted again by `fincocktail models pull NAME --force`, a local folder must be restored"
+        ) from None
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     gen = getattr(model, "generation_config", None)

@@ -97,7 +97,28 @@ def is_pulled(spec: ModelSpec) -> bool:
         and marker.name == spec.name
         and marker.sha256 == spec.gguf_sha256
         and (folder / "config.json").is_file()
+        and weights_intact(folder)
     )
+
+
+def weights_intact(folder: Path) -> bool:
+    """Whether every safetensors file in `folder` has a whole header and all the bytes it declares.
+
+    Reading the header costs microseconds; a cached model truncated by a full disk or a kill
+    outside our atomic rename then counts as not pulled and is converted again on next use,
+    instead of failing every later command with a traceback.
+    """
+    from safetensors import safe_open
+
+    from fincocktail.fileio import damaged_file_errors
+
+    for path in folder.glob("*.safetensors"):
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except damaged_file_errors():
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- download

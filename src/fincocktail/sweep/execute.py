@@ -34,6 +34,7 @@ from typing import Any
 from fincocktail.errors import ConfigError
 from fincocktail.fileio import write_json_atomic
 from fincocktail.quiet import quiet_libraries
+from fincocktail.redact import redact
 from fincocktail.sweep.spec import RunSpec, eval_limit
 from fincocktail.sweep.store import STORE_FILE, MetricRow, ResultsStore, RunOutcome
 
@@ -89,7 +90,7 @@ def resolve_runner(runner: str | RunFunction) -> RunFunction:
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:2000]
+    return redact(f"{type(exc).__name__}: {text[0] if text else ''}")[:2000]
 
 
 def execute_run(
@@ -127,7 +128,7 @@ def execute_run(
         outcome = fn(run, RunContext(run_dir=run_dir, data_dir=data_dir, attempt=attempt, threads=threads))
     except Exception as exc:  # a failed run must not stop the sweep: record it and go on
         error = _one_line(exc)
-        (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+        (run_dir / "error.log").write_text(redact(traceback.format_exc()), encoding="utf-8")
         if store is not None:
             store.fail(run.run_id, error, attempt)
         return {"run_id": run.run_id, "status": "failed", "skipped": False, "error": error}
@@ -230,6 +231,7 @@ def _loaded_model(model: str, adapter: Path | None, dtype: str = "float32") -> A
     from fincocktail.evaluation.loading import (
         LoadedModel,
         adapter_folder,
+        apply_adapter,
         cast_for_eval,
         load_for_eval,
     )
@@ -241,10 +243,8 @@ def _loaded_model(model: str, adapter: Path | None, dtype: str = "float32") -> A
     base = _BASE_CACHE[key]
     if adapter is None:
         return cast_for_eval(base, dtype) if dtype != "float32" else base
-    from peft import PeftModel
-
     folder = adapter_folder(adapter)
-    merged = PeftModel.from_pretrained(copy.deepcopy(base.model), str(folder)).merge_and_unload()
+    merged = apply_adapter(copy.deepcopy(base.model), folder).merge_and_unload()
     merged.eval()
     return cast_for_eval(LoadedModel(merged, base.tokenizer, base.name, base.path, str(folder)), dtype)
 
@@ -341,7 +341,7 @@ def _real_run(run: RunSpec, ctx: RunContext) -> RunOutcome:
         config = TrainConfig.model_validate({**run.train, "data_dir": ctx.data_dir})
         train_dir = ctx.run_dir / "train"
         t0 = time.time()
-        result = train(config, train_dir, resume=True, progress=False)
+        result = train(config, train_dir, resume="if_present", progress=False)
         outcome.train_time_s = round(time.time() - t0, 3)
         outcome.tokens_trained = int(result.tokens_seen)
         outcome.peak_rss_mb = float(result.peak_rss_mb)

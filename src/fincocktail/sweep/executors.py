@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fincocktail.errors import ConfigError, FincocktailError
+from fincocktail.fileio import FolderLock, lock_held
 from fincocktail.sweep.execute import execute_run, read_result, run_dir_for
 from fincocktail.sweep.spec import Plan, RunSpec, canonical_json
 from fincocktail.sweep.store import ResultsStore, RunOutcome
+
+SWEEP_LOCK = ".sweep.lock"
 
 Event = Callable[[str, RunSpec, dict[str, Any] | None], None]  # ("start" | "end", run, result)
 
@@ -317,37 +320,12 @@ def run_sweep(
 
 def _lock_out_dir(out: Path) -> Any:
     """One sweep per output folder at a time (the lock goes away with the process, even on kill -9)."""
-    import fcntl
-
-    handle = open(out / ".sweep.lock", "a+")  # noqa: SIM115 - held for the whole sweep
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise FincocktailError(f"{out}: a sweep is already running there ({holder}); wait for it or use another --out") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}")
-    handle.flush()
-    return handle
+    return FolderLock(out, SWEEP_LOCK, "a sweep")
 
 
 def sweep_active(out: str | os.PathLike) -> bool:
     """Whether a `sweep run` currently holds the output folder's lock."""
-    import fcntl
-
-    path = Path(out) / ".sweep.lock"
-    if not path.is_file():
-        return False
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
+    return lock_held(out, SWEEP_LOCK)
 
 
 def _run_sweep_locked(

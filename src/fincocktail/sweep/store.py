@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fincocktail.errors import FincocktailError
+from fincocktail.redact import redact
 
 STORE_FILE = "results.sqlite"
 SCHEMA_VERSION = 1
@@ -194,15 +195,41 @@ class ResultsStore:
     # -- connections ----------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(exc) from None
         conn.row_factory = sqlite3.Row
         return conn
+
+    def _damaged(self, exc: BaseException) -> FincocktailError:
+        """The one-line error for a store SQLite cannot read (truncated, overwritten, not a database)."""
+        return FincocktailError(
+            f"{self.path}: the results store is damaged ({exc}); move it away and rerun `fincocktail sweep run` "
+            "(finished runs are recorded again from their result.json, nothing is retrained), or restore a copy"
+        )
+
+    @contextmanager
+    def _checked(self) -> Iterator[None]:
+        """SQLite's errors about a damaged file become `_damaged`; lock contention stays as it is."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+                raise
+            raise self._damaged(exc) from None
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:  # rows a foreign writer left
+            raise self._damaged(exc) from None
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One immediate transaction, retried if the lock cannot be had within busy_timeout."""
+        with self._checked():
+            yield from self._write_once_retried()
+
+    def _write_once_retried(self) -> Iterator[sqlite3.Connection]:
         deadline = time.monotonic() + max(self.busy_timeout_ms / 1000 * 3, 5)
         delay = 0.01
         while True:
@@ -228,13 +255,18 @@ class ResultsStore:
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connect()
-        try:
-            yield conn
-        finally:
-            conn.close()
+        with self._checked():
+            conn = self._connect()
+            try:
+                yield conn
+            finally:
+                conn.close()
 
     def _init(self) -> None:
+        with self._checked():
+            self._init_schema()
+
+    def _init_schema(self) -> None:
         conn = self._connect()
         try:
             # WAL is a property of the file: set once, every later connection uses it.
@@ -311,7 +343,7 @@ class ResultsStore:
                 (
                     now, outcome.wall_time_s, outcome.train_time_s, outcome.eval_time_s, outcome.tokens_trained,
                     outcome.peak_rss_mb, outcome.selection_score, outcome.run_dir,
-                    json.dumps(outcome.card, default=str), now, run_id,
+                    redact(json.dumps(outcome.card, default=str)), now, run_id,
                 ),
             )
             conn.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
@@ -336,7 +368,9 @@ class ResultsStore:
                 )
 
     def fail(self, run_id: str, error: str, attempt: int | None = None) -> None:
+        """Record a failed run; the error text (often an endpoint's body) is stored redacted."""
         now = time.time()
+        error = redact(error)
         with self._write() as conn:
             conn.execute(
                 "UPDATE runs SET status = 'failed', finished_at = ?, error = ?, updated_at = ? WHERE run_id = ?",

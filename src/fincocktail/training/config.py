@@ -27,11 +27,11 @@ from fincocktail.cocktail import CocktailConfig, load_cocktail, parse_cocktail
 from fincocktail.errors import ConfigError
 from fincocktail.fileio import format_validation_error, load_yaml
 
-_RESUMABLE_CHANGES = {"output_dir", "merge", "device", "threads", "log_every", "checkpoint_every", "keep_checkpoints"}
+RESUMABLE_CHANGES = {"output_dir", "merge", "device", "threads", "log_every", "checkpoint_every", "keep_checkpoints"}
 
 
 class LoraSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     r: int = Field(default=16, gt=0)
     alpha: float = Field(default=32, gt=0)
@@ -40,11 +40,19 @@ class LoraSettings(BaseModel):
         default=None, description="default: the model registry's list, else every linear projection"
     )
 
+    @field_validator("target_modules")
+    @classmethod
+    def _not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not [v for v in value if v.strip()]:
+            raise ValueError("an empty list trains nothing; list module names (e.g. [q_proj, v_proj]) or omit the field for the model's default")
+        return value
+
 
 class TrainConfig(BaseModel):
     """A training run. `cocktail` is a path to a cocktail YAML (relative to this file) or inline."""
 
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: `lr: .inf` (or 1e400, which parses as inf) would train a NaN adapter.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str = Field(min_length=1, description="registry name or local HF folder")
     cocktail: str | CocktailConfig
@@ -115,7 +123,7 @@ class TrainConfig(BaseModel):
         a run and its resume without changing the result (output folder, merge, device, logging
         and checkpoint cadence).
         """
-        payload = self.model_dump(mode="json", exclude=_RESUMABLE_CHANGES)
+        payload = self.model_dump(mode="json", exclude=RESUMABLE_CHANGES)
         if cocktail is not None:
             payload["cocktail"] = cocktail.model_dump(mode="json")
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

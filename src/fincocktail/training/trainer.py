@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,10 +37,10 @@ from fincocktail.cocktail import (
     write_manifest,
 )
 from fincocktail.errors import ConfigError, FincocktailError, ModelError
-from fincocktail.fileio import write_json_atomic
+from fincocktail.fileio import FolderLock, damaged_file_errors, first_line, write_json_atomic
 from fincocktail.models.precision import cpu_features, native_bf16
 from fincocktail.tasks.base import Task
-from fincocktail.training.config import TrainConfig, resolve_cocktail
+from fincocktail.training.config import RESUMABLE_CHANGES, TrainConfig, resolve_cocktail
 from fincocktail.training.dropout import use_packed_dropout
 from fincocktail.training.data import (
     IGNORE_INDEX,
@@ -56,6 +56,8 @@ from fincocktail.training.data import (
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "state.json"
 TRAINABLE_FILE = "trainable.safetensors"
+EXTRA_FILE = "optimizer.pt"
+TRAIN_LOCK = ".train.lock"
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -158,11 +160,20 @@ def prepare_model(config: TrainConfig, model: Any) -> Any:
         return model
     from peft import LoraConfig, get_peft_model
 
+    targets = lora_targets(config, model)
+    names = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    linear = {name.rsplit(".", 1)[-1] for name in names}
+    unknown = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if unknown:
+        raise ConfigError(
+            f"lora.target_modules: {', '.join(unknown)} not found in {config.model}; its linear modules are "
+            f"{', '.join(sorted(linear - {'lm_head'}))} (`fincocktail models show` lists the usual ones)"
+        )
     lora = LoraConfig(
         r=config.lora.r,
         lora_alpha=config.lora.alpha,
         lora_dropout=config.lora.dropout,
-        target_modules=lora_targets(config, model),
+        target_modules=targets,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -321,8 +332,7 @@ def save_checkpoint(run_dir: Path, model: Any, optimizer: Any, scheduler: Any, s
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{state['step']:08d}"
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    remove_partial_writes(run_dir)
     tmp.mkdir()
     save_file({k: v.detach().contiguous().cpu() for k, v in _trainable(model).items()}, str(tmp / TRAINABLE_FILE))
     torch.save(
@@ -333,7 +343,7 @@ def save_checkpoint(run_dir: Path, model: Any, optimizer: Any, scheduler: Any, s
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "python_rng": random.getstate(),
         },
-        tmp / "optimizer.pt",
+        tmp / EXTRA_FILE,
     )
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
     for f in tmp.iterdir():
@@ -347,10 +357,49 @@ def save_checkpoint(run_dir: Path, model: Any, optimizer: Any, scheduler: Any, s
     return final
 
 
-def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> dict[str, Any]:
+class CheckpointError(FincocktailError):
+    """A checkpoint that cannot be read back (truncated by a kill, corrupt, or not ours)."""
+
+
+def remove_partial_writes(run_dir: Path) -> None:
+    """Delete the temp folders a killed checkpoint or adapter write left behind.
+
+    Called while this process holds the run folder's lock, so no live writer owns them.
+    """
+    for folder in (run_dir / CHECKPOINTS, run_dir):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if p.name.startswith(".tmp-step-") or (p.name.startswith(".") and (".tmp" in p.name or ".old" in p.name) and p.is_dir()):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """The weights, optimizer/RNG state and loop state of a checkpoint, all read and checked.
+
+    `optimizer.pt` is unpickled with `weights_only=True`: a checkpoint folder can sit on a
+    shared disk, and a full unpickle would run whatever code a crafted file names.
+    """
     from safetensors.torch import load_file
 
-    weights = load_file(str(path / TRAINABLE_FILE))
+    try:
+        weights = load_file(str(path / TRAINABLE_FILE))
+        extra = torch.load(path / EXTRA_FILE, map_location="cpu", weights_only=True)
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        for key in ("optimizer", "scheduler", "torch_rng", "python_rng"):
+            extra[key]
+        for key in ("step", "epoch", "next_group", "tokens_seen", "elapsed_s"):
+            state[key]
+    except damaged_file_errors() as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {first_line(exc)[:200]})") from None
+    bad = [name for name, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"{path}: checkpoint holds non-finite weights ({bad[0]})")
+    return weights, extra, state
+
+
+def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> dict[str, Any]:
+    weights, extra, state = read_checkpoint(path)
     params = _trainable(model)
     missing = set(params) ^ set(weights)
     if missing:
@@ -358,14 +407,48 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> d
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(weights[name])
-    extra = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
+    python_rng = extra["python_rng"]
+    if isinstance(python_rng, list):  # weights_only unpickling may give lists where getstate() had tuples
+        python_rng = (python_rng[0], tuple(python_rng[1]), python_rng[2])
     optimizer.load_state_dict(extra["optimizer"])
     scheduler.load_state_dict(extra["scheduler"])
     torch.set_rng_state(extra["torch_rng"])
     if extra.get("cuda_rng") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(extra["cuda_rng"])
-    random.setstate(extra["python_rng"])
-    return json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    random.setstate(python_rng)
+    return state
+
+
+def newest_readable_checkpoint(run_dir: Path, warn: Callable[[str], None]) -> Path | None:
+    """The newest checkpoint that reads back whole; broken newer ones are reported and skipped.
+
+    A kill -9 can truncate the newest checkpoint's files only if the disk lied about fsync, but
+    a full disk or a hand-edited folder can too: falling back to the previous checkpoint costs
+    a few steps, failing costs the run.
+    """
+    ckpts = checkpoint_dirs(run_dir)
+    errors: list[str] = []
+    for cand in reversed(ckpts):
+        try:
+            read_checkpoint(cand)
+            return cand
+        except CheckpointError as exc:
+            errors.append(str(exc))
+            warn(f"{exc}; trying the previous checkpoint")
+    if errors:
+        raise CheckpointError(
+            f"{errors[0]}; no readable checkpoint is left: delete {run_dir / CHECKPOINTS} to retrain this run from step 0"
+        )
+    return None
+
+
+def check_finite_params(model: Any) -> str | None:
+    """The name of the first trainable parameter holding NaN or inf, or None."""
+    with torch.no_grad():
+        for name, p in _trainable(model).items():
+            if not bool(torch.isfinite(p).all()):
+                return name
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -460,10 +543,13 @@ def _contamination(config: TrainConfig, cocktail_cfg: Any, sources: dict, tasks:
     )
 
 
+ResumeMode = bool | Literal["if_present"]
+
+
 def train(
     config: TrainConfig,
     run_dir: Path,
-    resume: bool = False,
+    resume: ResumeMode = False,
     *,
     resolver: Callable[[str], Task] | None = None,
     eval_tasks: Sequence[Task] | None = None,
@@ -472,15 +558,77 @@ def train(
 ) -> TrainResult:
     """Train `config` into `run_dir`; with `resume`, continue from its last checkpoint.
 
+    `resume=True` (the CLI's --resume) requires a run in `run_dir`: a typo in --out must not
+    train from scratch. `resume="if_present"` (sweeps) continues a run if there is one and
+    starts it otherwise. Either way a changed config is refused, also for a complete run.
     `resolver` and `eval_tasks` replace the task registry (tests, user code); by default the
     cocktail's tasks come from the registry and contamination is checked against every task.
-    A `threads` setting applies for the duration of the call only.
+    A `threads` setting applies for the duration of the call only. The run folder is locked
+    for the duration: a second process training into it gets a one-line error.
     """
+    run_dir = Path(run_dir)
+    if resume is True and not holds_run(run_dir):
+        raise ConfigError(
+            f"{run_dir}: nothing to resume (no run_card.json or checkpoint there); check --out, or drop --resume to start a new run"
+        )
     threads = torch.get_num_threads()
     try:
-        return _train(config, Path(run_dir), resume, resolver, eval_tasks, progress, console)
+        with FolderLock(run_dir, TRAIN_LOCK, "a training run", "wait for it to finish or pass another --out"):
+            return _train(config, run_dir, bool(resume), resolver, eval_tasks, progress, console)
     finally:
         torch.set_num_threads(threads)
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a started training run (a run card or a checkpoint)."""
+    return (run_dir / "run_card.json").is_file() or bool(checkpoint_dirs(run_dir))
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def config_changes(saved: dict[str, Any] | None, config: TrainConfig) -> list[str]:
+    """`field: old -> new` for each result-changing field that differs from the saved config."""
+    if not isinstance(saved, dict):
+        return []
+    old = _flat({k: v for k, v in saved.items() if k not in RESUMABLE_CHANGES})
+    new = _flat(config.model_dump(mode="json", exclude=RESUMABLE_CHANGES))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def check_same_config(run_dir: Path, saved_fingerprint: str | None, saved_config: dict[str, Any] | None, config: TrainConfig, fingerprint: str) -> None:
+    """Refuse to resume (or to report complete) a run whose result-changing config changed."""
+    changes = config_changes(saved_config, config)
+    if saved_fingerprint is not None and saved_fingerprint != fingerprint and not changes:
+        changes = ["the cocktail's content"]
+    if changes:
+        shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+        raise ConfigError(
+            f"{run_dir}: the config differs from the one this run was started with ({shown}); "
+            "resume with the same config (see run_card.json) or start a new run in another --out"
+        )
+
+
+def _read_card(card_path: Path) -> dict[str, Any] | None:
+    if not card_path.is_file():
+        return None
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FincocktailError(f"{card_path}: unreadable run card ({exc}); move the run folder away and start a new run") from None
+    if not isinstance(card, dict):
+        raise FincocktailError(f"{card_path}: not a run card (expected a JSON object); move the run folder away and start a new run")
+    return card
+
+
+class TrainingDiverged(FincocktailError):
+    """The loss or the weights went non-finite: the run stops and is marked failed."""
 
 
 def _train(
@@ -496,29 +644,27 @@ def _train(
 
     console = console or Console(stderr=True, quiet=not progress)
     started = time.time()
-    run_dir = Path(run_dir)
     cocktail_cfg, cocktail_src = resolve_cocktail(config)
     tasks = resolve_tasks(cocktail_cfg, resolver, cocktail_src)
+    fingerprint = config.fingerprint(cocktail_cfg)
 
     card_path = run_dir / "run_card.json"
+    remove_partial_writes(run_dir)
     ckpts = checkpoint_dirs(run_dir)
-    if resume and card_path.is_file():
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-        if card.get("status") == "complete":
-            console.print(f"run {run_dir} is already complete")
-            return _result_from_card(run_dir, card)
-    if not resume and (ckpts or card_path.is_file() or (run_dir / "adapter").exists()):
+    card = _read_card(card_path)
+    if not resume and (ckpts or card is not None or (run_dir / "adapter").exists()):
         raise FincocktailError(
             f"{run_dir}: already holds a run; pass --resume to continue it or choose another output folder"
         )
-    resume_from = ckpts[-1] if resume and ckpts else None
+    if resume and card is not None:
+        check_same_config(run_dir, card.get("config_fingerprint"), card.get("config"), config, fingerprint)
+        if card.get("status") == "complete":
+            console.print(f"run {run_dir} is already complete")
+            return _result_from_card(run_dir, card)
+    resume_from = newest_readable_checkpoint(run_dir, lambda m: console.print(f"[yellow]warning[/]: {m}")) if resume else None
     if resume_from is not None:
         saved = json.loads((resume_from / STATE_FILE).read_text(encoding="utf-8"))
-        if saved.get("config_fingerprint") != config.fingerprint(cocktail_cfg):
-            raise ConfigError(
-                f"{run_dir}: the config differs from the one this run was started with; "
-                "resume with the same config (see run_card.json) or start a new run"
-            )
+        check_same_config(run_dir, saved.get("config_fingerprint"), None, config, fingerprint)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     from fincocktail.paths import find_data_dir
@@ -671,9 +817,13 @@ def _train(
                         loss_sum, _ = answer_loss_sum(model, b.input_ids.to(device), b.labels.to(device), head_weight=head_weight)
                     (loss_sum / max(n_target, 1)).backward()
                     loss_total += float(loss_sum.detach())
-                if config.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                 lr = optimizer.param_groups[0]["lr"]
+                if not math.isfinite(loss_total):
+                    _diverged(card_path, config, run_dir, manifest, report, started, step + 1, f"the loss is {loss_total}", lr)
+                if config.max_grad_norm is not None:
+                    norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+                    if not math.isfinite(norm):
+                        _diverged(card_path, config, run_dir, manifest, report, started, step + 1, f"the gradient norm is {norm}", lr)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -701,9 +851,13 @@ def _train(
                         "tokens_per_s": round(real / max(dt, 1e-9), 1),
                         "elapsed_s": round(prior_elapsed + time.time() - train_start, 3),
                     }
-                    log.write(json.dumps(entry) + "\n")
+                    log.write(json.dumps(entry, allow_nan=False) + "\n")
                     log.flush()
                 bar.update(task_bar, advance=1, loss=f"{final_loss:.4f}", tps=f"{tps:,.0f}")
+                if (step % config.checkpoint_every == 0 and step < total_steps) or step >= total_steps:
+                    bad = check_finite_params(model)  # never checkpoint or save weights an update broke
+                    if bad is not None:
+                        _diverged(card_path, config, run_dir, manifest, report, started, step, f"{bad} holds NaN/inf after the update", lr)
                 if step % config.checkpoint_every == 0 and step < total_steps:
                     log.flush()
                     os.fsync(log.fileno())
@@ -718,7 +872,7 @@ def _train(
                             "next_group": gi + 1 if gi + 1 < len(groups) else 0,
                             "tokens_seen": tokens_seen,
                             "elapsed_s": prior_elapsed + time.time() - train_start,
-                            "config_fingerprint": config.fingerprint(cocktail_cfg),
+                            "config_fingerprint": fingerprint,
                         },
                         config.keep_checkpoints,
                     )
@@ -785,9 +939,23 @@ def _train(
     return result
 
 
+def _diverged(card_path: Path, config: TrainConfig, run_dir: Path, manifest: dict, report: Any, started: float,
+              step: int, what: str, lr: float) -> None:
+    """Mark the run failed (never complete) and stop with one line that says what to change."""
+    message = (
+        f"{run_dir}: training diverged at step {step}: {what} (lr {lr:g}); the run is marked failed and no adapter "
+        "was written; lower lr or set max_grad_norm, and start a new run in another --out"
+    )
+    card = _run_card(config, run_dir, manifest, report, status="failed", started=started)
+    card.update({"error": message, "failed_at_step": step})
+    write_json_atomic(card_path, card)
+    raise TrainingDiverged(message)
+
+
 def _run_card(config: TrainConfig, run_dir: Path, manifest: dict, report: Any, status: str, started: float) -> dict[str, Any]:
     return {
         "status": status,
+        "config_fingerprint": config.fingerprint(resolve_cocktail(config)[0]),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "run_dir": str(run_dir),
         "config": config.model_dump(mode="json"),
