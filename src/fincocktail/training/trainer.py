@@ -664,7 +664,7 @@ def _train(
     resume_from = newest_readable_checkpoint(run_dir, lambda m: console.print(f"[yellow]warning[/]: {m}")) if resume else None
     if resume_from is not None:
         saved = json.loads((resume_from / STATE_FILE).read_text(encoding="utf-8"))
-        check_same_config(run_dir, saved.get("config_fingerprint"), None, config, fingerprint)
+        check_same_config(run_dir, saved.get("config_fingerprint"), saved.get("config"), config, fingerprint)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     from fincocktail.paths import find_data_dir
@@ -873,6 +873,7 @@ def _train(
                             "tokens_seen": tokens_seen,
                             "elapsed_s": prior_elapsed + time.time() - train_start,
                             "config_fingerprint": fingerprint,
+                            "config": config.model_dump(mode="json"),  # so a refused resume names the changed fields
                         },
                         config.keep_checkpoints,
                     )
