@@ -20,7 +20,7 @@ _MIN_SECRET_LEN = 6  # shorter values ("none", "1") are placeholders, and maskin
 _PATTERNS = [
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}"), r"\1 " + MASK),
     (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "sk-" + MASK),
-    (re.compile(r"(?i)\b(authorization|api[-_]?key|x-api-key)(['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"), r"\1\2" + MASK),
+    (re.compile(r"(?i)\b(authorization|api[-_]?key|x-api-key)(['\"]?\s*[:=]\s*['\"]?)(?!(?:bearer|basic)\s)[^\s'\",}]+"), r"\1\2" + MASK),
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+(?::[^/\s@]*)?@"), r"\1" + MASK + "@"),
 ]
 

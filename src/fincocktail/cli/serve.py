@@ -20,6 +20,9 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16 (auto = float32: serving only generates)."),
         name: Optional[str] = typer.Option(None, "--name", help="Model id reported by /v1/models (default: the model's folder name)."),
         verbose: bool = typer.Option(False, "--verbose", help="Log every request."),
+        max_tokens_cap: int = typer.Option(1024, "--max-tokens-cap", min=1, help="Largest max_tokens a request may ask for (larger: 400)."),
+        queue_timeout: float = typer.Option(120.0, "--queue-timeout", min=0, help="Seconds a request may wait for the model before a 503."),
+        client_timeout: float = typer.Option(30.0, "--client-timeout", min=0.1, help="Seconds of client silence before its connection is dropped."),
     ) -> None:
         """Serve POST /v1/chat/completions and GET /v1/models (greedy decoding, the model's chat template)."""
         from rich.console import Console
@@ -30,11 +33,11 @@ def register(app: typer.Typer) -> None:
         loaded = load_for_eval(model, adapter, "float32" if dtype == "auto" else dtype)
         served = name or Path(model.rstrip("/")).name
         try:
-            service = ChatService(loaded, served)
+            service = ChatService(loaded, served, max_tokens_cap=max_tokens_cap, queue_timeout_s=queue_timeout)
         except ValueError as exc:
             raise ModelError(f"--model {model}: {exc}") from exc
         try:
-            server = make_server(service, host, port, quiet=not verbose)
+            server = make_server(service, host, port, quiet=not verbose, client_timeout_s=client_timeout)
         except OSError as exc:
             raise ModelError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         Console(stderr=True).print(

@@ -141,6 +141,7 @@ class ChatClient:
         last = ""
         timeouts = 0
         started = time.monotonic()
+        waited = 0.0  # what we asked `sleep` for: the budget holds with an injected sleep too
         for attempt in range(self.max_retries + 1):
             with self._count_lock:
                 self.requests_sent += 1
@@ -178,9 +179,10 @@ class ChatClient:
                 if retry_after is not None:
                     delay = min(self.max_backoff_s, retry_after)
             if attempt < self.max_retries:
-                if time.monotonic() - started + delay > self.deadline_s:
+                if max(time.monotonic() - started, waited) + delay > self.deadline_s:
                     raise ModelError(f"{last} (gave up after {attempt + 1} attempts, {self.deadline_s:g} s budget)")
                 self.sleep(delay)
+                waited += delay
         raise ModelError(f"{last} (gave up after {self.max_retries + 1} attempts)")
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ from fincocktail.evaluation.forward import Scorer, left_pad, prefill_rows, run_p
 class Generation:
     text: str  # decoded, cut before the first stop string
     n_tokens: int  # tokens generated (EOS included when it was produced)
-    finish_reason: str  # "stop" (EOS or stop string) or "length"
+    finish_reason: str  # "stop" (EOS or stop string), "length", or "cancelled" (should_stop said so)
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
@@ -54,8 +54,12 @@ def generate_greedy(
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
     share_prefix: bool = True,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[Generation]:
     """Greedy continuations of `prompts` (token ids), in input order.
+
+    `should_stop` is asked before every decoding step (the server: has the client gone?);
+    once it says yes, every unfinished row ends with finish_reason "cancelled".
 
     As in choice mode, a prefix common to all prompts (instruction, k-shot demonstrations) is
     computed once and each batch starts from a copy of its KV cache.
@@ -68,14 +72,14 @@ def generate_greedy(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = [prompts[i] for i in idx]
-        for i, g in zip(idx, _generate_batch(scorer, tokenizer, batch, max_new_tokens, stop, stops, pad_id, prefix, shared)):
+        for i, g in zip(idx, _generate_batch(scorer, tokenizer, batch, max_new_tokens, stop, stops, pad_id, prefix, shared, should_stop)):
             out[i] = g
         if on_batch:
             on_batch(len(idx))
     return out  # type: ignore[return-value]
 
 
-def _generate_batch(scorer, tokenizer, prompts, max_new_tokens, stop, stop_ids, pad_id, prefix=None, shared=0) -> list[Generation]:
+def _generate_batch(scorer, tokenizer, prompts, max_new_tokens, stop, stop_ids, pad_id, prefix=None, shared=0, should_stop=None) -> list[Generation]:
     n = len(prompts)
     results: list[Generation | None] = [None] * n
     generated: list[list[int]] = [[] for _ in range(n)]
@@ -91,6 +95,9 @@ def _generate_batch(scorer, tokenizer, prompts, max_new_tokens, stop, stop_ids, 
     present = list(range(n))  # original row of each row of the batch tensors
     next_pos = torch.tensor([len(p) for p in prompts], dtype=torch.long)
     for step in range(max_new_tokens):
+        if should_stop is not None and should_stop():
+            return [r if r is not None else Generation(_decode(tokenizer, generated[i], stop)[0], len(generated[i]), "cancelled")
+                    for i, r in enumerate(results)]
         tokens = scorer.log_probs(last).argmax(dim=-1).tolist()
         for r, row in enumerate(present):
             if results[row] is not None:
