@@ -54,6 +54,21 @@ def result_rows(out_dir: Path, split: str | None, all_metrics: bool) -> list[dic
     return rows
 
 
+STANDARD_SPLITS = ("train", "validation", "test")
+
+
+def check_split(out_dir: Path, split: str | None) -> None:
+    """A --split the store has never seen and no task defines is a typo, not an empty table."""
+    from fincocktail.sweep.store import ResultsStore
+
+    if split in (None, "all") or split in STANDARD_SPLITS:
+        return
+    known = ResultsStore.in_dir(out_dir, create=False).splits()
+    if split not in known:
+        choices = ", ".join(sorted(set(known) | set(STANDARD_SPLITS)) + ["all"])
+        raise ConfigError(f"--split {split!r}: no results for that split in {out_dir}; expected one of {choices}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("results")
     def results(
@@ -67,6 +82,7 @@ def register(app: typer.Typer) -> None:
         if as_json and as_csv:
             raise ConfigError("--json and --csv: pick one")
         out_dir = find_out_dir(out)
+        check_split(out_dir, split)
         rows = result_rows(out_dir, None if split == "all" else split, all_metrics)
         if as_json:
             print(json.dumps(rows, indent=2))

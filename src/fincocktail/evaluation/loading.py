@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from fincocktail.errors import ModelError
+from fincocktail.errors import ConfigError, ModelError
 from fincocktail.fileio import damaged_file_errors, first_line
 from fincocktail.models.precision import cast_weights, native_bf16
 
@@ -90,7 +90,7 @@ def load_for_eval(name_or_path: str, adapter: str | Path | None = None, dtype: s
     weights would round W + BA as a whole, and the small LoRA update loses most of its bits.
     """
     if dtype not in DTYPES:
-        raise ModelError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+        raise ConfigError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     checked = checked_bf16(dtype)
     dtype = "float32" if dtype == "auto" else dtype
     merge_first = adapter is not None and merge and dtype != "float32"

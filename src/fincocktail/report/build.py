@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from fincocktail.errors import FincocktailError
+from fincocktail.errors import ConfigError, FincocktailError
 from fincocktail.report.analysis import Analysis
 from fincocktail.report.published import PUBLISHED
 from fincocktail.report.render import write_report
@@ -34,14 +34,14 @@ def sweep_dir(sweep: str | os.PathLike) -> Path:
     named = Path("sweeps") / str(sweep)
     if named.is_dir():
         return named
-    raise FincocktailError(f"sweep {sweep!r}: no results folder found (looked at {p} and {named}); run `fincocktail sweep run` first")
+    raise ConfigError(f"sweep {sweep!r}: no results folder found (looked at {p} and {named}); run `fincocktail sweep run` first")
 
 
 def latest_sweep_dir(root: Path = Path("sweeps")) -> Path:
     """The most recently updated sweep results folder under `root`."""
     stores = sorted(root.glob("*/results.sqlite"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
     if not stores:
-        raise FincocktailError(f"no sweep results under {root}/; run `fincocktail sweep run SWEEP.yaml` or pass --sweep")
+        raise ConfigError(f"no sweep results under {root}/; run `fincocktail sweep run SWEEP.yaml` or pass --sweep")
     return stores[-1].parent
 
 

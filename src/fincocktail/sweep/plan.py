@@ -91,9 +91,12 @@ def status_json(store: ResultsStore, plan: Plan | None = None) -> dict[str, Any]
         ids = {r.run_id for r in plan.runs}
         rows = [r for r in rows if r.run_id in ids]
     counts = {s: sum(1 for r in rows if r.status == s) for s in ("planned", "running", "done", "failed")}
-    if plan is not None:
-        counts["planned"] += len(plan.runs) - len(rows)  # never registered: not started
     remaining = sum(r.est_seconds for r in rows if r.status != "done")
+    if plan is not None:
+        registered = {r.run_id for r in rows}
+        unregistered = [r for r in plan.runs if r.run_id not in registered]
+        counts["planned"] += len(unregistered)  # never registered: not started
+        remaining += sum(r.est_seconds for r in unregistered)
     from fincocktail.sweep.executors import sweep_active
 
     return {

@@ -44,7 +44,7 @@ _SWEEP_OWNED_TRAIN_FIELDS = ("model", "cocktail", "seed", "output_dir", "data_di
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ModelEntry(_Strict):
@@ -210,8 +210,8 @@ class SweepSpec(_Strict):
     @classmethod
     def _caps(cls, value: dict[str, int]) -> dict[str, int]:
         for task, cap in value.items():
-            if cap < 0:
-                raise ValueError(f"{task}: must be >= 0, got {cap}")
+            if cap < 1:  # 0 would pass the plan and fail every run with an empty cocktail
+                raise ValueError(f"{task}: must be >= 1, got {cap}; to train without {task}, drop it from tasks")
         return value
 
 

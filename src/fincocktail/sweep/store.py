@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fincocktail.errors import FincocktailError
+from fincocktail.errors import ConfigError, FincocktailError
 from fincocktail.redact import redact
 
 STORE_FILE = "results.sqlite"
@@ -183,7 +183,7 @@ class ResultsStore:
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
         if not create and not self.path.is_file():
-            raise FincocktailError(f"{self.path}: no results store here; run `fincocktail sweep run` first or pass --out DIR")
+            raise ConfigError(f"{self.path}: no results store here; run `fincocktail sweep run` first or pass --out DIR")
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._init()
@@ -429,6 +429,11 @@ class ResultsStore:
             )
             for r in rows
         ]
+
+    def splits(self) -> list[str]:
+        """The splits that have at least one metric."""
+        with self._read() as conn:
+            return [r[0] for r in conn.execute("SELECT DISTINCT split FROM metrics ORDER BY split").fetchall()]
 
     def attempts(self, run_id: str | None = None) -> list[AttemptRow]:
         sql, args = "SELECT * FROM attempts", []

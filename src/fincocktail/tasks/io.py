@@ -67,11 +67,21 @@ def read_json(path: Path) -> Any:
 
 
 def read_csv(path: Path, delimiter: str = ",") -> Iterator[tuple[int, dict[str, str]]]:
-    """Yield (line number, row dict) for a CSV/TSV file with a header row."""
+    """Yield (line number, row dict) for a CSV/TSV file with a header row.
+
+    A row with more values than the header has columns is an error: it is almost always an
+    unquoted delimiter inside a text, and reading it would shift or drop part of the text.
+    """
     text = _decode(path)
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         for row in reader:
+            extra = row.get(None)  # type: ignore[call-overload]
+            if extra:
+                raise DataError(
+                    f"{path}:{reader.line_num}: {len(reader.fieldnames or []) + len(extra)} values but the header has "
+                    f"{len(reader.fieldnames or [])} columns; quote texts that contain {delimiter!r}"
+                )
             yield reader.line_num, row
     except csv.Error as exc:
         raise DataError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from exc

@@ -52,10 +52,14 @@ def task_ids(tasks_dir: str | os.PathLike | None = None) -> list[str]:
 
 
 def get_task(task_id: str, tasks_dir: str | os.PathLike | None = None) -> Task:
-    """The task named `task_id` (a built-in, or a user task from `tasks_dir` / FINCOCKTAIL_TASKS)."""
+    """The task named `task_id` (a built-in, or a user task from `tasks_dir` / FINCOCKTAIL_TASKS).
+
+    The user folder is read first even for a built-in id, so a user task that reuses a
+    built-in id is an error every time, not silently shadowed by (or shadowing) the built-in.
+    """
+    user = _user_tasks(user_tasks_dir(tasks_dir))
     if task_id in BUILTIN_TASKS:
         return _builtin(task_id)
-    user = _user_tasks(user_tasks_dir(tasks_dir))
     if task_id in user:
         return user[task_id]
     known = ", ".join(task_ids(tasks_dir))
