@@ -19,7 +19,6 @@ from test_eval_api import FlakyServer
 from fincocktail.errors import ConfigError, ModelError
 from fincocktail.evaluation.api import ChatClient
 from fincocktail.evaluation.runner import EvalConfig, run_eval
-from fincocktail.redact import redact
 
 SECRET = "sk-live-0123456789abcdef"
 MESSAGES = [{"role": "user", "content": "Sentiment of: profit rose"}]
@@ -119,6 +118,8 @@ def test_credentials_in_base_url_never_reach_the_run_card(api_env, tmp_path):
 
 
 def test_redact_masks_keys_tokens_and_url_credentials(monkeypatch):
+    from fincocktail.redact import redact
+
     monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-abcdef987")
     text = redact("key=tok-abcdef987 Bearer abc.def-123 sk-proj-ABCDEFGH12 https://u:p@h/x https://api.openai.com/v1")
     assert text == "key=*** Bearer *** sk-*** https://***@h/x https://api.openai.com/v1"

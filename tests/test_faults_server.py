@@ -15,7 +15,7 @@ from eval_fakes import lively_model_dir  # noqa: F401 (fixture)
 import fincocktail.evaluation.server as server_mod
 from fincocktail.evaluation.generate import generate_greedy
 from fincocktail.evaluation.loading import load_for_eval
-from fincocktail.evaluation.server import ChatService, make_server, peer_closed
+from fincocktail.evaluation.server import ChatService, make_server
 
 MESSAGES = [{"role": "user", "content": "Sentiment of: profit rose"}]
 
@@ -127,6 +127,8 @@ def test_decoding_stops_when_the_client_goes_away(serve, monkeypatch):
 
 
 def test_peer_closed_sees_a_hang_up_without_eating_data():
+    from fincocktail.evaluation.server import peer_closed
+
     a, b = socket.socketpair()
     try:
         assert not peer_closed(a)

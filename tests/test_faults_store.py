@@ -13,7 +13,6 @@ from eval_fakes import FakeSentiment, resolver
 from fault_helpers import assert_one_line_error, cli
 
 from fincocktail.errors import ConfigError, DataError, FincocktailError
-from fincocktail.fileio import FolderLock
 from fincocktail.sweep.executors import run_sweep
 from fincocktail.sweep.spec import load_plan
 from fincocktail.sweep.store import ResultsStore
@@ -87,6 +86,7 @@ def test_a_store_moved_away_is_rebuilt_from_the_run_folders_without_rerunning(fi
 
 def test_a_second_evaluation_into_the_same_folder_is_refused(tmp_path):
     from fincocktail.evaluation.runner import EVAL_LOCK, EvalConfig, run_eval
+    from fincocktail.fileio import FolderLock
 
     out = tmp_path / "eval"
     config = EvalConfig(model="m", tasks=["fsent"], out=out, data_dir=tmp_path)
@@ -96,6 +96,7 @@ def test_a_second_evaluation_into_the_same_folder_is_refused(tmp_path):
 
 
 def test_a_second_sweep_into_the_same_folder_is_refused(finished_sweep):
+    from fincocktail.fileio import FolderLock
     from fincocktail.sweep.executors import SWEEP_LOCK
 
     sweep, out = finished_sweep
@@ -143,16 +144,18 @@ def test_results_for_an_unknown_split_is_an_error(finished_sweep, capsys, monkey
 
 
 def test_status_counts_the_work_of_runs_not_yet_registered(tmp_path, capsys, monkeypatch):
-    sweep = _sweep_file(tmp_path)
-    plan = load_plan(sweep)
     out = tmp_path / "out"
-    run_sweep(plan, out, runner="simulate", progress=False, only=[plan.runs[0].run_id])
-    res = cli(capsys, monkeypatch, "sweep", "status", str(sweep), "--out", str(out), "--json")
+    run_sweep(load_plan(_sweep_file(tmp_path, tasks=["fpb"])), out, runner="simulate", progress=False)
+    grown = _sweep_file(tmp_path, tasks=["fpb", "tfns"])  # the sweep file gained a task since
+    plan = load_plan(grown)
+    registered = {r.run_id for r in ResultsStore.in_dir(out).runs()}
+    new = [r for r in plan.runs if r.run_id not in registered]
+    assert new
+    res = cli(capsys, monkeypatch, "sweep", "status", str(grown), "--out", str(out), "--json")
     assert res.code == 0, res.err
     status = json.loads(res.out)
-    assert status["counts"]["planned"] == 3
-    assert status["est_seconds_left"] == pytest.approx(sum(r.est_seconds for r in plan.runs[1:]))
-    assert status["est_seconds_left"] > 0
+    assert status["counts"]["planned"] == len(new)
+    assert status["est_seconds_left"] == pytest.approx(sum(r.est_seconds for r in new)) and status["est_seconds_left"] > 0
 
 
 @pytest.mark.parametrize(

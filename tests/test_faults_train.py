@@ -23,8 +23,6 @@ from test_train import REPO, TESTS, _adapter_tensors, config, run
 
 import fincocktail.training.trainer as trainer_mod
 from fincocktail.errors import ConfigError, FincocktailError
-from fincocktail.fileio import FolderLock
-from fincocktail.training.trainer import CheckpointError, TrainingDiverged
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -71,7 +69,7 @@ def test_resume_never_unpickles_code_from_a_checkpoint(tiny_model_dir, tmp_path,
     _interrupted_run(monkeypatch, cfg, run_dir, at_step=4)
     marker = tmp_path / "pwned"
     torch.save({"optimizer": _Exploit(marker)}, run_dir / "checkpoints" / "step-00000004" / "optimizer.pt")
-    with pytest.raises(CheckpointError, match=r"step-00000004: unreadable checkpoint .*no readable checkpoint is left: delete"):
+    with pytest.raises(FincocktailError, match=r"step-00000004: unreadable checkpoint .*no readable checkpoint is left: delete"):
         run(cfg, run_dir, resume=True)
     assert not marker.exists()  # the os.system call never ran
 
@@ -159,7 +157,7 @@ def test_non_finite_lr_is_a_config_error(tiny_model_dir, tmp_path, capsys, monke
 
 def test_a_diverging_run_stops_and_is_marked_failed_not_complete(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "run"
-    with pytest.raises(TrainingDiverged, match=r"training diverged at step \d+: .*lower lr"):
+    with pytest.raises(FincocktailError, match=r"training diverged at step \d+: .*lower lr"):
         run(config(tiny_model_dir, tmp_path, lr=1e30, max_steps=8, max_grad_norm=None), run_dir)
     card = json.loads((run_dir / "run_card.json").read_text())
     assert card["status"] == "failed" and "diverged" in card["error"]
@@ -182,7 +180,7 @@ def test_a_nan_loss_stops_the_run(tiny_model_dir, tmp_path, monkeypatch):
         return (loss * float("nan"), n) if calls["n"] == 3 else (loss, n)
 
     monkeypatch.setattr(trainer_mod, "answer_loss_sum", nan_on_third)
-    with pytest.raises(TrainingDiverged, match="step 3: the loss is nan"):
+    with pytest.raises(FincocktailError, match="step 3: the loss is nan"):
         run(config(tiny_model_dir, tmp_path, max_steps=6, max_batch_tokens=None), tmp_path / "run")
 
 
@@ -301,8 +299,72 @@ def test_kill_9_inside_a_checkpoint_write_resumes_from_the_previous_one(tiny_mod
 
 
 def test_a_second_trainer_on_the_same_folder_is_refused(tiny_model_dir, tmp_path):
+    from fincocktail.fileio import FolderLock
+
     run_dir = tmp_path / "run"
     with FolderLock(run_dir, trainer_mod.TRAIN_LOCK, "a training run"):  # as another live process would hold it
         with pytest.raises(FincocktailError, match=rf"{run_dir}: a training run is already running there \(pid \d+\)"):
             run(config(tiny_model_dir, tmp_path, max_steps=1), run_dir)
     assert run(config(tiny_model_dir, tmp_path, max_steps=1), run_dir).steps == 1  # released: it runs
+
+
+def test_sweep_style_resume_starts_a_fresh_run_or_continues_one(tiny_model_dir, tmp_path, monkeypatch):
+    cfg = config(tiny_model_dir, tmp_path, max_steps=6, checkpoint_every=2)
+    fresh = run(cfg.model_copy(), tmp_path / "fresh", resume="if_present")  # nothing there yet: trains
+    assert fresh.steps == 6
+    run_dir = tmp_path / "run"
+    _interrupted_run(monkeypatch, cfg, run_dir, at_step=4)
+    assert run(cfg, run_dir, resume="if_present").steps == 6
+    assert json.loads((run_dir / "run_card.json").read_text())["resumed_from"] == "step-00000004"
+
+
+KILL_EVAL = r"""
+import sys, time
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+import fincocktail.evaluation.runner as r
+from eval_fakes import FakeSentiment
+from fincocktail.evaluation.loading import load_for_eval
+tasks = {{t.id: t for t in (FakeSentiment("fa", {{"test": 6}}), FakeSentiment("fb", {{"test": 6}}))}}
+real = r._finish_task
+def finish(task, *a, **k):
+    out = real(task, *a, **k)
+    if task.id == "fa":
+        Path({marker!r}).write_text("fa written")
+        time.sleep(600)  # the parent kills us between the two tasks
+    return out
+r._finish_task = finish
+cfg = r.EvalConfig(model={model!r}, tasks=["fa", "fb"], out=Path({out!r}), data_dir=Path({out!r}).parent)
+r.run_eval(cfg, resolve_task=tasks.__getitem__)
+"""
+
+
+def test_kill_9_mid_eval_then_rerun_into_the_same_folder_completes_it(tiny_model_dir, tmp_path):
+    from eval_fakes import FakeSentiment
+
+    from fincocktail.evaluation.runner import EvalConfig, run_eval
+
+    out, marker = tmp_path / "eval", tmp_path / "marker"
+    script = KILL_EVAL.format(tests=str(TESTS), marker=str(marker), model=str(tiny_model_dir), out=str(out))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        while not marker.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"eval subprocess exited early:\n{proc.stdout.read().decode()[-3000:]}")
+            assert time.time() < deadline
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (out / "fa.predictions.jsonl").is_file() and not (out / "run_card.json").exists()
+    tasks = {t.id: t for t in (FakeSentiment("fa", {"test": 6}), FakeSentiment("fb", {"test": 6}))}
+    done = run_eval(EvalConfig(model=str(tiny_model_dir), tasks=["fa", "fb"], out=out, data_dir=tmp_path),
+                    resolve_task=tasks.__getitem__)  # the dead process's lock went with it
+    assert [r.n for r in done.results] == [6, 6] and (out / "run_card.json").is_file()
+    for name in ("fa", "fb"):
+        lines = (out / f"{name}.predictions.jsonl").read_text().splitlines()
+        assert len(lines) == 6 and all(json.loads(x)["id"] for x in lines)
