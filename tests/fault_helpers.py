@@ -48,3 +48,31 @@ def assert_one_line_error(res: CliResult, *needles: str, code: int | None = None
     for needle in needles:
         assert needle in joined, f"{needle!r} not in {res.err!r}"
     return errors[0]
+
+
+def kill_9_at_marker(script: str, marker, env: dict, timeout_s: float = 120) -> None:
+    """Run `python -c script`, wait until it writes `marker`, then kill -9 it.
+
+    The script is expected to block (sleep) right after writing the marker, at the point
+    where the test wants the process to die.
+    """
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + timeout_s
+        while not marker.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"subprocess exited before the marker:\n{proc.stdout.read().decode()[-3000:]}")
+            if time.time() > deadline:
+                pytest.fail(f"no marker within {timeout_s} s")
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL

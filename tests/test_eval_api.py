@@ -26,9 +26,12 @@ def _ok_body(text: str) -> dict:
 
 
 class FlakyServer:
-    """Fails with the given statuses first, then answers; records every request it gets."""
+    """Fails with the given statuses first, then answers; records every request it gets.
 
-    def __init__(self, failures: list[int]):
+    `respond(headers)` replaces that behaviour with (status, JSON body) of the caller's choosing.
+    """
+
+    def __init__(self, failures: list[int], respond=None):
         self.failures = list(failures)
         self.requests: list[dict] = []
         outer = self
@@ -40,7 +43,10 @@ class FlakyServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append({"body": body, "auth": self.headers.get("Authorization")})
-                if outer.failures:
+                if respond is not None:
+                    status, payload = respond(self.headers)
+                    data = json.dumps(payload).encode()
+                elif outer.failures:
                     status = outer.failures.pop(0)
                     data = json.dumps({"error": {"message": f"try later ({status})"}}).encode()
                 else:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -30,36 +28,15 @@ def api_env(isolated_home, monkeypatch):
     return isolated_home
 
 
-class EchoServer:
-    """Answers every request 400 with the request's headers in the error message, as some proxies do."""
-
-    def __init__(self, status: int = 400):
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                echoed = "; ".join(f"{k}: {v}" for k, v in self.headers.items())
-                data = json.dumps({"error": {"message": f"bad request, you sent {echoed}"}}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+def _echo_headers(headers) -> tuple[int, dict]:
+    """A 400 whose message echoes the request's headers, as some proxies do."""
+    echoed = "; ".join(f"{k}: {v}" for k, v in headers.items())
+    return 400, {"error": {"message": f"bad request, you sent {echoed}"}}
 
 
 @pytest.fixture
 def echo_server():
-    server = EchoServer()
+    server = FlakyServer([], respond=_echo_headers)
     yield server
     server.close()
 

@@ -9,16 +9,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from fault_helpers import assert_one_line_error, cli
+from fault_helpers import assert_one_line_error, cli, kill_9_at_marker
 from test_train import REPO, TESTS, _adapter_tensors, config, run
 
 import fincocktail.training.trainer as trainer_mod
@@ -63,26 +59,22 @@ class _Exploit:
 # -- 1. hostile checkpoints ---------------------------------------------------------------------
 
 
-def test_resume_never_unpickles_code_from_a_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
-    cfg = config(tiny_model_dir, tmp_path, max_steps=6, checkpoint_every=2, keep_checkpoints=1)
+@pytest.mark.parametrize("keep", [1, 2], ids=["only-checkpoint", "with-previous"])
+def test_resume_never_unpickles_code_from_a_checkpoint(tiny_model_dir, tmp_path, monkeypatch, keep):
+    """A crafted optimizer.pt is refused, never run: with no other checkpoint that is a one-line
+    error, with an older one the run falls back to it and completes."""
+    cfg = config(tiny_model_dir, tmp_path, max_steps=6, checkpoint_every=2, keep_checkpoints=keep)
     run_dir = tmp_path / "run"
     _interrupted_run(monkeypatch, cfg, run_dir, at_step=4)
     marker = tmp_path / "pwned"
     torch.save({"optimizer": _Exploit(marker)}, run_dir / "checkpoints" / "step-00000004" / "optimizer.pt")
-    with pytest.raises(FincocktailError, match=r"step-00000004: unreadable checkpoint .*no readable checkpoint is left: delete"):
-        run(cfg, run_dir, resume=True)
+    if keep == 1:
+        with pytest.raises(FincocktailError, match=r"step-00000004: unreadable checkpoint .*no readable checkpoint is left: delete"):
+            run(cfg, run_dir, resume=True)
+    else:
+        assert run(cfg, run_dir, resume=True).steps == 6
+        assert json.loads((run_dir / "run_card.json").read_text())["resumed_from"] == "step-00000002"
     assert not marker.exists()  # the os.system call never ran
-
-
-def test_hostile_newest_checkpoint_falls_back_to_the_previous_one(tiny_model_dir, tmp_path, monkeypatch):
-    cfg = config(tiny_model_dir, tmp_path, max_steps=6, checkpoint_every=2, keep_checkpoints=2)
-    run_dir = tmp_path / "run"
-    _interrupted_run(monkeypatch, cfg, run_dir, at_step=4)
-    marker = tmp_path / "pwned"
-    torch.save({"optimizer": _Exploit(marker)}, run_dir / "checkpoints" / "step-00000004" / "optimizer.pt")
-    result = run(cfg, run_dir, resume=True)
-    assert not marker.exists() and result.steps == 6
-    assert json.loads((run_dir / "run_card.json").read_text())["resumed_from"] == "step-00000002"
 
 
 # -- 7. truncated checkpoint: fall back, and the result is still the uninterrupted one -----------
@@ -278,19 +270,7 @@ def test_kill_9_inside_a_checkpoint_write_resumes_from_the_previous_one(tiny_mod
     run_dir, marker = tmp_path / "run", tmp_path / "marker"
     script = KILL_IN_WRITE.format(tests=str(TESTS), marker=str(marker), cfg=cfg.model_dump(mode="json"), run_dir=str(run_dir))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 120
-        while not marker.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"training subprocess exited early:\n{proc.stdout.read().decode()[-3000:]}")
-            assert time.time() < deadline, "the checkpoint write was not reached within 120 s"
-            time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_9_at_marker(script, marker, env)
     assert list((run_dir / "checkpoints").glob(".tmp-step-00000004-*"))  # the torn write is there
     result = run(cfg, run_dir, resume=True)
     assert result.steps == 6
@@ -347,19 +327,7 @@ def test_kill_9_mid_eval_then_rerun_into_the_same_folder_completes_it(tiny_model
     out, marker = tmp_path / "eval", tmp_path / "marker"
     script = KILL_EVAL.format(tests=str(TESTS), marker=str(marker), model=str(tiny_model_dir), out=str(out))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 120
-        while not marker.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"eval subprocess exited early:\n{proc.stdout.read().decode()[-3000:]}")
-            assert time.time() < deadline
-            time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_9_at_marker(script, marker, env)
     assert (out / "fa.predictions.jsonl").is_file() and not (out / "run_card.json").exists()
     tasks = {t.id: t for t in (FakeSentiment("fa", {"test": 6}), FakeSentiment("fb", {"test": 6}))}
     done = run_eval(EvalConfig(model=str(tiny_model_dir), tasks=["fa", "fb"], out=out, data_dir=tmp_path),

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from fake_tasks import FAKE_TASKS, resolver
+from fault_helpers import kill_9_at_marker
 
 import fincocktail.training.trainer as trainer_mod
 from fincocktail.errors import ConfigError
@@ -235,21 +232,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path):
     marker = tmp_path / "checkpoint-written"
     script = KILL_SCRIPT.format(tests=str(TESTS), marker=str(marker), cfg=cfg.model_dump(mode="json"), run_dir=str(run_b))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 120
-        while not marker.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"training subprocess exited early:\n{proc.stdout.read().decode()[-3000:]}")
-            if time.time() > deadline:
-                pytest.fail("no checkpoint written within 120 s")
-            time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    kill_9_at_marker(script, marker, env)
     assert marker.read_text() == "step-00000004" and not (run_b / "adapter").exists()
 
     b = run(cfg, run_b, resume=True)
