@@ -149,3 +149,18 @@ def test_cli_base_url_typo_fails_at_once_with_exit_2(api_env, tmp_path, capsys, 
 def test_eval_lists_each_task_once(tmp_path):
     with pytest.raises(ValueError, match="fpb listed more than once"):
         EvalConfig(model="m", tasks=["fpb", "", "fpb"], out=Path(tmp_path))
+
+
+def test_a_damaged_response_cache_is_set_aside_and_rebuilt(api_env):
+    cache = api_env / "api_cache.sqlite"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_bytes(b"not sqlite at all " * 100)
+    server = FlakyServer([])
+    try:
+        res = ChatClient(model="m", base_url=server.url).chat(MESSAGES, max_tokens=4)
+        assert res.text == "positive" and not res.cached
+        again = ChatClient(model="m", base_url=server.url).chat(MESSAGES, max_tokens=4)
+        assert again.cached and len(server.requests) == 1  # the rebuilt cache works
+    finally:
+        server.close()
+    assert [p.name.startswith("api_cache.sqlite.damaged-") for p in api_env.glob("api_cache.sqlite.damaged-*")] == [True]

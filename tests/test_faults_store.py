@@ -117,13 +117,34 @@ def test_a_csv_row_with_extra_columns_is_an_error_naming_the_line(tmp_path):
         list(read_csv(path))
 
 
-def test_a_user_task_reusing_a_built_in_id_is_an_error_everywhere(tmp_path, capsys, monkeypatch):
-    tasks = tmp_path / "tasks"
-    tasks.mkdir()
+def _user_task(tmp_path: Path, data_name: str, data_text: str, **over) -> Path:
+    """The shipped example task, copied into a tasks folder with its data file replaced."""
     example = Path(__file__).resolve().parents[1] / "examples" / "tasks"
     spec = yaml.safe_load((example / "earnings_tone.yaml").read_text(encoding="utf-8"))
-    (tasks / "earnings_tone.jsonl").write_text((example / "earnings_tone.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
-    (tasks / "fpb.yaml").write_text(yaml.safe_dump({**spec, "id": "fpb"}), encoding="utf-8")
+    tasks = tmp_path / "tasks"
+    tasks.mkdir(exist_ok=True)
+    (tasks / data_name).write_text(data_text, encoding="utf-8")
+    (tasks / f"{over.get('id', 'earnings_tone')}.yaml").write_text(yaml.safe_dump({**spec, "data": data_name, **over}), encoding="utf-8")
+    return tasks
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_a_truncated_data_file_is_an_error_naming_the_line(tmp_path, capsys, monkeypatch, kind):
+    rows = [("Revenue rose strongly.", "positive"), ("Costs were flat.", "neutral"), ("We missed, badly, on margin.", "negative")]
+    if kind == "jsonl":
+        text = "".join(json.dumps({"sentence": s, "tone": t}) + "\n" for s, t in rows)
+        cut, where = text[: text.rindex("badly")], ":3: invalid JSON"
+    else:
+        text = "sentence,tone\n" + "".join(f'"{s}",{t}\n' for s, t in rows)
+        cut, where = text[: text.rindex("badly")], ":4: missing field 'tone'"
+    tasks = _user_task(tmp_path, f"data.{kind}", cut)
+    res = cli(capsys, monkeypatch, "tasks", "sample", "earnings_tone", "--tasks-dir", str(tasks), "--split", "test", "-n", "1")
+    assert_one_line_error(res, f"data.{kind}{where}")
+
+
+def test_a_user_task_reusing_a_built_in_id_is_an_error_everywhere(tmp_path, capsys, monkeypatch):
+    example = Path(__file__).resolve().parents[1] / "examples" / "tasks"
+    tasks = _user_task(tmp_path, "earnings_tone.jsonl", (example / "earnings_tone.jsonl").read_text(encoding="utf-8"), id="fpb")
     res = cli(capsys, monkeypatch, "tasks", "sample", "fpb", "--tasks-dir", str(tasks), "-n", "1")
     assert_one_line_error(res, "fpb.yaml", "'fpb' is a built-in task; choose another id", code=2)
 

@@ -253,29 +253,52 @@ import torch
 import fincocktail.training.trainer as t
 from fake_tasks import FAKE_TASKS, resolver
 from fincocktail.training.config import parse_train_config
-real_save = torch.save
-def slow_save(obj, path, *a, **k):
-    if ".tmp-step-00000004" in str(path):
-        Path({marker!r}).write_text("in write")
-        time.sleep(600)  # the parent kills us half-way through the checkpoint write
-    return real_save(obj, path, *a, **k)
-t.torch.save = slow_save
+def stall():
+    Path({marker!r}).write_text("in write")
+    time.sleep(600)  # the parent kills us half-way through the write
+if {stage!r} == "checkpoint":
+    real_save = torch.save
+    def slow_save(obj, path, *a, **k):
+        if ".tmp-step-00000004" in str(path):
+            stall()
+        return real_save(obj, path, *a, **k)
+    t.torch.save = slow_save
+else:  # the final adapter: written into .adapter.tmpPID, killed before the rename
+    real_folder = t._save_folder
+    def slow_folder(save, dest):
+        def partial(tmp):
+            save(tmp)
+            stall()
+        real_folder(partial, dest)
+    t._save_folder = slow_folder
 cfg = parse_train_config({cfg!r}, source="run.yaml")
 t.train(cfg, Path({run_dir!r}), resolver=resolver, eval_tasks=list(FAKE_TASKS.values()), progress=False)
 """
 
 
-def test_kill_9_inside_a_checkpoint_write_resumes_from_the_previous_one(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize(("stage", "resumed_from"), [("checkpoint", "step-00000002"), ("adapter", "step-00000004")])
+def test_kill_9_inside_a_write_resumes_and_leaves_no_partial_files(tiny_model_dir, tmp_path, stage, resumed_from):
     cfg = config(tiny_model_dir, tmp_path, max_steps=6, checkpoint_every=2, keep_checkpoints=2)
     run_dir, marker = tmp_path / "run", tmp_path / "marker"
-    script = KILL_IN_WRITE.format(tests=str(TESTS), marker=str(marker), cfg=cfg.model_dump(mode="json"), run_dir=str(run_dir))
+    script = KILL_IN_WRITE.format(tests=str(TESTS), marker=str(marker), cfg=cfg.model_dump(mode="json"), run_dir=str(run_dir),
+                                  stage=stage)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     kill_9_at_marker(script, marker, env)
-    assert list((run_dir / "checkpoints").glob(".tmp-step-00000004-*"))  # the torn write is there
+    partial = [*(run_dir / "checkpoints").glob(".tmp-step-*"), *run_dir.glob(".adapter.tmp*")]
+    assert partial and not (run_dir / "adapter").exists()  # the torn write is there, nothing final
     result = run(cfg, run_dir, resume=True)
-    assert result.steps == 6
-    assert not [p.name for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".tmp")]
-    assert json.loads((run_dir / "run_card.json").read_text())["resumed_from"] == "step-00000002"
+    assert result.steps == 6 and (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert not [*(run_dir / "checkpoints").glob(".tmp*"), *run_dir.glob(".adapter.*")]
+    assert json.loads((run_dir / "run_card.json").read_text())["resumed_from"] == resumed_from
+
+
+def test_a_damaged_run_card_is_a_one_line_error(tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    run(config(tiny_model_dir, tmp_path, max_steps=1), run_dir)
+    card = run_dir / "run_card.json"
+    card.write_text(card.read_text()[:40])
+    with pytest.raises(FincocktailError, match=rf"{card}: unreadable run card .*move the run folder away"):
+        run(config(tiny_model_dir, tmp_path, max_steps=1), run_dir, resume=True)
 
 
 def test_a_second_trainer_on_the_same_folder_is_refused(tiny_model_dir, tmp_path):

@@ -45,9 +45,28 @@ class ResponseCache:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False)
-        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, body TEXT NOT NULL)")
-        self._db.commit()
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError:
+            # Only a cache: a damaged file is set aside (kept for inspection) and a fresh one
+            # started, which costs requests, never results.
+            aside = path.with_name(path.name + f".damaged-{int(time.time())}")
+            os.replace(path, aside)
+            import sys
+
+            print(f"warning: {path} was damaged; moved it to {aside.name} and started an empty cache", file=sys.stderr)
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), check_same_thread=False)
+        try:
+            db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, body TEXT NOT NULL)")
+            db.execute("SELECT COUNT(*) FROM responses").fetchone()
+            db.commit()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from fincocktail.errors import ConfigError, FincocktailError
 from fincocktail.fileio import FolderLock, lock_held
+from fincocktail.redact import redact
 from fincocktail.sweep.execute import execute_run, read_result, run_dir_for
 from fincocktail.sweep.spec import Plan, RunSpec, canonical_json
 from fincocktail.sweep.store import ResultsStore, RunOutcome
@@ -387,7 +388,7 @@ def _run_sweep_locked(
             else:
                 if store.run(run.run_id).status != "failed":  # type: ignore[union-attr]
                     store.fail(run.run_id, result.get("error", "unknown error"))
-                summary.failed[run.run_id] = result.get("error", "unknown error")
+                summary.failed[run.run_id] = redact(result.get("error", "unknown error"))  # a remote worker's text
         bar.event(kind, run, result)
 
     try:
