@@ -331,8 +331,9 @@ def save_checkpoint(run_dir: Path, model: Any, optimizer: Any, scheduler: Any, s
     root = run_dir / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{state['step']:08d}"
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    remove_partial_writes(run_dir)
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"  # a killed write's leftovers: remove_partial_writes
+    if tmp.exists():
+        shutil.rmtree(tmp)
     tmp.mkdir()
     save_file({k: v.detach().contiguous().cpu() for k, v in _trainable(model).items()}, str(tmp / TRAINABLE_FILE))
     torch.save(
@@ -374,7 +375,10 @@ def remove_partial_writes(run_dir: Path) -> None:
                 shutil.rmtree(p, ignore_errors=True)
 
 
-def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+Checkpoint = tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]  # weights, optimizer/RNG state, loop state
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
     """The weights, optimizer/RNG state and loop state of a checkpoint, all read and checked.
 
     `optimizer.pt` is unpickled with `weights_only=True`: a checkpoint folder can sit on a
@@ -398,8 +402,12 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     return weights, extra, state
 
 
-def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> dict[str, Any]:
-    weights, extra, state = read_checkpoint(path)
+def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, read: Checkpoint | None = None) -> dict[str, Any]:
+    """Put a checkpoint's state into the model, optimizer, scheduler and RNGs; returns the loop state.
+
+    `read` is the checkpoint as `read_checkpoint` already returned it (no second read).
+    """
+    weights, extra, state = read if read is not None else read_checkpoint(path)
     params = _trainable(model)
     missing = set(params) ^ set(weights)
     if missing:
@@ -419,7 +427,7 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> d
     return state
 
 
-def newest_readable_checkpoint(run_dir: Path, warn: Callable[[str], None]) -> Path | None:
+def newest_readable_checkpoint(run_dir: Path, warn: Callable[[str], None]) -> tuple[Path, Checkpoint] | None:
     """The newest checkpoint that reads back whole; broken newer ones are reported and skipped.
 
     A kill -9 can truncate the newest checkpoint's files only if the disk lied about fsync, but
@@ -430,8 +438,7 @@ def newest_readable_checkpoint(run_dir: Path, warn: Callable[[str], None]) -> Pa
     errors: list[str] = []
     for cand in reversed(ckpts):
         try:
-            read_checkpoint(cand)
-            return cand
+            return cand, read_checkpoint(cand)
         except CheckpointError as exc:
             errors.append(str(exc))
             warn(f"{exc}; trying the previous checkpoint")
@@ -661,9 +668,10 @@ def _train(
         if card.get("status") == "complete":
             console.print(f"run {run_dir} is already complete")
             return _result_from_card(run_dir, card)
-    resume_from = newest_readable_checkpoint(run_dir, lambda m: console.print(f"[yellow]warning[/]: {m}")) if resume else None
-    if resume_from is not None:
-        saved = json.loads((resume_from / STATE_FILE).read_text(encoding="utf-8"))
+    readable = newest_readable_checkpoint(run_dir, lambda m: console.print(f"[yellow]warning[/]: {m}")) if resume else None
+    resume_from, checkpoint = readable if readable is not None else (None, None)
+    if checkpoint is not None:
+        saved = checkpoint[2]
         check_same_config(run_dir, saved.get("config_fingerprint"), saved.get("config"), config, fingerprint)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -751,7 +759,8 @@ def _train(
     prior_elapsed = 0.0
     log_path = run_dir / "train_log.jsonl"
     if resume_from is not None:
-        state = load_checkpoint(resume_from, model, optimizer, scheduler)
+        state = load_checkpoint(resume_from, model, optimizer, scheduler, checkpoint)
+        checkpoint = None  # the optimizer holds its own copy now
         step, start_epoch, start_group = state["step"], state["epoch"], state["next_group"]
         tokens_seen, prior_elapsed = state["tokens_seen"], state["elapsed_s"]
         _rewrite_log(log_path, step)
@@ -854,7 +863,7 @@ def _train(
                     log.write(json.dumps(entry, allow_nan=False) + "\n")
                     log.flush()
                 bar.update(task_bar, advance=1, loss=f"{final_loss:.4f}", tps=f"{tps:,.0f}")
-                if (step % config.checkpoint_every == 0 and step < total_steps) or step >= total_steps:
+                if step % config.checkpoint_every == 0 or step >= total_steps:
                     bad = check_finite_params(model)  # never checkpoint or save weights an update broke
                     if bad is not None:
                         _diverged(card_path, config, run_dir, manifest, report, started, step, f"{bad} holds NaN/inf after the update", lr)
