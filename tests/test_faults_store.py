@@ -71,6 +71,14 @@ def test_a_damaged_results_store_is_a_one_line_error_in_every_command(finished_s
     assert store.read_bytes() == before  # nothing was written into it
 
 
+def test_a_store_a_sweep_is_still_creating_is_not_called_damaged(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.sqlite").write_bytes(b"")  # what a reader sees between sqlite's create and the schema
+    res = cli(capsys, monkeypatch, "sweep", "status", "--out", str(out))
+    assert_one_line_error(res, "results.sqlite: the results store has no tables yet", "retry in a moment")
+
+
 def test_a_store_moved_away_is_rebuilt_from_the_run_folders_without_rerunning(finished_sweep):
     sweep, out = finished_sweep
     expected = {(m.run_id, m.task, m.split): m.value for m in ResultsStore.in_dir(out).metrics()}

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import yaml
 from fincocktail.sweep.execute import RESULT_FILE
 from fincocktail.sweep.executors import LocalExecutor, cpu_count, run_sweep
 from fincocktail.sweep.spec import load_plan
-from fincocktail.sweep.store import ResultsStore
+from fincocktail.sweep.store import ResultsStore, StoreNotReady
 
 SWEEP = {
     "name": "sim",
@@ -146,7 +145,7 @@ def test_kill_9_mid_sweep_then_rerun_redoes_nothing_finished(tmp_path):
                 try:
                     done_before = [r.run_id for r in store.runs(status="done")]
                     running = store.runs(status="running")
-                except sqlite3.OperationalError:  # the file exists, its tables not yet
+                except StoreNotReady:  # the file exists, its tables not yet
                     time.sleep(0.05)
                     continue
                 # kill once a few runs are done and the next one is part-way through its steps

@@ -176,6 +176,10 @@ class RunOutcome:
         return cls(**data)
 
 
+class StoreNotReady(FincocktailError):
+    """The store file exists but its schema does not yet: a sweep is creating it right now."""
+
+
 class ResultsStore:
     """A sweep's SQLite results file. Safe to use from many processes at once."""
 
@@ -219,6 +223,11 @@ class ResultsStore:
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
                 raise
+            if isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc):
+                raise StoreNotReady(
+                    f"{self.path}: the results store has no tables yet (a starting sweep is creating it); "
+                    "retry in a moment, or run `fincocktail sweep run` to create it"
+                ) from None
             raise self._damaged(exc) from None
         except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:  # rows a foreign writer left
             raise self._damaged(exc) from None
