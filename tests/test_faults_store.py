@@ -196,11 +196,18 @@ def test_status_counts_the_work_of_runs_not_yet_registered(tmp_path, capsys, mon
         ["report", "--sweep", "/nonexistent/sweep"],
         ["sweep", "status"],
         ["train", "/nonexistent/run.yaml"],
+        ["train", "run.yaml", "--out", "held"],
+        ["eval", "--model", "m", "--tasks", "fpb", "--out", "held", "--data-dir", "DATA"],
     ],
-    ids=["eval-dtype", "eval-duplicate-task", "results-out", "report-sweep", "status-no-args", "train-missing-config"],
+    ids=["eval-dtype", "eval-duplicate-task", "results-out", "report-sweep", "status-no-args", "train-missing-config",
+         "train-out-holds-a-run", "eval-out-holds-an-eval"],
 )
-def test_config_errors_exit_2_in_every_command(args, capsys, monkeypatch, tmp_path):
+def test_config_errors_exit_2_in_every_command(args, capsys, monkeypatch, tmp_path, tiny_model_dir, data_dir):
     monkeypatch.chdir(tmp_path)
+    args = [str(data_dir) if a == "DATA" else a for a in args]
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({"model": str(tiny_model_dir), "cocktail": {"ingredients": ["fpb"]}}))
+    (tmp_path / "held").mkdir()
+    (tmp_path / "held" / "run_card.json").write_text("{}")  # a folder that already holds a run / an evaluation
     res = cli(capsys, monkeypatch, *args)
     assert_one_line_error(res, code=2)
 

@@ -660,7 +660,7 @@ def _train(
     ckpts = checkpoint_dirs(run_dir)
     card = _read_card(card_path)
     if not resume and (ckpts or card is not None or (run_dir / "adapter").exists()):
-        raise FincocktailError(
+        raise ConfigError(  # like eval's --out that holds an evaluation: a usage error, exit 2
             f"{run_dir}: already holds a run; pass --resume to continue it or choose another output folder"
         )
     if resume and card is not None:
