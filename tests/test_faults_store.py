@@ -89,6 +89,16 @@ def test_a_store_moved_away_is_rebuilt_from_the_run_folders_without_rerunning(fi
     assert {(m.run_id, m.task, m.split): m.value for m in ResultsStore.in_dir(out).metrics()} == expected
 
 
+def test_a_torn_result_file_means_the_run_is_redone_not_trusted(finished_sweep):
+    sweep, out = finished_sweep
+    victim = next((out / "runs").iterdir())
+    (victim / "result.json").write_text('{"metrics": [{"run_id"', encoding="utf-8")
+    (out / "results.sqlite").unlink()
+    summary = run_sweep(load_plan(sweep), out, runner="simulate", progress=False)
+    assert summary.executed == [victim.name] and len(summary.recovered) == 3
+    assert json.loads((victim / "result.json").read_text())["metrics"]
+
+
 # -- 8. concurrent writers -----------------------------------------------------------------------
 
 
