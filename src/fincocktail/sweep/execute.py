@@ -10,7 +10,7 @@ end before spending compute); `module:function` names your own.
 Nothing finished is ever redone: a run's folder gets `result.json` (written to a temporary name
 and renamed) only once everything else is on disk, and a run that has one is recorded and
 skipped. A run killed half-way is resumed: training continues from its last checkpoint
-(`resume=True`) and each evaluated (split, task) that already wrote its run card is read back
+(`resume="if_present"`) and each evaluated (split, task) that already wrote its run card is read back
 instead of evaluated again.
 """
 
