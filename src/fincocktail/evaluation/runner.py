@@ -153,7 +153,7 @@ def _run_eval_locked(config: EvalConfig, tasks: list[Task], api: bool, style: st
     """`run_eval` once the output folder is locked against a second writer."""
     from fincocktail.evaluation.api import api_model_name
 
-    if (out_dir / "run_card.json").exists():  # a concurrent run finished while we waited for nothing
+    if (out_dir / "run_card.json").exists():  # checked again under the lock: another run may have just finished
         raise ConfigError(f"--out {out_dir} already holds an evaluation (run_card.json); choose another folder")
 
     backend: _Backend
