@@ -203,6 +203,14 @@ def test_truncated_or_hostile_adapter_is_a_one_line_error(tiny_model_dir, tmp_pa
     from fincocktail.evaluation.loading import load_for_eval
 
     result = run(config(tiny_model_dir, tmp_path, max_steps=1), tmp_path / "run")
+    card = result.adapter_dir / "adapter_config.json"
+    good = json.loads(card.read_text())
+    for text in [card.read_text()[:30], "[]", json.dumps({**good, "peft_type": "EVIL"}),
+                 json.dumps({**good, "target_modules": ["nope"]}), json.dumps({**good, "r": -3})]:
+        card.write_text(text)
+        with pytest.raises(ModelError, match=r"cannot apply the adapter .*adapter: \w+: .*retrain it"):
+            load_for_eval(str(tiny_model_dir), result.run_dir)
+    card.write_text(json.dumps(good))
     weights = result.adapter_dir / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(ModelError, match=r"cannot apply the adapter .*adapter: SafetensorError"):
