@@ -592,6 +592,7 @@ def holds_run(run_dir: Path) -> bool:
 
 
 def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    """`{"lora": {"r": 8}}` as `{"lora.r": 8}`: a refused resume names fields the way --set does."""
     if isinstance(data, dict):
         out: dict[str, Any] = {}
         for key, value in data.items():
@@ -623,6 +624,7 @@ def check_same_config(run_dir: Path, saved_fingerprint: str | None, saved_config
 
 
 def _read_card(card_path: Path) -> dict[str, Any] | None:
+    """The run card, None when there is none; an unreadable one is a one-line error, not a traceback."""
     if not card_path.is_file():
         return None
     try:
