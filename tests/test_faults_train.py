@@ -379,6 +379,8 @@ def test_kill_9_mid_eval_then_rerun_into_the_same_folder_completes_it(tiny_model
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     kill_9_at_marker(script, marker, env)
     assert (out / "fa.predictions.jsonl").is_file() and not (out / "run_card.json").exists()
+    torn = out / ".fb.predictions.jsonl.k3x_9qzt"  # what a kill inside a write leaves (mkstemp's name)
+    torn.write_text('{"id": "fb/te')
     tasks = {t.id: t for t in (FakeSentiment("fa", {"test": 6}), FakeSentiment("fb", {"test": 6}))}
     done = run_eval(EvalConfig(model=str(tiny_model_dir), tasks=["fa", "fb"], out=out, data_dir=tmp_path),
                     resolve_task=tasks.__getitem__)  # the dead process's lock went with it
@@ -386,3 +388,4 @@ def test_kill_9_mid_eval_then_rerun_into_the_same_folder_completes_it(tiny_model
     for name in ("fa", "fb"):
         lines = (out / f"{name}.predictions.jsonl").read_text().splitlines()
         assert len(lines) == 6 and all(json.loads(x)["id"] for x in lines)
+    assert not torn.exists() and sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".eval.lock"]

@@ -146,6 +146,7 @@ def run_eval(
 
 
 EVAL_LOCK = ".eval.lock"
+_TEMP_FILE = re.compile(r"^\..+\.jsonl?\.[A-Za-z0-9_]{8}$")  # mkstemp(prefix=".NAME.") of a .json / .jsonl file
 
 
 def _run_eval_locked(config: EvalConfig, tasks: list[Task], api: bool, style: str, data_dir: Path, out_dir: Path,
@@ -155,6 +156,9 @@ def _run_eval_locked(config: EvalConfig, tasks: list[Task], api: bool, style: st
 
     if (out_dir / "run_card.json").exists():  # checked again under the lock: another run may have just finished
         raise ConfigError(f"--out {out_dir} already holds an evaluation (run_card.json); choose another folder")
+    for stale in out_dir.iterdir():  # temp files of a killed run's writes (`_write_text`); no live writer owns them
+        if _TEMP_FILE.match(stale.name) and stale.is_file():
+            stale.unlink()
 
     backend: _Backend
     if api:
