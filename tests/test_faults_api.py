@@ -100,6 +100,8 @@ def test_redact_masks_keys_tokens_and_url_credentials(monkeypatch):
     monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-abcdef987")
     text = redact("key=tok-abcdef987 Bearer abc.def-123 sk-proj-ABCDEFGH12 https://u:p@h/x https://api.openai.com/v1")
     assert text == "key=*** Bearer *** sk-*** https://***@h/x https://api.openai.com/v1"
+    compact = json.dumps({"a": "http://x", "b": "me@host", "c": "http://u:p@h/v1"}, separators=(",", ":"))
+    assert json.loads(redact(compact)) == {"a": "http://x", "b": "me@host", "c": "http://***@h/v1"}  # stored JSON stays JSON
 
 
 # -- 6. endpoints that hang or cannot exist ---------------------------------------------------------

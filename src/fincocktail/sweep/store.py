@@ -229,8 +229,6 @@ class ResultsStore:
                     "retry in a moment, or run `fincocktail sweep run` to create it"
                 ) from None
             raise self._damaged(exc) from None
-        except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:  # rows a foreign writer left
-            raise self._damaged(exc) from None
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
