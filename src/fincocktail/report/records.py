@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-RunKind = Literal["base", "api", "single", "cocktail"]
+RunKind = Literal["base", "api", "single", "cocktail", "mixture"]  # mixture: proposed by `mix search`
 
 
 @dataclass(frozen=True)

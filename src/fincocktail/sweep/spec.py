@@ -36,7 +36,7 @@ from fincocktail.fileio import load_yaml, validate_mapping
 # Bump when the meaning of a run config changes (it is part of every run's hash).
 RUN_SCHEMA = "fincocktail-run/1"
 
-RunKind = Literal["base", "api", "single", "cocktail"]
+RunKind = Literal["base", "api", "single", "cocktail", "mixture"]  # mixture: proposed by `mix search`
 KNOWLEDGE_TASKS = ("cfa", "financebench")  # evaluated by default for domain knowledge
 
 # Fields of the training config the sweep sets itself, per run.
@@ -571,10 +571,77 @@ def _cocktail_label(tasks: list[str], general: float, math: float) -> str:
     return label
 
 
-def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> Plan:
-    """All runs of `spec`, validated. Raises ConfigError naming `source` and the field."""
+def _eval_seconds(spec: SweepSpec, rate: float | None, cost: float) -> float:
+    return cost / (rate or spec.estimates.eval_examples_per_s)
+
+
+def _resources(spec: SweepSpec, m: ModelEntry) -> Resources:
+    return Resources(
+        num_cpus=m.num_cpus if m.num_cpus is not None else spec.resources.num_cpus,
+        num_gpus=m.num_gpus if m.num_gpus is not None else spec.resources.num_gpus,
+    )
+
+
+def trained_run(
+    spec: SweepSpec,
+    mi: int,
+    kind: RunKind,
+    cocktail: dict[str, Any],
+    label: str,
+    train_tasks: list[str],
+    general: float,
+    math: float,
+    run_ev: dict[str, Any],
+    source: str,
+    origin: str,
+    eval_cost: tuple[int, float] | None = None,
+) -> RunSpec:
+    """One training run of model `models[mi]` on the inline `cocktail`, evaluated with `run_ev`.
+
+    The one place a trained run's config, id and estimates are made: the sweep's own designs
+    (`expand`) and the mixtures `mix search` proposes are built alike, so a proposal trains with
+    exactly the sweep's training config and is evaluated on the same samples.
+    """
     from fincocktail.training.config import parse_train_config
 
+    m = spec.models[mi]
+    seed = int(cocktail.get("seed", 0))
+    data = {**spec.training, **m.training, "model": m.name, "cocktail": cocktail, "seed": seed}
+    tc = parse_train_config(data, source=f"{source}: training (models.{mi})")
+    train = tc.model_dump(mode="json", exclude={"output_dir", "data_dir"})
+    config = {"schema": RUN_SCHEMA, "kind": kind, "model": m.name, "train": train, "eval": run_ev}
+    h = config_hash(config)
+    tokens = _train_tokens(spec, train)
+    rate = m.tokens_per_s or spec.estimates.tokens_per_s
+    n_eval, cost = eval_cost if eval_cost is not None else _eval_count(spec, run_ev)
+    return RunSpec(
+        run_id=f"{kind}-{h[:12]}", sweep=spec.name, kind=kind, label=label, model=m.name, train_tasks=list(train_tasks),
+        general=general, math=math, seed=seed, train=train, eval=run_ev, config_sha256=h,
+        resources=_resources(spec, m), est_tokens=tokens, est_eval_examples=n_eval,
+        est_seconds=round(spec.estimates.overhead_s + tokens / rate + _eval_seconds(spec, m.eval_examples_per_s, cost), 1),
+        origin=origin,
+    )
+
+
+def eval_settings(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> tuple[dict[str, Any], list[str] | None]:
+    """The sweep's resolved evaluation settings and (scope `needed`) the tasks every run is scored on."""
+    c = _Checker(source, check_tasks)
+    ev = _eval_plan(spec, c)
+    return ev, (_always_tasks(spec, ev, c) if spec.eval.scope == "needed" else None)
+
+
+def scoped_eval(ev: dict[str, Any], always: list[str] | None, trained: list[str], everything: bool) -> dict[str, Any]:
+    """Public name of one run's evaluation settings under the sweep's scope (see `_scoped_eval`)."""
+    return _scoped_eval(ev, always, trained, everything)
+
+
+def task_estimate(spec: SweepSpec, task_id: str) -> TaskEstimate:
+    """A task's sizes as the sweep's estimates see them (built-in figures, overridden by `estimates.tasks`)."""
+    return _estimate(spec, task_id)
+
+
+def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> Plan:
+    """All runs of `spec`, validated. Raises ConfigError naming `source` and the field."""
     c = _Checker(source, check_tasks)
 
     # -- lists: non-empty, no duplicates, known tasks and models
@@ -652,13 +719,10 @@ def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> 
         runs.append(run)
 
     def eval_seconds(rate: float | None, cost: float = eval_cost) -> float:
-        return cost / (rate or spec.estimates.eval_examples_per_s)
+        return _eval_seconds(spec, rate, cost)
 
     for mi, m in enumerate(spec.models):
-        resources = Resources(
-            num_cpus=m.num_cpus if m.num_cpus is not None else spec.resources.num_cpus,
-            num_gpus=m.num_gpus if m.num_gpus is not None else spec.resources.num_gpus,
-        )
+        resources = _resources(spec, m)
         if d.base:
             config = {"schema": RUN_SCHEMA, "kind": "base", "model": m.name, "train": None, "eval": ev}
             h = config_hash(config)
@@ -698,23 +762,12 @@ def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> 
                             if booster is not None and frac > 0:
                                 cap = booster.cap if booster.cap is not None else spec.train_caps.get(booster.task)
                                 cocktail[key] = {"task": booster.task, "fraction": frac, **({"cap": cap} if cap is not None else {})}
-                        data = {**spec.training, **m.training, "model": m.name, "cocktail": cocktail, "seed": seed}
-                        tc = parse_train_config(data, source=f"{source}: training (models.{mi})")
-                        train = tc.model_dump(mode="json", exclude={"output_dir", "data_dir"})
-                        config = {"schema": RUN_SCHEMA, "kind": kind, "model": m.name, "train": train, "eval": run_ev}
-                        h = config_hash(config)
-                        tokens = _train_tokens(spec, train)
-                        rate = m.tokens_per_s or spec.estimates.tokens_per_s
                         add(
-                            RunSpec(
-                                run_id=f"{kind}-{h[:12]}", sweep=spec.name, kind=kind,
-                                label=_cocktail_label(mix, gf, mf), model=m.name, train_tasks=list(mix),
-                                general=gf, math=mf, seed=seed, train=train, eval=run_ev, config_sha256=h,
-                                resources=resources, est_tokens=tokens, est_eval_examples=run_n_eval,
-                                est_seconds=round(
-                                    spec.estimates.overhead_s + tokens / rate + eval_seconds(m.eval_examples_per_s, run_eval_cost), 1
-                                ),
+                            trained_run(
+                                spec, mi, kind, cocktail, label=_cocktail_label(mix, gf, mf), train_tasks=mix,
+                                general=gf, math=mf, run_ev=run_ev, source=source,
                                 origin=f"{where}, models.{mi}, seeds={seed}, general={gf:g}, math={mf:g}",
+                                eval_cost=(run_n_eval, run_eval_cost),
                             )
                         )
     for ai, a in enumerate(spec.api_models):
