@@ -374,6 +374,15 @@ def _plan(config: CocktailConfig, available: Mapping[str, int], source: str) -> 
     return plans
 
 
+def planned_counts(config: CocktailConfig, available: Mapping[str, int], source: str = "cocktail") -> dict[str, int]:
+    """Examples per epoch of each ingredient, given how many train examples each task has.
+
+    The same arithmetic as training's draw (weights, replicates, caps, booster fractions), without
+    reading data: `mix search` describes every run it learns from by these counts.
+    """
+    return {p.task_id: p.target for p in _plan(config, available, source)}
+
+
 def build_cocktail(
     config: CocktailConfig,
     sources: Mapping[str, Sequence[Example]],

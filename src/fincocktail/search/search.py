@@ -1,0 +1,303 @@
+"""`mix search`: the loop. Read what the sweep's store knows, propose, train, refit, until the budget.
+
+Every proposal is an ordinary run of the sweep (`mixture.proposal_run`): it goes through
+`run_sweep` into the same store and run folders, on the same executors, so it scales out on
+Ray and a killed run resumes from its checkpoint. The search's own state is one file,
+`OUT/mix/NAME/search.json`, written (atomically) *before* a round's runs start: a rerun after a
+kill reads it, finishes that round's runs (finished ones are skipped by the store), and goes
+on. Its run ids are recomputed from the recorded mixtures and checked, so a sweep file whose
+training or evaluation changed since is refused instead of mixing two configs.
+
+Which runs it learns from: finished single-task, cocktail and mixture runs of the chosen model
+whose training config (all but the cocktail and seed) and validation settings are the sweep's,
+scored on the same validation samples (the store's sample hashes). Zero-shot rows are not
+mixtures and are left out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fincocktail.errors import ConfigError, FincocktailError
+from fincocktail.fileio import write_json_atomic
+from fincocktail.search.mixture import Mixture, Space, make_space, proposal_run
+from fincocktail.search.objective import Floor, Objective, floors, parse_constraints, parse_objective
+from fincocktail.search.propose import Observed, propose
+from fincocktail.sweep.spec import Plan, RunSpec, eval_settings
+from fincocktail.sweep.store import ResultsStore, check_same_samples
+
+SEARCH_DIR = "mix"
+STATE_FILE = "search.json"
+STATE_VERSION = 1
+TRAINED_KINDS = ("single", "cocktail", "mixture")
+# Evaluation settings that decide a validation score: runs that differ in any are not comparable.
+_SELECTION_KEYS = ("selection_split", "selection_max_examples", "selection_max_examples_per_task", "max_examples_per_task",
+                   "sample", "sample_seed", "mode", "shots", "dtype", "max_new_tokens")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    objectives: tuple[str, ...] = ("mean",)
+    constraints: tuple[str, ...] = ()
+    budget: int = 8
+    batch: int = 2
+    seed: int = 0
+    model: str | None = None
+    total: tuple[int, int] | None = None
+    name: str | None = None
+
+
+@dataclass
+class RunObs:
+    """One finished run the surrogate learns from."""
+
+    run_id: str
+    kind: str
+    label: str
+    seed: int
+    mixture: Mixture
+    scores: dict[str, float]  # validation headline score per task
+    train_tasks: tuple[str, ...] = ()
+    boosted: bool = False  # trained with general or math data
+
+
+@dataclass
+class Context:
+    """Everything a search (or `mix predict`) derives from the sweep file and its store."""
+
+    plan: Plan
+    out_dir: Path
+    space: Space
+    model_index: int
+    tasks: list[str]  # the validation (selection) tasks: what the surrogate predicts
+    settings: tuple[dict[str, Any], list[str] | None]
+    store: ResultsStore | None
+
+    @property
+    def model(self) -> str:
+        return self.plan.spec.models[self.model_index].name
+
+    def runs(self) -> list[RunObs]:
+        return gather(self) if self.store is not None else []
+
+
+def context(plan: Plan, out_dir: str | os.PathLike | None, model: str | None = None,
+            total: tuple[int, int] | None = None, need_store: bool = False) -> Context:
+    spec = plan.spec
+    if not spec.models:
+        raise ConfigError(f"{plan.source}: models: mix search needs a model to fine-tune")
+    names = [m.name for m in spec.models]
+    if model is None:
+        mi = 0
+    elif model in names:
+        mi = names.index(model)
+    else:
+        raise ConfigError(f"--model {model}: not a model of {plan.source} ({', '.join(names)})")
+    settings = eval_settings(spec, plan.source)
+    tasks = list(settings[0]["selection_tasks"])
+    if not settings[0].get("selection_split") or not tasks:
+        raise ConfigError(f"{plan.source}: eval.selection_split: mix search chooses on validation scores; "
+                          "this sweep has none (set eval.selection_split: validation)")
+    out = Path(out_dir) if out_dir is not None else plan.out_dir
+    store = ResultsStore.in_dir(out, create=False) if (out / "results.sqlite").is_file() else None
+    if store is None and need_store:
+        raise FincocktailError(f"{out}: no results store; run `fincocktail sweep run {plan.source}` (or `mix search`) first")
+    return Context(plan, out, make_space(plan, total), mi, tasks, settings, store)
+
+
+def _train_signature(train: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in train.items() if k not in ("cocktail", "seed")}, sort_keys=True)
+
+
+def _eval_signature(ev: dict[str, Any]) -> str:
+    return json.dumps({k: ev.get(k) for k in _SELECTION_KEYS}, sort_keys=True)
+
+
+def gather(ctx: Context) -> list[RunObs]:
+    """The finished runs comparable with the sweep's (see the module docstring), with their validation scores."""
+    assert ctx.store is not None
+    probe = proposal_run(ctx.plan, ctx.space, ctx.space.make(np.ones(len(ctx.space.names)), ctx.space.total_min),  # type: ignore[arg-type]
+                         ctx.model_index, 0, "probe", ctx.settings)
+    train_sig, eval_sig = _train_signature(probe.train or {}), _eval_signature(probe.eval)
+    split = ctx.settings[0]["selection_split"]
+    rows = [m for m in ctx.store.metrics(split=split, headline_only=True) if m.task in ctx.tasks]
+    by_run: dict[str, dict[str, Any]] = defaultdict(dict)
+    out: list[RunObs] = []
+    used = []
+    for r in ctx.store.runs(status="done"):
+        if r.kind not in TRAINED_KINDS or r.model != ctx.model:
+            continue
+        train, ev = r.config.get("train") or {}, r.config.get("eval") or {}
+        if _train_signature(train) != train_sig or _eval_signature(ev) != eval_sig:
+            continue
+        mixture = ctx.space.of_run(r.config)
+        if mixture is None or mixture.total == 0:
+            continue
+        by_run[r.run_id] = {}
+        out.append(RunObs(r.run_id, r.kind, r.label, r.seed, mixture, {}, r.train_tasks, bool(r.general or r.math)))
+    for m in rows:
+        if m.run_id in by_run:
+            by_run[m.run_id][m.task] = m.value
+            used.append(m)
+    check_same_samples(used, ctx.store.path)
+    for o in out:
+        o.scores = by_run[o.run_id]
+    return out
+
+
+def observed(runs: list[RunObs]) -> list[Observed]:
+    """Runs grouped by mixture (repeats with other seeds), scores averaged per task."""
+    groups: dict[Mixture, list[RunObs]] = defaultdict(list)
+    for r in runs:
+        groups[r.mixture].append(r)
+    out = []
+    for m, rs in groups.items():
+        tasks = sorted({t for r in rs for t in r.scores})
+        scores = {t: float(np.mean([r.scores[t] for r in rs if t in r.scores])) for t in tasks}
+        out.append(Observed(m, scores, tuple(r.run_id for r in rs)))
+    return out
+
+
+def matrix(ctx: Context, runs: list[RunObs]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(features, scores n x tasks with NaN for missing, group index of each run)."""
+    X = ctx.space.features([r.mixture for r in runs])
+    Y = np.array([[r.scores.get(t, np.nan) for t in ctx.tasks] for r in runs], dtype=float).reshape(len(runs), len(ctx.tasks))
+    index: dict[Mixture, int] = {}
+    groups = [index.setdefault(r.mixture, len(index)) for r in runs]
+    return X, Y, groups
+
+
+def single_scores(runs: list[RunObs]) -> dict[str, float]:
+    """Each task's single-task validation score (mean over seeds): what `no-task-below-single` compares with."""
+    acc: dict[str, list[float]] = defaultdict(list)
+    for r in runs:
+        if r.kind == "single" and not r.boosted and len(r.train_tasks) == 1 and r.train_tasks[0] in r.scores:
+            acc[r.train_tasks[0]].append(r.scores[r.train_tasks[0]])
+    return {t: float(np.mean(v)) for t, v in acc.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# State
+
+
+def search_name(objectives: list[Objective], constraints: list[str]) -> str:
+    parts = [o.slug for o in objectives] + [c.replace(":", "-").replace("=", "").replace(".", "p") for c in constraints]
+    return "__".join(parts)
+
+
+@dataclass
+class State:
+    path: Path
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def proposals(self) -> list[dict[str, Any]]:
+        return [p for r in self.data["rounds"] for p in r["proposals"]]
+
+    def save(self) -> None:
+        write_json_atomic(self.path, self.data, sort_keys=True)
+
+
+def load_state(path: Path, header: dict[str, Any]) -> State:
+    """The search's state, or a new one. A state started with other settings is refused (the budget may grow)."""
+    if not path.is_file():
+        return State(path, {**header, "version": STATE_VERSION, "rounds": []})
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise FincocktailError(f"{path}: unreadable search state ({exc}); move it away to start the search over") from None
+    for key, value in header.items():
+        if data.get(key) != value:
+            raise ConfigError(f"{path}: {key}: this search was started with {data.get(key)!r}, now {value!r}; "
+                              "use --name for a second search, or the same options to resume")
+    return State(path, data)
+
+
+@dataclass
+class SearchRun:
+    """What `run_search` hands to the outputs: the context, the state and the final runs."""
+
+    ctx: Context
+    state: State
+    objectives: list[Objective]
+    floors: list[Floor]
+    notes: list[str]
+    runs: list[RunObs]
+    dir: Path
+    executed: list[str] = field(default_factory=list)
+
+
+def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | None = None, executor: Any = None,
+               runner: Any = "real", data_dir: str | None = None, progress: bool = True) -> SearchRun:
+    """Propose, train and refit until `options.budget` mixtures have been proposed; resumable (module docstring)."""
+    from fincocktail.sweep.executors import run_sweep
+
+    if options.budget < 0 or options.batch < 1:
+        raise ConfigError(f"--budget {options.budget} / --batch {options.batch}: expected budget >= 0 and batch >= 1")
+    ctx = context(plan, out_dir, options.model, options.total)
+    objectives = [parse_objective(o, ctx.tasks) for o in options.objectives]
+    constraints = parse_constraints(options.constraints, ctx.tasks)
+    name = options.name or search_name(objectives, constraints)
+    sdir = ctx.out_dir / SEARCH_DIR / name
+    header = {"sweep": plan.spec.name, "model": ctx.model, "objectives": list(options.objectives),
+              "constraints": constraints, "seed": options.seed, "batch": options.batch,
+              "total": [ctx.space.total_min, ctx.space.total_max], "ingredients": list(ctx.space.names)}
+    state = load_state(sdir / STATE_FILE, header)
+    executed: list[str] = []
+
+    def recorded_runs() -> list[RunSpec]:
+        out = []
+        for p in state.proposals:
+            run = proposal_run(plan, ctx.space, Mixture(tuple(p["counts"])), ctx.model_index, plan.spec.seeds[0],
+                               p["origin"], ctx.settings)
+            if run.run_id != p["run_id"]:
+                raise ConfigError(f"{state.path}: proposal {p['run_id']} would now be run {run.run_id}: the sweep's training "
+                                  f"or evaluation settings changed since the search started; use another --name or --out")
+            out.append(run)
+        return out
+
+    while True:
+        runs = recorded_runs()
+        store = ResultsStore.in_dir(ctx.out_dir)  # created on the first round when the sweep never ran
+        ctx.store = store
+        status = {r.run_id: r.status for r in store.runs()}
+        todo = [r.run_id for r in runs if status.get(r.run_id) != "done"]
+        if todo:
+            summary = run_sweep(Plan(plan.spec, plan.source, plan.runs + runs), ctx.out_dir, executor, runner, data_dir,
+                                progress, only=todo)
+            executed += summary.executed
+            if summary.failed:
+                first = next(iter(summary.failed.items()))
+                raise FincocktailError(f"mix search: {len(summary.failed)} proposed run(s) failed ({first[0]}: {first[1]}); "
+                                       "rerun the same command to retry them")
+        if len(runs) >= options.budget:
+            break
+        obs_runs = ctx.runs()
+        fl, _ = floors(constraints, objectives, single_scores(obs_runs))
+        X, Y, _ = matrix(ctx, obs_runs)
+        k = min(options.batch, options.budget - len(runs))
+        exclude = {o.mixture for o in obs_runs} | {Mixture(tuple(p["counts"])) for p in state.proposals}
+        round_no = len(state.data["rounds"]) + 1
+        picks = propose(ctx.space, ctx.tasks, observed(obs_runs), X, Y, objectives, fl, k,
+                        seed=options.seed * 1000 + round_no, exclude=exclude)
+        if not picks:
+            break
+        proposals = []
+        for p in picks:
+            origin = f"mix search {name}, round {round_no} ({p.how})"
+            run = proposal_run(plan, ctx.space, p.mixture, ctx.model_index, plan.spec.seeds[0], origin, ctx.settings)
+            proposals.append({"run_id": run.run_id, "counts": list(p.mixture.counts), "origin": origin, "how": p.how,
+                              "acquisition": None if np.isnan(p.acquisition) else p.acquisition,
+                              "predicted": {t: list(v) for t, v in p.predicted.items()}, "weights": p.weights})
+        state.data["rounds"].append({"round": round_no, "proposals": proposals})
+        state.save()  # before the runs start: a kill from here on resumes this round
+    final = ctx.runs()
+    fl, notes = floors(constraints, objectives, single_scores(final))
+    return SearchRun(ctx, state, objectives, fl, notes, final, sdir, executed)
