@@ -53,12 +53,13 @@ def _root(
 
 
 def _register() -> None:
-    from fincocktail.cli import data, eval as eval_cmd, models, report, reproduce, results, serve, sweep, tasks, train
+    from fincocktail.cli import data, eval as eval_cmd, mix, models, report, reproduce, results, serve, sweep, tasks, train
 
     app.add_typer(models.app, name="models", help="Base-model registry: list, pull (download + convert), show.")
     app.add_typer(data.app, name="data", help="Datasets: check the data folder, fetch public copies, contamination.")
     app.add_typer(tasks.app, name="tasks", help="The financial task suite: list, show, sample prompts.")
     app.add_typer(sweep.app, name="sweep", help="Experiment sweeps: plan, run (local or Ray), status.")
+    app.add_typer(mix.app, name="mix", help="Mixture search: find the training mix that wins on validation; predict one.")
     train.register(app)
     eval_cmd.register(app)
     serve.register(app)

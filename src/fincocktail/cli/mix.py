@@ -1,0 +1,125 @@
+"""`fincocktail mix`: search for the training mixture that wins on validation, or predict one without training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fincocktail.errors import ConfigError
+
+app = typer.Typer(no_args_is_help=True)
+console = Console()
+
+
+def _total(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    lo, sep, hi = text.partition(":")
+    try:
+        return (int(lo), int(hi)) if sep else (int(lo), int(lo))
+    except ValueError:
+        raise ConfigError(f"--total {text}: expected MIN:MAX examples per epoch, e.g. 256:1024") from None
+
+
+@app.command("search")
+def search(
+    sweep_file: Path = typer.Argument(..., help="Sweep YAML: its tasks, training config, evaluation samples and store."),
+    budget: int = typer.Option(..., "--budget", "-n", help="Mixtures to propose and train in all (a rerun with a larger budget extends)."),
+    objective: list[str] = typer.Option(["mean"], "--objective", help="mean | TASK | weights:fpb=2,tfns=1 (repeat for a Pareto front; the first decides)."),
+    constraint: list[str] = typer.Option([], "--constraint", help="no-task-below-single | min:TASK=VALUE (repeatable; on validation scores)."),
+    batch: int = typer.Option(2, "--batch", "-b", help="Mixtures per round (run at once by the executor)."),
+    executor: str = typer.Option("local", "--executor", "-e", help="local or ray."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Runs at once (local processes / CPUs of a local Ray)."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address."),
+    total: str | None = typer.Option(None, "--total", help="Range of examples per epoch, MIN:MAX (default: the sweep's smallest and largest run)."),
+    model: str | None = typer.Option(None, "--model", help="Which model of the sweep (default: the first)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the proposals (candidate sampling, GP restarts)."),
+    name: str | None = typer.Option(None, "--name", help="Search folder under OUT/mix/ (default: from objective and constraints)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Sweep output folder (default: the sweep's `out`, else sweeps/NAME)."),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="Datasets folder."),
+    simulate: bool = typer.Option(False, "--simulate", help="Hash-based fake metrics (checks the plumbing; the surrogate learns nothing)."),
+    runner: str | None = typer.Option(None, "--runner", help="module:function run function, e.g. fincocktail.search.synthetic:run (a known optimum)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Propose mixtures with a Gaussian-process surrogate, train and evaluate them as runs of the sweep, recommend one.
+
+    Starts from the sweep's finished runs; chooses on validation only; resumable (rerun the same command).
+    """
+    from fincocktail.paths import find_data_dir
+    from fincocktail.search.outputs import write_outputs
+    from fincocktail.search.search import SearchOptions, run_search
+    from fincocktail.sweep.executors import make_executor
+    from fincocktail.sweep.spec import load_plan
+
+    if simulate and runner:
+        raise ConfigError("--simulate and --runner: give one of them")
+    plan = load_plan(sweep_file)
+    chosen = runner or ("simulate" if simulate else "real")
+    resolved = str(find_data_dir(data_dir or plan.spec.data_dir)) if chosen == "real" else None
+    options = SearchOptions(tuple(objective), tuple(constraint), budget, batch, seed, model, _total(total), name)
+    result = run_search(plan, options, out or plan.out_dir, make_executor(executor, workers=workers, address=address),
+                        chosen, resolved, progress=not quiet)
+    summary = write_outputs(result)
+    rec = summary.get("recommended")
+    main = summary["objectives"][0]
+    console.print(f"mix search {summary['name']}: {len(result.executed)} run(s) trained now, {summary['proposed']} proposed in "
+                  f"all, {summary['surrogate']['mixtures']} mixtures known; outputs in {result.dir}", highlight=False)
+    if rec:
+        shares = ", ".join(f"{t} {c}" for t, c in rec["counts"].items() if c)
+        console.print(f"recommended: {shares} (total {rec['total']}), validation {main} "
+                      f"{rec['objectives'][main]['measured']:.4f} ({rec['source']}) -> {result.dir / 'recommended.yaml'}",
+                      highlight=False)
+        rho = summary["surrogate"]["objectives"][main]["spearman"]
+        console.print(f"surrogate: leave-one-out Spearman {rho:.2f} on {summary['surrogate']['mixtures']} mixtures", highlight=False)
+        if summary.get("recommended_meets_constraints") is False:
+            console.print("[yellow]no evaluated mixture meets the constraints; the best one regardless is shown[/]")
+    for note in summary.get("notes", []):
+        console.print(f"[dim]{note}[/]", highlight=False)
+    if summary.get("verdict"):
+        console.print(summary["verdict"], highlight=False)
+
+
+@app.command("predict")
+def predict(
+    sweep_file: Path = typer.Argument(..., help="Sweep YAML (its store holds the runs the surrogate learns from)."),
+    cocktail_file: Path = typer.Argument(..., help="Cocktail YAML (configs/cocktails format) over the sweep's ingredients."),
+    objective: str = typer.Option("mean", "--objective", help="Also predict this objective (mean | TASK | weights:...)."),
+    model: str | None = typer.Option(None, "--model", help="Which model of the sweep (default: the first)."),
+    total: str | None = typer.Option(None, "--total", help="The search's total range MIN:MAX, if it was not the default."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Sweep output folder."),
+) -> None:
+    """Print the surrogate's predicted validation score (with its uncertainty) per task for a mixture, without training it."""
+    import numpy as np
+
+    from fincocktail.cocktail import load_cocktail
+    from fincocktail.search.objective import parse_objective
+    from fincocktail.search.propose import objective_moments
+    from fincocktail.search.search import context, matrix
+    from fincocktail.search.surrogate import Surrogate
+    from fincocktail.sweep.spec import load_plan
+
+    plan = load_plan(sweep_file)
+    ctx = context(plan, out or plan.out_dir, model, _total(total), need_store=True)
+    obj = parse_objective(objective, ctx.tasks)
+    mixture = ctx.space.of_cocktail(load_cocktail(cocktail_file).model_dump(mode="json"), str(cocktail_file))
+    runs = ctx.runs()
+    if not runs:
+        raise ConfigError(f"{ctx.out_dir}: no finished training run with validation scores to learn from; run the sweep first")
+    X, Y, _ = matrix(ctx, runs)
+    surrogate = Surrogate(ctx.tasks, seed=0).fit(X, Y)
+    mu, sd = surrogate.predict(ctx.space.features([mixture]))
+    table = Table(title=f"predicted validation score: {cocktail_file.name} ({ctx.space.label(mixture)}, total {mixture.total})")
+    for col in ("task", "predicted", "sd", "95% interval"):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    for j, t in enumerate(ctx.tasks):
+        table.add_row(t, f"{mu[0, j]:.3f}", f"{sd[0, j]:.3f}", f"[{mu[0, j] - 1.96 * sd[0, j]:.3f}, {mu[0, j] + 1.96 * sd[0, j]:.3f}]")
+    om, osd = objective_moments(mu, sd, obj.vector(ctx.tasks))
+    table.add_row(f"objective {objective}", f"{om[0]:.3f}", f"{osd[0]:.3f}", f"[{om[0] - 1.96 * osd[0]:.3f}, {om[0] + 1.96 * osd[0]:.3f}]")
+    console.print(table)
+    known = {r.mixture for r in runs}
+    console.print(f"learned from {len(runs)} run(s) of {len(known)} mixture(s) in {ctx.out_dir}"
+                  + ("; this mixture was itself measured" if mixture in known else ""),
+                  highlight=False)
