@@ -53,6 +53,7 @@ def build_report(results_dir: Path, out: Path | None = None, title: str | None =
     if not data.runs:
         raise FincocktailError(f"{store.path}: no finished runs yet; nothing to report")
     data.published = PUBLISHED
+    data.results_dir = Path(results_dir)
     out = Path(out) if out else results_dir / "report"
     html, md = write_report(data, out)
     return BuiltReport(html, md, Analysis(data))

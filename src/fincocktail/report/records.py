@@ -40,8 +40,10 @@ class RunRecord:
 
     @property
     def recipe(self) -> tuple:
-        """Everything but the seed: runs with the same recipe are repeats."""
-        return (self.kind, self.model, self.train_tasks, self.general, self.math)
+        """Everything but the seed: runs with the same recipe are repeats. Proposed mixtures that share their
+        tasks and booster fractions still differ in counts, so each mixture run is its own recipe."""
+        recipe = (self.kind, self.model, self.train_tasks, self.general, self.math)
+        return recipe + (self.run_id,) if self.kind == "mixture" else recipe
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class ReportData:
     metrics: list[MetricRecord]
     title: str = "fincocktail report"
     published: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> task -> score (0-1)
+    results_dir: Path | None = None  # the sweep's folder, when read from one (mix search summaries live there)
 
     def run(self, run_id: str) -> RunRecord:
         return next(r for r in self.runs if r.run_id == run_id)

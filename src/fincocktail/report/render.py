@@ -185,12 +185,21 @@ var h=document.querySelector('h2');document.body.dataset.firstSection=h?h.textCo
 document.body.dataset.findingsRows=document.querySelectorAll('#findings tbody tr').length;});</script>"""
 
 
+def mixture_search_section(data: ReportData, an: Analysis, main: Table, out: Path) -> tuple[str, str]:
+    """(markdown, html) of the Mixture search section when `mix search` has run (it also adds the recommended
+    mixture's column to `main`); empty otherwise. The logic lives in fincocktail.search.section."""
+    from fincocktail.search.section import section
+
+    return section(data, an, main, out)
+
+
 def write_report(data: ReportData, out: Path, primary_metric: dict[str, str] | None = None) -> tuple[Path, Path]:
     """Write report.md, plots/*.png and report.html into `out`; return (html, md) paths."""
     out = Path(out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     an = Analysis(data, primary_metric)
     tables = all_tables(an)
+    mix_md, mix_html = mixture_search_section(data, an, tables[1], out)
     plots = all_plots(an)
     for name, png in plots.items():
         (out / "plots" / f"{name}.png").write_bytes(png)
@@ -199,7 +208,7 @@ def write_report(data: ReportData, out: Path, primary_metric: dict[str, str] | N
     summary = claim_summary(findings(an))
     md = [f"# {data.title}", ""]
     md += [_md_table(tables[0]), *[f"- {line}" for line in summary], ""]
-    md += [note, "", _md_table(tables[1])]
+    md += [note, "", _md_table(tables[1]), mix_md]
     for name, png in plots.items():
         md += [f"### {PLOT_TITLES[name]}", "", f"![{PLOT_TITLES[name]}](plots/{name}.png)", ""]
     md += [_md_table(t) for t in tables[2:]]
@@ -214,7 +223,7 @@ def write_report(data: ReportData, out: Path, primary_metric: dict[str, str] | N
     summary_html = "<ul class='claims'>" + "".join(f"<li>{html.escape(line)}</li>" for line in summary) + "</ul>"
     body = (f"<h1>{html.escape(data.title)}</h1><section id='findings'>{_html_table(tables[0])}{summary_html}</section>"
             f"<p class='note'>{html.escape(note)}</p>"
-            + _html_table(tables[1]) + figs + "".join(_html_table(t) for t in tables[2:]))
+            + _html_table(tables[1]) + mix_html + figs + "".join(_html_table(t) for t in tables[2:]))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(data.title)}</title>"
             f"<style>{CSS}</style></head><body>{body}{SELF_CHECK}</body></html>")
     html_path = out / "report.html"

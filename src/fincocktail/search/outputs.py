@@ -114,7 +114,11 @@ def analyse(sr: SearchRun) -> dict[str, Any]:
     ok_rows = [r for r in eligible if r["feasible"] is True]
     pool = ok_rows or eligible
     recommended = max(pool, key=lambda r: r["objectives"][main.text]["measured"]) if pool else None
-    pareto = _pareto(eligible, [o.text for o in sr.objectives]) if len(sr.objectives) > 1 else None
+    pareto = None
+    if len(sr.objectives) > 1:
+        names = [o.text for o in sr.objectives]
+        complete = [r for r in rows if all(r["objectives"][n]["measured"] is not None for n in names)]
+        pareto = [complete[i]["run_ids"] for i in _pareto(complete, names)]
     return {
         "name": sr.dir.name, "sweep": sr.ctx.plan.spec.name, "model": sr.ctx.model,
         "objectives": [o.text for o in sr.objectives], "weights": {o.text: o.weights for o in sr.objectives},
@@ -164,7 +168,7 @@ def write_outputs(sr: SearchRun) -> dict[str, Any]:
         (out / "recommended.yaml").write_text(header + yaml.safe_dump(cocktail, sort_keys=False), encoding="utf-8")
         files["cocktail"] = "recommended.yaml"
     header_row, body = mixture_table(summary)
-    (out / "mixtures.md").write_text(_md(header_row, body), encoding="utf-8")
+    (out / "mixtures.md").write_text(md_table(header_row, body), encoding="utf-8")
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header_row)
@@ -184,7 +188,7 @@ def write_outputs(sr: SearchRun) -> dict[str, Any]:
         an = Analysis(sr.ctx.store.report_data())
         rows = compare(an, rec["run_ids"], summary["weights"][summary["objectives"][0]])
         h, b = table(rows)
-        comparison_md = "\n".join([f"# {summary['name']}: recommended mixture on test", "", _md(h, b), "",
+        comparison_md = "\n".join([f"# {summary['name']}: recommended mixture on test", "", md_table(h, b), "",
                                    verdict(rows), "", NOTE, ""])
         summary["verdict"] = verdict(rows)
     (out / "comparison.md").write_text(comparison_md or "No recommendation yet.\n", encoding="utf-8")
@@ -225,7 +229,7 @@ def mixture_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def _md(header: list[str], rows: list[list[str]]) -> str:
+def md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines)

@@ -6,8 +6,9 @@ at the average of the tasks' peaks: a known answer the search must find. It is w
 use, and what `fincocktail mix search SWEEP --runner fincocktail.search.synthetic:run` runs to
 check a search loop, an executor or a cluster end to end in seconds.
 
-Per-example predictions are written too (each test example has a fixed difficulty shared by
-every run), so the paired intervals of the comparison can be exercised.
+The run function scores N_EXAMPLES examples per task, each with a fixed difficulty shared by
+every run (correct when the difficulty is below the task's score), and writes their
+predictions, so measured scores carry sample noise and paired intervals can be computed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from fincocktail.sweep.execute import RunContext, selection_score
 from fincocktail.sweep.spec import DEFAULT_TASK_ESTIMATES, RunSpec
 from fincocktail.sweep.store import MetricRow, RunOutcome
 
-N_EXAMPLES = 200
+N_EXAMPLES = 400
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,14 @@ class Synthetic:
             groups.append((ev["selection_split"], ev["selection_tasks"]))
         for split, tasks in groups:
             for task in tasks:
-                value = self.score(task, counts, split)
+                p = self.score(task, counts, split)
+                correct = [_difficulty(task, split, i) < p for i in range(N_EXAMPLES)]
+                value = sum(correct) / N_EXAMPLES  # the score as measured on these examples
                 path = ctx.run_dir / "eval" / split / f"{task}.predictions.jsonl"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with open(path, "w", encoding="utf-8") as fh:
-                    for i in range(N_EXAMPLES):
-                        fh.write(json.dumps({"id": f"{task}-{i}", "correct": _difficulty(task, split, i) < value}) + "\n")
+                    for i, ok in enumerate(correct):
+                        fh.write(json.dumps({"id": f"{task}-{i}", "correct": ok}) + "\n")
                 rows.append(MetricRow(run.run_id, task, split, "accuracy", value, max(0.0, value - 0.05),
                                       min(1.0, value + 0.05), N_EXAMPLES, True, str(path), f"synthetic-{task}-{split}"))
         return RunOutcome(metrics=rows, card={"synthetic": True}, tokens_trained=run.est_tokens,
