@@ -141,7 +141,7 @@ class Space:
         log-uniform totals."""
         from scipy.stats import qmc
 
-        u = qmc.Sobol(self.dims, scramble=True, seed=seed).random(max(1, n))
+        u = qmc.Sobol(self.dims, scramble=True, seed=seed).random_base2(max(0, math.ceil(math.log2(max(1, n)))))
         return [m for m in (self._from_unit(row) for row in u) if m is not None][:n]
 
     def _from_unit(self, row: np.ndarray) -> Mixture | None:

@@ -8,9 +8,12 @@ away. Optuna's samplers also treat parameters independently, so a simplex needs 
 reparameterisation that distorts distances. What we keep from the literature is the recipe:
 a regression fitted on a few dozen runs, used to rank mixtures.
 
-Kernel: a constant times an anisotropic Matern-5/2 (one length scale per share and for the
-total) plus white noise, whose level is learned: repeats of one mixture with other seeds and
-the finite validation sample make scores noisy. Targets are normalised per task.
+Kernel: a constant times an isotropic Matern-5/2 over the shares and the scaled log-total, plus
+white noise whose level is learned (repeats of a mixture with other seeds and the finite
+validation sample make scores noisy). Targets are normalised per task. One length scale, not
+one per ingredient: with a few dozen runs, per-dimension length scales overfit (some run to
+their bounds and switch an ingredient off), and on the synthetic benchmark of the tests the
+isotropic kernel found the optimum in 12 proposals several times as often.
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ from threadpoolctl import threadpool_limits
 MIN_POINTS = 2  # a task with fewer observations is predicted by its prior (mean of what there is, wide sd)
 
 
-def _kernel(dims: int):
+def _kernel():
     from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
-    return ConstantKernel(1.0, (1e-2, 1e2)) * Matern(
-        length_scale=np.full(dims, 0.5), length_scale_bounds=(2e-2, 2e1), nu=2.5
-    ) + WhiteKernel(1e-2, (1e-5, 1.0))
+    return ConstantKernel(1.0, (1e-2, 1e2)) * Matern(length_scale=0.5, length_scale_bounds=(5e-2, 5.0), nu=2.5) + WhiteKernel(
+        1e-2, (1e-5, 1.0)
+    )
 
 
 @dataclass
@@ -75,7 +78,7 @@ class Surrogate:
                 continue
             fixed = kernels.get(task) if kernels else None
             gp = GaussianProcessRegressor(
-                kernel=fixed if fixed is not None else _kernel(X.shape[1]),
+                kernel=fixed if fixed is not None else _kernel(),
                 normalize_y=True,
                 optimizer=None if fixed is not None else "fmin_l_bfgs_b",
                 n_restarts_optimizer=0 if fixed is not None else self.restarts,
