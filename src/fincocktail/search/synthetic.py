@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fincocktail.cocktail import parse_cocktail, planned_counts
-from fincocktail.sweep.execute import RunContext, selection_score
+from fincocktail.sweep.execute import RunContext, evaluated_splits, selection_score
 from fincocktail.sweep.spec import DEFAULT_TASK_ESTIMATES, RunSpec
 from fincocktail.sweep.store import MetricRow, RunOutcome
 
@@ -56,10 +56,7 @@ class Synthetic:
         counts = counts_of(run)
         rows: list[MetricRow] = []
         ev = run.eval
-        groups = [(ev["split"], ev["tasks"])]
-        if ev.get("selection_split"):
-            groups.append((ev["selection_split"], ev["selection_tasks"]))
-        for split, tasks in groups:
+        for split, tasks in evaluated_splits(ev):
             for task in tasks:
                 p = self.score(task, counts, split)
                 correct = [_difficulty(task, split, i) < p for i in range(N_EXAMPLES)]

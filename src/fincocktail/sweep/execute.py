@@ -385,6 +385,14 @@ def selection_score(rows: list[MetricRow], split: str | None) -> float | None:
 # The simulated run: for checking sweeps, executors and clusters without compute
 
 
+def evaluated_splits(ev: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """(split, tasks) a run's evaluation settings score: the test split, then the selection split if any."""
+    groups = [(ev["split"], list(ev["tasks"]))]
+    if ev.get("selection_split"):
+        groups.append((ev["selection_split"], list(ev["selection_tasks"])))
+    return groups
+
+
 def simulated_run(run: RunSpec, ctx: RunContext) -> RunOutcome:
     """Deterministic fake metrics from the run's hash, after `FINCOCKTAIL_SIMULATE_SECONDS` per run.
 
@@ -400,10 +408,7 @@ def simulated_run(run: RunSpec, ctx: RunContext) -> RunOutcome:
         write_json_atomic(ckpt, {"step": step + 1}, default=str)
     rows: list[MetricRow] = []
     ev = run.eval
-    groups = [(ev["split"], ev["tasks"])]
-    if ev.get("selection_split"):
-        groups.append((ev["selection_split"], ev["selection_tasks"]))
-    for split, tasks in groups:
+    for split, tasks in evaluated_splits(ev):
         for task_id in tasks:
             digest = hashlib.sha256(f"{run.config_sha256}/{split}/{task_id}".encode()).hexdigest()
             value = (int(digest[:8], 16) % 1000) / 1000
