@@ -333,7 +333,7 @@ def _draw(n_available: int, target: int, rng: random.Random) -> list[int]:
     return out
 
 
-def _plan(config: CocktailConfig, available: Mapping[str, int], source: str) -> list[SourcePlan]:
+def _plan(config: CocktailConfig, available: Mapping[str, int], source: str, strict: bool = True) -> list[SourcePlan]:
     plans: list[SourcePlan] = []
     for i, ing in enumerate(config.ingredients):
         where = f"{source}: ingredients.{i}"
@@ -343,7 +343,7 @@ def _plan(config: CocktailConfig, available: Mapping[str, int], source: str) -> 
                 target, key = ing.count, "count"
             else:
                 target, key = int(round(ing.weight * (config.total or 0))), "weight"  # type: ignore[operator]
-            if target > n and not ing.repeat:
+            if target > n and not ing.repeat and strict:
                 raise ConfigError(
                     f"{where}.{key}: asks for {target} examples of {ing.task!r} but its train split has {n} "
                     "unique ones; lower it, set repeat: true, or use replicate"
@@ -353,7 +353,7 @@ def _plan(config: CocktailConfig, available: Mapping[str, int], source: str) -> 
             target = int(round(factor * n))
         if ing.cap is not None:
             target = min(target, ing.cap)
-        if target > 0 and n == 0:
+        if target > 0 and n == 0 and strict:
             raise ConfigError(f"{where}.task: task {ing.task!r} has no train examples left")
         plans.append(SourcePlan(ing.task, f"ingredients.{i}", n, target))
     task_total = sum(p.target for p in plans)
@@ -365,7 +365,7 @@ def _plan(config: CocktailConfig, available: Mapping[str, int], source: str) -> 
         target = int(round(booster.fraction * task_total))
         if booster.cap is not None:
             target = min(target, booster.cap)
-        if target > n and not booster.repeat:
+        if target > n and not booster.repeat and strict:
             raise ConfigError(
                 f"{source}: {key}.fraction: {booster.fraction:g} of {task_total} task examples is {target} "
                 f"examples of {booster.task!r} but its train split has {n}; lower it or set repeat: true"
@@ -374,13 +374,15 @@ def _plan(config: CocktailConfig, available: Mapping[str, int], source: str) -> 
     return plans
 
 
-def planned_counts(config: CocktailConfig, available: Mapping[str, int], source: str = "cocktail") -> dict[str, int]:
+def planned_counts(config: CocktailConfig, available: Mapping[str, int], source: str = "cocktail", strict: bool = True
+                   ) -> dict[str, int]:
     """Examples per epoch of each ingredient, given how many train examples each task has.
 
     The same arithmetic as training's draw (weights, replicates, caps, booster fractions), without
-    reading data: `mix search` describes every run it learns from by these counts.
+    reading data: `mix search` describes every run it learns from by these counts, and the sweep's
+    estimates use them (`strict=False`: a count above the split is reported, not refused).
     """
-    return {p.task_id: p.target for p in _plan(config, available, source)}
+    return {p.task_id: p.target for p in _plan(config, available, source, strict)}
 
 
 def build_cocktail(

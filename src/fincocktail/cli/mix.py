@@ -92,8 +92,6 @@ def predict(
     out: Path | None = typer.Option(None, "--out", "-o", help="Sweep output folder."),
 ) -> None:
     """Print the surrogate's predicted validation score (with its uncertainty) per task for a mixture, without training it."""
-    import numpy as np
-
     from fincocktail.cocktail import load_cocktail
     from fincocktail.search.objective import parse_objective
     from fincocktail.search.propose import objective_moments

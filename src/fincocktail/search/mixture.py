@@ -92,7 +92,7 @@ class Space:
                 raise ConfigError(f"{source}: {where}: task {task!r} is not an ingredient of this sweep "
                                   f"({', '.join(self.names)})")
         available = dict(zip(self.names, self.available))
-        counts = planned_counts(config, {t: available[t] for t in config.task_ids()}, source)
+        counts = planned_counts(config, {t: available[t] for t in config.task_ids()}, source, strict=False)
         return Mixture(tuple(int(counts.get(t, 0)) for t in self.names))
 
     def of_run(self, config: Mapping[str, Any]) -> Mixture | None:

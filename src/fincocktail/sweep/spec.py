@@ -525,28 +525,14 @@ def _eval_count(spec: SweepSpec, ev: dict[str, Any]) -> tuple[int, float]:
 
 
 def _train_tokens(spec: SweepSpec, train: dict[str, Any]) -> int:
-    cocktail = train["cocktail"]
-    per_epoch_examples = 0
-    per_epoch_tokens = 0.0
-    task_examples = 0
-    for ing in cocktail["ingredients"]:
-        est = _estimate(spec, ing["task"])
-        n = est.train_examples or 0
-        if ing.get("cap") is not None:
-            n = min(n, ing["cap"])
-        task_examples += n
-        per_epoch_examples += n
-        per_epoch_tokens += n * (est.mean_tokens or 0)
-    for key in ("general", "math"):
-        booster = cocktail.get(key)
-        if not booster:
-            continue
-        est = _estimate(spec, booster["task"])
-        n = int(round(booster["fraction"] * task_examples))
-        if booster.get("cap") is not None:
-            n = min(n, booster["cap"])
-        per_epoch_examples += n
-        per_epoch_tokens += n * (est.mean_tokens or 0)
+    """Training tokens of a run, from the cocktail's own arithmetic (counts, weights, caps, boosters) on the
+    estimated split sizes."""
+    from fincocktail.cocktail import parse_cocktail, planned_counts
+
+    config = parse_cocktail(train["cocktail"], "training.cocktail")
+    counts = planned_counts(config, {t: _estimate(spec, t).train_examples or 0 for t in config.task_ids()}, strict=False)
+    per_epoch_examples = sum(counts.values())
+    per_epoch_tokens = sum(n * (_estimate(spec, t).mean_tokens or 0) for t, n in counts.items())
     epochs = train.get("epochs", 1)
     tokens = per_epoch_tokens * epochs
     max_steps = train.get("max_steps")
