@@ -1,7 +1,8 @@
 """One round of the search: score candidate mixtures with the acquisition, pick a batch.
 
 The acquisition is expected improvement of the objective over the best *measured* feasible
-mixture, times the probability that every floor holds (constrained EI, Gardner et al. 2014).
+mixture (or, before there is one, the best predicted among the measured mixtures: "plug-in"
+EI), times the probability that every floor holds (constrained EI, Gardner et al. 2014).
 With independent per-task GPs and a linear objective w, the objective's prediction is
 N(w.mu, sum w^2 sd^2). The acquisition is maximised over a large random sample of the simplex
 (uniform, sparse and around the best mixtures so far), as RegMix does: the simplex and the
@@ -53,15 +54,13 @@ def objective_moments(mu: np.ndarray, sd: np.ndarray, w: np.ndarray) -> tuple[np
     return mu @ w, np.sqrt((sd**2) @ (w**2))
 
 
-def acquisition(mu: np.ndarray, sd: np.ndarray, w: np.ndarray, best: float | None, floor_idx: Sequence[tuple[int, float]]
+def acquisition(mu: np.ndarray, sd: np.ndarray, w: np.ndarray, best: float, floor_idx: Sequence[tuple[int, float]]
                 ) -> np.ndarray:
-    """Constrained expected improvement of each candidate (rows of mu / sd, n x tasks)."""
+    """Constrained expected improvement over `best` of each candidate (rows of mu / sd, n x tasks)."""
     m, s = objective_moments(mu, sd, w)
     pof = np.ones(len(mu))
     for j, value in floor_idx:
         pof *= norm.cdf((mu[:, j] - value) / sd[:, j])
-    if best is None:  # nothing feasible measured yet: find feasibility first, prefer high means among ties
-        return pof * (1 + 1e-3 * m)
     s = np.maximum(s, 1e-12)
     z = (m - best) / s
     return pof * ((m - best) * norm.cdf(z) + s * norm.pdf(z))
@@ -113,7 +112,10 @@ def propose(
                 weights[t] = weights.get(t, 0.0) + float(lk) * wt
         w = np.array([weights.get(t, 0.0) for t in tasks])
         mu, sd = model.predict(Xc)
-        acq = acquisition(mu, sd, w, best_measured(observed, weights, fl), floor_idx)
+        best = best_measured(observed, weights, fl)
+        if best is None:  # no mixture has every weighed task measured and the floors met: the best predicted one
+            best = float(np.max(model.predict(X)[0] @ w))
+        acq = acquisition(mu, sd, w, best, floor_idx)
         acq[taken] = -np.inf
         i = int(np.argmax(acq))
         taken[i] = True
