@@ -206,6 +206,7 @@ def test_search_reuses_sweep_runs_and_resumes_after_a_kill_without_repeating_fin
         p.name for p in folder.iterdir()}
     assert summary["surrogate"]["mixtures"] == 7 + 6  # the sweep's trained mixtures + the proposals
     assert "never used to choose" in (folder / "comparison.md").read_text()
+    assert summary["verdict"].startswith(("The search beat", "The search did", "The recommendation is the hand-built"))
 
 
 def test_changed_sweep_is_refused_on_resume(tmp_path):

@@ -1,15 +1,18 @@
 """On test: the recommended mixture beside the best single-task run and the best hand-built cocktail.
 
 Per task of the objective, the baselines are chosen the way the report's main table chooses
-them, on *validation*: the task's single-task recipe, and the plain cocktail containing the
-task (the incremental design and any extra cocktails) with the best validation score on it.
+them, on *validation*: the task's single-task recipe, and the hand-built cocktail containing the
+task (the incremental design, extra cocktails, and their general / math variants) with the best
+validation score on it.
 Only then are test scores read. The recommended mixture was chosen on validation too, so no
 choice here ever sees a test score.
 
 Each difference is the paired contrast of the report's Findings (the same test rows; seed and
 test-sample variance; `findings._Tester`), Holm-adjusted over the table. The objective row
-weighs the per-task rows like the objective; its interval treats tasks as independent (they
-are scored on different test sets).
+weighs per-task differences like the objective (its interval treats tasks as independent: they
+are scored on different test sets). There, the cocktail baseline is the one hand-built cocktail
+with the best validation objective, chosen exactly as the recommendation was, so the verdict
+compares one model with one model; the single-task baseline stays one specialist per task.
 """
 
 from __future__ import annotations
@@ -58,6 +61,24 @@ def _recipe_of(an: Analysis, run_ids: Sequence[str]) -> tuple | None:
     return None
 
 
+def _pair(tester: _Tester, task: str, rec: tuple, ref: tuple) -> Diff | None:
+    """Recommended minus `ref` on `task`'s test rows (the Findings contrast), or None when not computable."""
+    if ref == rec:  # the recommendation is this baseline itself
+        return Diff(0.0, 0.0, 0.0, 1.0)
+    got = tester.contrast("a", task, rec, ref)
+    return None if got is None else Diff(got[0].effect, got[0].low, got[0].high, got[0].p)
+
+
+def best_on_objective(an: Analysis, pool: Sequence[tuple], weights: Mapping[str, float]) -> tuple | None:
+    """The recipe of `pool` with the best validation objective (every weighed task scored on validation)."""
+    scored = []
+    for recipe in pool:
+        vals = [an.score(an.recipes[recipe], t, "validation") for t in weights]
+        if all(v is not None for v in vals):
+            scored.append((sum(w * v.value for w, v in zip(weights.values(), vals)), recipe))  # type: ignore[union-attr]
+    return max(scored, key=lambda x: x[0])[1] if scored else None
+
+
 def compare(an: Analysis, run_ids: Sequence[str], weights: Mapping[str, float]) -> list[Row]:
     """Rows per weighted task, then the objective row; empty when the recommended runs have no test scores."""
     rec = _recipe_of(an, run_ids)
@@ -65,16 +86,14 @@ def compare(an: Analysis, run_ids: Sequence[str], weights: Mapping[str, float]) 
         return []
     tester = _Tester(an)
     rows: list[Row] = []
-    raw: list[Diff] = []
     for task in weights:
-        runs = an.recipes[rec]
-        mine = {s: an.score(runs, task, s) for s in ("validation", "test")}
+        mine = {s: an.score(an.recipes[rec], task, s) for s in ("validation", "test")}
         if mine["test"] is None:
             continue
         row = Row(task, mine, {})
         for name, pool in (
             ("best single-task", an.recipes_of("single", single_of=task, general=False, math_=False)),
-            ("best cocktail", an.recipes_of("cocktail", task=task, general=False, math_=False)),
+            ("best cocktail", an.recipes_of("cocktail", task=task)),
         ):
             best = an.best(pool, task)
             if best is None:
@@ -82,23 +101,21 @@ def compare(an: Analysis, run_ids: Sequence[str], weights: Mapping[str, float]) 
                 continue
             ref = best[0]
             row.baselines[name] = (an.recipe_label(ref), {s: an.score(an.recipes[ref], task, s) for s in ("validation", "test")})
-            got = tester.contrast("a", task, rec, ref) if ref != rec else None
-            if got is None:
-                row.diffs[name] = None
-                continue
-            c = got[0]
-            row.diffs[name] = Diff(c.effect, c.low, c.high, c.p)
-            raw.append(row.diffs[name])  # type: ignore[arg-type]
+            row.diffs[name] = _pair(tester, task, rec, ref)
         rows.append(row)
-    for d, p in zip(raw, holm([d.p for d in raw])):
+    if not rows:
+        return rows
+    objective = _objective_row(an, tester, rec, rows, weights)
+    diffs = [d for r in rows + [objective] for d in r.diffs.values() if d is not None]
+    for d, p in zip(diffs, holm([d.p for d in diffs])):
         d.p_holm = p
-    if rows:
-        rows.append(_objective_row(rows, weights))
-    return rows
+    return rows + [objective]
 
 
-def _objective_row(rows: list[Row], weights: Mapping[str, float]) -> Row:
-    """The objective on test: the weighted per-task scores (weights renormalised over the tasks scored)."""
+def _objective_row(an: Analysis, tester: _Tester, rec: tuple, rows: list[Row], weights: Mapping[str, float]) -> Row:
+    """The objective on test (weights renormalised over the tasks scored). Against single-task runs: one per
+    task (a specialist each); against cocktails: the one hand-built cocktail with the best validation objective,
+    the study's own way of choosing, so one model is compared with one model."""
     tasks = [r.task for r in rows]
     total = sum(weights[t] for t in tasks)
     w = {t: weights[t] / total for t in tasks}
@@ -106,24 +123,31 @@ def _objective_row(rows: list[Row], weights: Mapping[str, float]) -> Row:
     def combine(scores: Sequence[Score | None]) -> Score | None:
         if any(s is None for s in scores):
             return None
-        value = sum(w[t] * s.value for t, s in zip(tasks, scores))  # type: ignore[union-attr]
-        return Score(value, None, None, 1, ())
+        return Score(sum(w[t] * s.value for t, s in zip(tasks, scores)), None, None, 1, ())  # type: ignore[union-attr]
+
+    def combine_diffs(diffs: Sequence[Diff | None]) -> Diff | None:
+        if any(d is None or math.isnan(d.low) for d in diffs):
+            return None
+        z = norm.ppf(0.975)
+        value = sum(w[t] * d.value for t, d in zip(tasks, diffs))  # type: ignore[union-attr]
+        se = math.sqrt(sum((w[t] * (d.high - d.low) / (2 * z)) ** 2 for t, d in zip(tasks, diffs)))  # type: ignore[union-attr]
+        p = float(2 * norm.sf(abs(value) / se)) if se > 0 else float(value == 0)
+        return Diff(value, value - z * se, value + z * se, p)
 
     out = Row("objective", {s: combine([r.recommended[s] for r in rows]) for s in ("validation", "test")}, {})
-    for name in BASELINES:
-        if any(r.baselines.get(name) is None for r in rows):
-            out.baselines[name], out.diffs[name] = None, None
-            continue
-        out.baselines[name] = ("per-task choice", {s: combine([r.baselines[name][1][s] for r in rows]) for s in ("validation", "test")})  # type: ignore[index]
-        diffs = [r.diffs.get(name) for r in rows]
-        if any(d is None or math.isnan(d.low) for d in diffs):
-            out.diffs[name] = None
-            continue
-        value = sum(w[r.task] * d.value for r, d in zip(rows, diffs))  # type: ignore[union-attr]
-        se = math.sqrt(sum((w[r.task] * (d.high - d.low) / (2 * norm.ppf(0.975))) ** 2 for r, d in zip(rows, diffs)))  # type: ignore[union-attr]
-        z = norm.ppf(0.975)
-        p = float(2 * norm.sf(abs(value) / se)) if se > 0 else float(value == 0)
-        out.diffs[name] = Diff(value, value - z * se, value + z * se, p, p)
+    if all(r.baselines.get("best single-task") is not None for r in rows):
+        out.baselines["best single-task"] = ("per-task choice", {s: combine([r.baselines["best single-task"][1][s] for r in rows])  # type: ignore[index]
+                                                                  for s in ("validation", "test")})
+        out.diffs["best single-task"] = combine_diffs([r.diffs.get("best single-task") for r in rows])
+    else:
+        out.baselines["best single-task"], out.diffs["best single-task"] = None, None
+    ref = best_on_objective(an, an.recipes_of("cocktail"), {t: w[t] for t in tasks})
+    if ref is None:
+        out.baselines["best cocktail"], out.diffs["best cocktail"] = None, None
+    else:
+        out.baselines["best cocktail"] = (an.recipe_label(ref), {s: combine([an.score(an.recipes[ref], t, s) for t in tasks])
+                                                                for s in ("validation", "test")})
+        out.diffs["best cocktail"] = combine_diffs([_pair(tester, t, rec, ref) for t in tasks])
     return out
 
 
@@ -155,6 +179,9 @@ def verdict(rows: list[Row]) -> str:
     d = rows[-1].diffs.get("best cocktail")
     if d is None:
         return "No paired comparison with the hand-built cocktails was possible (no cocktail, or no per-example predictions)."
+    if d.low == d.high == 0.0:
+        label = rows[-1].baselines["best cocktail"][0]  # type: ignore[index]
+        return f"The recommendation is the hand-built cocktail {label} itself: the search did not beat the hand-built design."
     if d.low > 0:
         return f"The search beat the best hand-built cocktail on test: {d.value:+.3f} on the objective, 95% interval [{d.low:+.3f}, {d.high:+.3f}]."
     if d.high < 0:
