@@ -206,7 +206,7 @@ class State:
 
 
 def load_state(path: Path, header: dict[str, Any]) -> State:
-    """The search's state, or a new one. A state started with other settings is refused (the budget may grow)."""
+    """The search's state, or a new one. A state started with other settings is refused (budget and batch may change)."""
     if not path.is_file():
         return State(path, {**header, "version": STATE_VERSION, "rounds": []})
     try:
@@ -247,7 +247,7 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
     name = options.name or search_name(objectives, constraints)
     sdir = ctx.out_dir / SEARCH_DIR / name
     header = {"sweep": plan.spec.name, "model": ctx.model, "objectives": list(options.objectives),
-              "constraints": constraints, "seed": options.seed, "batch": options.batch,
+              "constraints": constraints, "seed": options.seed,
               "total": [ctx.space.total_min, ctx.space.total_max], "ingredients": list(ctx.space.names)}
     state = load_state(sdir / STATE_FILE, header)
     executed: list[str] = []
