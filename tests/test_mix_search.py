@@ -209,6 +209,22 @@ def test_search_reuses_sweep_runs_and_resumes_after_a_kill_without_repeating_fin
     assert summary["verdict"].startswith(("The search beat", "The search did", "The recommendation is the hand-built"))
 
 
+def test_a_failed_proposal_stops_the_search_and_a_rerun_retries_it(tmp_path):
+    from fincocktail.errors import FincocktailError
+
+    plan = load_plan(write_sweep(tmp_path))
+    out = tmp_path / "out"
+    run_sweep(plan, out, runner=DEFAULT.run, progress=False)
+
+    def fails(run, ctx):
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(FincocktailError, match=r"mix search: 2 proposed run\(s\) failed \(mixture-\w+: RuntimeError: out of memory\)"):
+        run_search(plan, SearchOptions(budget=2, batch=2), out, runner=fails, progress=False)
+    result = run_search(plan, SearchOptions(budget=2, batch=2), out, runner=DEFAULT.run, progress=False)
+    assert len(result.executed) == 2 and len(result.state.data["rounds"]) == 1
+
+
 def test_changed_sweep_is_refused_on_resume(tmp_path):
     path = write_sweep(tmp_path)
     plan = load_plan(path)
