@@ -8,11 +8,14 @@ weights, so its outputs vary from prompt to prompt and across steps.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import pytest
 
@@ -123,3 +126,40 @@ def make_lively(src: Path, dst: Path, std: float = 0.3, seed: int = 1) -> Path:
 @pytest.fixture(scope="session")
 def lively_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
     return make_lively(tiny_model_dir, tmp_path_factory.mktemp("lively-model"))
+
+
+class ScriptedServer:
+    """A local JSON endpoint: every POST is answered by `respond(body, headers) -> (status, payload)` and recorded."""
+
+    def __init__(self, respond: Callable[[dict, Any], tuple[int, dict[str, Any]]]):
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append({"body": body, "auth": self.headers.get("Authorization")})
+                status, payload = respond(body, self.headers)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def chat_body(text: str) -> dict[str, Any]:
+    """A chat-completions response body carrying `text`."""
+    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 2}}

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
-from eval_fakes import FakeSentiment, lively_model_dir, resolver  # noqa: F401 (fixture)
+from eval_fakes import FakeSentiment, ScriptedServer, chat_body, lively_model_dir, resolver  # noqa: F401 (fixture)
 from fincocktail.errors import ConfigError, ModelError
 from fincocktail.evaluation.api import ChatClient
 from fincocktail.evaluation.loading import load_for_eval
@@ -20,12 +19,7 @@ from fincocktail.evaluation.server import ChatService, make_server
 SECRET = "sk-test-secret-1234"
 
 
-def _ok_body(text: str) -> dict:
-    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 2}}
-
-
-class FlakyServer:
+class FlakyServer(ScriptedServer):
     """Fails with the given statuses first, then answers; records every request it gets.
 
     `respond(headers)` replaces that behaviour with (status, JSON body) of the caller's choosing.
@@ -33,37 +27,16 @@ class FlakyServer:
 
     def __init__(self, failures: list[int], respond=None):
         self.failures = list(failures)
-        self.requests: list[dict] = []
-        outer = self
+        self.custom = respond
+        super().__init__(self._respond)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"body": body, "auth": self.headers.get("Authorization")})
-                if respond is not None:
-                    status, payload = respond(self.headers)
-                    data = json.dumps(payload).encode()
-                elif outer.failures:
-                    status = outer.failures.pop(0)
-                    data = json.dumps({"error": {"message": f"try later ({status})"}}).encode()
-                else:
-                    status, data = 200, json.dumps(_ok_body("positive")).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def _respond(self, body: dict, headers) -> tuple[int, dict]:
+        if self.custom is not None:
+            return self.custom(headers)
+        if self.failures:
+            status = self.failures.pop(0)
+            return status, {"error": {"message": f"try later ({status})"}}
+        return 200, chat_body("positive")
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ def _root(
 
 
 def _register() -> None:
-    from fincocktail.cli import data, eval as eval_cmd, mix, models, report, reproduce, results, serve, sweep, tasks, train
+    from fincocktail.cli import compare, data, eval as eval_cmd, export_model, mix, models, report, reproduce, results, serve, sweep, tasks, train
 
     app.add_typer(models.app, name="models", help="Base-model registry: list, pull (download + convert), show.")
     app.add_typer(data.app, name="data", help="Datasets: check the data folder, fetch public copies, contamination.")
@@ -62,6 +62,8 @@ def _register() -> None:
     app.add_typer(mix.app, name="mix", help="Mixture search: find the training mix that wins on validation; predict one.")
     train.register(app)
     eval_cmd.register(app)
+    export_model.register(eval_cmd.export_app)
+    compare.register(app)
     serve.register(app)
     report.register(app)
     reproduce.register(app)

@@ -67,6 +67,10 @@ def register(app: typer.Typer) -> None:
         base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint for openai:MODEL."),
         seed: int = typer.Option(0, "--seed", help="Seeds the demonstrations and the bootstrap."),
         max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Override every task's generation budget."),
+        judge: Optional[str] = typer.Option(
+            None, "--judge", help="openai:MODEL: an LLM judge also grades open-answer tasks (FinanceBench); key from OPENAI_API_KEY."
+        ),
+        judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url", help="OpenAI-compatible endpoint of the judge (e.g. a fincocktail serve)."),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ) -> None:
         """Evaluate a model (base, fine-tuned with --adapter, or an API model) on tasks of the suite."""
@@ -82,11 +86,16 @@ def register(app: typer.Typer) -> None:
             model=model, adapter=adapter, tasks=_task_list(tasks), split=split, limit=limit, sample=sample,
             sample_seed=sample_seed, shots=shots, mode=mode,
             style=style, batch_size=batch_size, dtype=dtype, out=out, data_dir=data_dir, tasks_dir=tasks_dir,
-            base_url=base_url, seed=seed, max_new_tokens=max_new_tokens,
+            base_url=base_url, seed=seed, max_new_tokens=max_new_tokens, judge=judge, judge_base_url=judge_base_url,
         )
         run = run_eval(config, progress=progress)
         console = Console()
         console.print(summary_table(run.results))
+        from fincocktail.evaluation.judge import judge_table
+
+        judged = judge_table(run.results)
+        if judged is not None:
+            console.print(judged)
         console.print(f"results in {run.out_dir}", highlight=False)
 
     @export_app.command("lm-eval")

@@ -1,9 +1,9 @@
-"""`fincocktail serve`: an OpenAI-compatible chat endpoint for a base or fine-tuned model."""
+"""`fincocktail serve`: an OpenAI-compatible endpoint for a base model and any number of its adapters."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -14,34 +14,42 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve_cmd(
         model: str = typer.Option(..., "--model", help="Registry name or local HF folder."),
-        adapter: Optional[str] = typer.Option(None, "--adapter", help="Training run folder or peft adapter folder."),
+        adapters: List[str] = typer.Option(
+            [], "--adapter",
+            help="NAME=RUN_DIR (or RUN_DIR, named after its folder): a training run or peft adapter folder; repeatable. "
+            "The request's model picks one; the base is served under its own name.",
+        ),
         port: int = typer.Option(8000, "--port"),
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 exposes it to the network)."),
         dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16 (auto = float32: serving only generates)."),
-        name: Optional[str] = typer.Option(None, "--name", help="Model id reported by /v1/models (default: the model's folder name)."),
+        name: Optional[str] = typer.Option(None, "--name", help="Model id of the base (of a single unnamed --adapter, if one is given); default: the folder name."),
         verbose: bool = typer.Option(False, "--verbose", help="Log every request."),
         max_tokens_cap: int = typer.Option(1024, "--max-tokens-cap", min=1, help="Largest max_tokens a request may ask for (larger: 400)."),
         queue_timeout: float = typer.Option(120.0, "--queue-timeout", min=0, help="Seconds a request may wait for the model before a 503."),
         client_timeout: float = typer.Option(30.0, "--client-timeout", min=0.1, help="Seconds of client silence before its connection is dropped."),
     ) -> None:
-        """Serve POST /v1/chat/completions and GET /v1/models (greedy decoding, the model's chat template)."""
+        """Serve POST /v1/chat/completions (streamed or not), POST /v1/completions (echo, logprobs) and GET /v1/models."""
         from rich.console import Console
 
+        from fincocktail.evaluation.adapters import ModelPool, parse_adapter_specs, split_spec
         from fincocktail.evaluation.loading import load_for_eval
         from fincocktail.evaluation.server import ChatService, make_server
 
-        loaded = load_for_eval(model, adapter, "float32" if dtype == "auto" else dtype)
-        served = name or Path(model.rstrip("/")).name
+        specs = parse_adapter_specs(adapters, single_name=name)
+        single_unnamed = len(adapters) == 1 and not split_spec(adapters[0])[0]  # then --name names that adapter
+        base_name = (None if single_unnamed else name) or Path(model.rstrip("/")).name
+        loaded = load_for_eval(model, None, "float32" if dtype == "auto" else dtype)
         try:
-            service = ChatService(loaded, served, max_tokens_cap=max_tokens_cap, queue_timeout_s=queue_timeout)
+            service = ChatService(ModelPool(loaded, base_name, specs), max_tokens_cap=max_tokens_cap, queue_timeout_s=queue_timeout)
         except ValueError as exc:
             raise ModelError(f"--model {model}: {exc}") from exc
+        served = ", ".join(service.pool.names())
         try:
             server = make_server(service, host, port, quiet=not verbose, client_timeout_s=client_timeout)
         except OSError as exc:
             raise ModelError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         Console(stderr=True).print(
-            f"serving {served} on http://{host}:{server.server_address[1]}/v1 (Ctrl-C to stop)", highlight=False
+            f"serving {served} on http://{host}:{server.server_address[1]}/v1 (default model: {service.pool.default}; Ctrl-C to stop)", highlight=False
         )
         try:
             server.serve_forever()

@@ -55,6 +55,7 @@ def generate_greedy(
     on_batch: Callable[[int], None] | None = None,
     share_prefix: bool = True,
     should_stop: Callable[[], bool] | None = None,
+    on_token: Callable[[int, int], None] | None = None,
 ) -> list[Generation]:
     """Greedy continuations of `prompts` (token ids), in input order.
 
@@ -62,7 +63,9 @@ def generate_greedy(
     once it says yes, every unfinished row ends with finish_reason "cancelled".
 
     As in choice mode, a prefix common to all prompts (instruction, k-shot demonstrations) is
-    computed once and each batch starts from a copy of its KV cache.
+    computed once and each batch starts from a copy of its KV cache. `on_token(prompt index,
+    token id)` sees every token as it is decoded (the server streams from it); an exception it
+    raises stops decoding.
     """
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stops = eos_ids(tokenizer, scorer.model)
@@ -72,14 +75,16 @@ def generate_greedy(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = [prompts[i] for i in idx]
-        for i, g in zip(idx, _generate_batch(scorer, tokenizer, batch, max_new_tokens, stop, stops, pad_id, prefix, shared, should_stop)):
+        seen = (lambda r, tok, idx=idx: on_token(idx[r], tok)) if on_token else None
+        for i, g in zip(idx, _generate_batch(scorer, tokenizer, batch, max_new_tokens, stop, stops, pad_id, prefix, shared, should_stop, seen)):
             out[i] = g
         if on_batch:
             on_batch(len(idx))
     return out  # type: ignore[return-value]
 
 
-def _generate_batch(scorer, tokenizer, prompts, max_new_tokens, stop, stop_ids, pad_id, prefix=None, shared=0, should_stop=None) -> list[Generation]:
+def _generate_batch(scorer, tokenizer, prompts, max_new_tokens, stop, stop_ids, pad_id, prefix=None, shared=0, should_stop=None,
+                    on_token=None) -> list[Generation]:
     n = len(prompts)
     results: list[Generation | None] = [None] * n
     generated: list[list[int]] = [[] for _ in range(n)]
@@ -104,6 +109,8 @@ def _generate_batch(scorer, tokenizer, prompts, max_new_tokens, stop, stop_ids, 
                 continue
             tok = tokens[r]
             generated[row].append(tok)
+            if on_token is not None:
+                on_token(row, tok)
             if tok in stop_ids:
                 results[row] = Generation(_decode(tokenizer, generated[row][:-1], stop)[0], len(generated[row]), "stop")
                 continue

@@ -52,12 +52,13 @@ def adapter_folder(run_dir: str | Path) -> Path:
     )
 
 
-def apply_adapter(model: Any, adapter_dir: Path) -> Any:
+def apply_adapter(model: Any, adapter_dir: Path, adapter_name: str | None = None) -> Any:
     """`model` with the peft adapter in `adapter_dir`; a damaged or diverged adapter is a one-line error.
 
     peft unpickles a `.bin` adapter with weights_only=True, so a hostile file is refused, not
     run. The weights are checked for NaN/inf first: a diverged adapter would otherwise score
-    every choice NaN and fail far from the cause.
+    every choice NaN and fail far from the cause. With `adapter_name`, the adapter is attached
+    under that name, next to those a peft `model` already holds (`fincocktail serve`).
     """
     from peft import PeftModel
 
@@ -70,7 +71,12 @@ def apply_adapter(model: Any, adapter_dir: Path) -> Any:
             bad = [k for k, t in load_file(str(weights)).items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
             if bad:
                 raise ModelError(f"{weights}: the adapter holds NaN/inf weights ({bad[0]}), from a diverged run; {fix}")
-        return PeftModel.from_pretrained(model, str(adapter_dir))
+        if adapter_name is None:
+            return PeftModel.from_pretrained(model, str(adapter_dir))
+        if isinstance(model, PeftModel):
+            model.load_adapter(str(adapter_dir), adapter_name=adapter_name)
+            return model
+        return PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=adapter_name)
     except damaged_file_errors() as exc:
         raise ModelError(f"cannot apply the adapter {adapter_dir}: {type(exc).__name__}: {first_line(exc)[:200]}; {fix}") from None
 

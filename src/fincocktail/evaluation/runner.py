@@ -34,6 +34,7 @@ from fincocktail.errors import ConfigError, FincocktailError
 from fincocktail.fileio import FolderLock
 from fincocktail.evaluation.bootstrap import Interval, bootstrap_interval, mean_interval
 from fincocktail.evaluation.fewshot import build_pair, chat_messages, choice_target, select_demos
+from fincocktail.evaluation.judge import JUDGED_KINDS, apply_judge
 from fincocktail.tasks.base import Example, Task
 from fincocktail.tasks.sampling import Sample, SampleMethod, draw_sample
 
@@ -63,6 +64,8 @@ class EvalConfig(BaseModel):
     seed: int = 0
     bootstrap_samples: int = Field(default=1000, ge=10)
     max_new_tokens: int | None = Field(default=None, ge=1)  # overrides every task's own limit
+    judge: str | None = None  # openai:MODEL grading open-answer tasks (evaluation.judge)
+    judge_base_url: str | None = None
 
     @field_validator("tasks")
     @classmethod
@@ -140,9 +143,14 @@ def run_eval(
         if config.split not in task.splits:
             raise ConfigError(f"task {task.id!r} has no split {config.split!r}; it has {', '.join(task.splits)}")
     data_dir = find_data_dir(config.data_dir)
+    judge = _make_judge(config)  # before any folder is made: a missing key fails first
     out_dir = _prepare_out_dir(config)
-    with FolderLock(out_dir, EVAL_LOCK, "an evaluation", "wait for it or choose another --out"):
-        return _run_eval_locked(config, tasks, api, style, data_dir, out_dir, loaded, progress, started)
+    try:
+        with FolderLock(out_dir, EVAL_LOCK, "an evaluation", "wait for it or choose another --out"):
+            return _run_eval_locked(config, tasks, api, style, data_dir, out_dir, loaded, progress, started, judge)
+    finally:
+        if judge is not None:
+            judge.close()
 
 
 EVAL_LOCK = ".eval.lock"
@@ -150,7 +158,7 @@ _TEMP_FILE = re.compile(r"^\..+\.jsonl?\.[A-Za-z0-9_]{8}$")  # mkstemp(prefix=".
 
 
 def _run_eval_locked(config: EvalConfig, tasks: list[Task], api: bool, style: str, data_dir: Path, out_dir: Path,
-                     loaded: Any | None, progress: bool, started: float) -> EvalRun:
+                     loaded: Any | None, progress: bool, started: float, judge: Any = None) -> EvalRun:
     """`run_eval` once the output folder is locked against a second writer."""
     from fincocktail.evaluation.api import api_model_name
 
@@ -190,14 +198,26 @@ def _run_eval_locked(config: EvalConfig, tasks: list[Task], api: bool, style: st
                 else:
                     rows, timing = backend.generate(task, examples, demos, style, config.max_new_tokens, tick)
             result = _finish_task(task, mode, sample, rows, timing, demos, config, out_dir)
+            if judge is not None and task.kind in JUDGED_KINDS:
+                apply_judge(judge, task, examples, out_dir, result, config.seed, config.bootstrap_samples)
             results.append(result)
     finally:
         backend.close()
 
     card = _run_card(config, style, tasks, results, backend, time.perf_counter() - started)
+    if judge is not None:
+        card["judge"] = judge.describe()
     _write_json(out_dir / "metrics.json", {r.task: _result_json(r) for r in results})
     _write_json(out_dir / "run_card.json", card)
     return EvalRun(out_dir=out_dir, results=results, card=card)
+
+
+def _make_judge(config: EvalConfig) -> Any:
+    if not config.judge:
+        return None
+    from fincocktail.evaluation.judge import Judge
+
+    return Judge(config.judge, config.judge_base_url, concurrency=config.batch_size)
 
 
 # --- per-task --------------------------------------------------------------------------------

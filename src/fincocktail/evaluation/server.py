@@ -1,10 +1,15 @@
-"""An OpenAI-compatible chat server for a base or fine-tuned model (`fincocktail serve`).
+"""An OpenAI-compatible server for a base model and its fine-tuned adapters (`fincocktail serve`).
 
 Standard library only (ThreadingHTTPServer): requests are parsed concurrently, and decoding is
 serialised behind a lock since one model instance serves them all. Decoding is greedy and goes
 through the very function `fincocktail eval` uses, so a client evaluating through this server
 gets the answers a local evaluation in the chat style gets. Bad requests get a 400 with an
-OpenAI-style JSON error, never a crash of the server.
+OpenAI-style JSON error, never a crash of the server; a `model` the server does not hold is a
+404 `model_not_found`.
+
+Routes: POST /v1/chat/completions (also streamed, `stream: true`, see `streaming`), POST
+/v1/completions (echo and logprobs, see `completions`), GET /v1/models (the base and every
+adapter, see `adapters`).
 
 No one request may hold the server: `max_tokens` is capped server-side (`max_tokens_cap`),
 decoding stops as soon as the client has gone, a request that waits for the model longer than
@@ -18,14 +23,15 @@ from __future__ import annotations
 import json
 import select
 import socket
-import threading
 import time
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
+from fincocktail.evaluation.adapters import ModelPool
 from fincocktail.evaluation.generate import generate_greedy
+from fincocktail.evaluation.openai_fields import BadRequest, check_cap, greedy_only, max_tokens_field, model_field, stop_field, stream_fields
 from fincocktail.prompts import PromptPair, encode_pair
 
 DEFAULT_MAX_TOKENS = 256
@@ -36,13 +42,7 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 ROLES = {"system", "user", "assistant"}
 
 
-class BadRequest(Exception):
-    """A client error; its message goes back in the body with `status` (400 unless said)."""
-
-    def __init__(self, message: str, status: int = 400, kind: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None):
-        super().__init__(message)
-        self.status, self.kind, self.code, self.param = status, kind, code, param
+__all__ = ["BadRequest", "ChatRequest", "ChatService", "ClientGone", "make_handler", "make_server", "parse_chat_request", "peer_closed"]
 
 
 class ClientGone(Exception):
@@ -55,6 +55,8 @@ class ChatRequest:
     max_tokens: int | None  # None: the server's default
     stop: tuple[str, ...]
     model: str | None = None
+    stream: bool = False
+    include_usage: bool = False
 
 
 def parse_chat_request(body: Any) -> ChatRequest:
@@ -76,58 +78,42 @@ def parse_chat_request(body: Any) -> ChatRequest:
         if not isinstance(content, str):
             raise BadRequest(f"messages[{i}].content must be a string")
         clean.append({"role": m["role"], "content": content})
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
-        raise BadRequest("'max_tokens' must be a positive integer")
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise BadRequest("'model' must be a string")
-    temperature = body.get("temperature")
-    if temperature not in (None, 0, 0.0):
-        raise BadRequest("only greedy decoding is served: 'temperature' must be 0 or absent")
-    if body.get("stream"):
-        raise BadRequest("'stream' is not supported")
-    if body.get("n", 1) != 1:
-        raise BadRequest("'n' must be 1")
-    stop = body.get("stop")
-    if stop is None:
-        stops: tuple[str, ...] = ()
-    elif isinstance(stop, str):
-        stops = (stop,)
-    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-        stops = tuple(stop)
-    else:
-        raise BadRequest("'stop' must be a string or a list of strings")
-    return ChatRequest(clean, max_tokens, stops, model)
+    max_tokens = max_tokens_field(body, minimum=1)
+    greedy_only(body)
+    stream, include_usage = stream_fields(body)
+    return ChatRequest(clean, max_tokens, stop_field(body), model_field(body), stream, include_usage)
 
 
 class ChatService:
-    """The model behind the server: chat template, greedy decoding, one request at a time."""
+    """The models behind the server: chat template, greedy decoding, one request at a time.
 
-    def __init__(self, loaded: Any, name: str, max_tokens_cap: int = DEFAULT_MAX_TOKENS_CAP,
+    `models` is a `ModelPool` (a base and its adapters), or a loaded model served alone as `name`.
+    """
+
+    def __init__(self, models: Any, name: str | None = None, max_tokens_cap: int = DEFAULT_MAX_TOKENS_CAP,
                  queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S):
-        from fincocktail.evaluation.forward import Scorer
-
-        self.loaded = loaded
-        self.name = name
+        self.pool = models if isinstance(models, ModelPool) else ModelPool(models, name or "model")
+        self.loaded = self.pool.loaded
+        self.name = self.pool.default
         self.max_tokens_cap = max_tokens_cap
         self.queue_timeout_s = queue_timeout_s
-        self.scorer = Scorer(loaded.model)
-        self._lock = threading.Lock()
-        tok = loaded.tokenizer
-        self.max_context = getattr(getattr(loaded.model, "config", None), "max_position_embeddings", None)
-        if not getattr(tok, "chat_template", None):
+        self.max_context = self.pool.max_context
+        if not getattr(self.pool.tokenizer, "chat_template", None):
             raise ValueError("this model's tokenizer has no chat template; it cannot be served as a chat model")
 
-    def complete(self, req: ChatRequest, client_gone: Callable[[], bool] | None = None) -> dict[str, Any]:
-        """The chat completion for `req`; decoding stops early once `client_gone()` is true."""
-        if req.model is not None and req.model != self.name:
-            raise BadRequest(f"The model `{req.model}` does not exist; this server serves `{self.name}` (GET /v1/models)",
-                             status=404, code="model_not_found", param="model")
-        if req.max_tokens is not None and req.max_tokens > self.max_tokens_cap:
-            raise BadRequest(f"'max_tokens' is {req.max_tokens}; this server allows at most {self.max_tokens_cap} "
-                             "(fincocktail serve --max-tokens-cap)", param="max_tokens")
-        tok = self.loaded.tokenizer
+    @property
+    def _lock(self) -> Any:
+        """The lock every decoding holds (the pool's)."""
+        return self.pool._lock
+
+    def check(self, model: str | None, max_tokens: int | None) -> str:
+        """The served name `model` resolves to; 404 for an unknown model, 400 above the token cap."""
+        name = self.pool.resolve(model)
+        check_cap(max_tokens, self.max_tokens_cap)
+        return name
+
+    def _chat_prompt(self, req: ChatRequest) -> tuple[list[int], int]:
+        tok = self.pool.tokenizer
         try:
             prompt = tok.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True)
         except Exception as exc:  # jinja raises its own errors for conversations the template rejects
@@ -138,26 +124,60 @@ class ChatService:
             if len(ids) >= self.max_context:
                 raise BadRequest(f"the prompt has {len(ids)} tokens; this model's context is {self.max_context}")
             max_tokens = min(max_tokens, self.max_context - len(ids))
-        if not self._lock.acquire(timeout=self.queue_timeout_s):
-            raise BadRequest(f"the model is busy (waited {self.queue_timeout_s:g} s for earlier requests); retry later",
-                             status=503, kind="server_error", code="busy")
-        try:
-            gen = generate_greedy(self.scorer, tok, [ids], max_tokens, req.stop, batch_size=1, should_stop=client_gone)[0]
-        finally:
-            self._lock.release()
+        return ids, max_tokens
+
+    def complete(self, req: ChatRequest, client_gone: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """The chat completion for `req`; decoding stops early once `client_gone()` is true."""
+        name = self.check(req.model, req.max_tokens)
+        ids, max_tokens = self._chat_prompt(req)
+        with self.pool.use(name, self.queue_timeout_s) as scorer:
+            gen = generate_greedy(scorer, self.pool.tokenizer, [ids], max_tokens, req.stop, batch_size=1, should_stop=client_gone)[0]
         if gen.finish_reason == "cancelled":
             raise ClientGone
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": self.name,
+            "model": name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": gen.text}, "finish_reason": gen.finish_reason}],
             "usage": {"prompt_tokens": len(ids), "completion_tokens": gen.n_tokens, "total_tokens": len(ids) + gen.n_tokens},
         }
 
+    def stream_chat(self, req: ChatRequest, emit: Callable[[dict[str, Any]], None], client_gone: Callable[[], bool] | None = None) -> None:
+        """The chat completion as `chat.completion.chunk` events: role, content deltas, finish, usage."""
+        from fincocktail.evaluation.streaming import generate_streamed
+
+        name = self.check(req.model, req.max_tokens)
+        ids, max_tokens = self._chat_prompt(req)
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion.chunk", "created": int(time.time()), "model": name}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+        with self.pool.use(name, self.queue_timeout_s) as scorer:
+            emit(chunk({"role": "assistant", "content": ""}))
+            gen, _ = generate_streamed(scorer, self.pool.tokenizer, ids, max_tokens, req.stop,
+                                       lambda text: emit(chunk({"content": text})), client_gone)
+        if gen.finish_reason == "cancelled":
+            raise ClientGone
+        emit(chunk({}, gen.finish_reason))
+        if req.include_usage:
+            emit({**head, "choices": [], "usage": {"prompt_tokens": len(ids), "completion_tokens": gen.n_tokens, "total_tokens": len(ids) + gen.n_tokens}})
+
+    def completion(self, req: Any, emit: Callable[[dict[str, Any]], None] | None = None,
+                   client_gone: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """A text completion (`completions.CompletionRequest`); streamed as chunks through `emit` when given."""
+        from fincocktail.evaluation.completions import run_completion
+
+        name = self.check(req.model, req.max_tokens)
+        with self.pool.use(name, self.queue_timeout_s) as scorer:
+            out = run_completion(scorer, self.pool.tokenizer, self.max_context, name, req, emit, client_gone)
+        if any(c.get("finish_reason") == "cancelled" for c in out["choices"]):
+            raise ClientGone
+        return out
+
     def models(self) -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": self.name, "object": "model", "created": 0, "owned_by": "fincocktail"}]}
+        return self.pool.models_json()
 
 
 def peer_closed(sock: socket.socket) -> bool:
@@ -205,8 +225,43 @@ def make_handler(service: ChatService, quiet: bool = True, client_timeout_s: flo
 
         def _not_allowed(self) -> None:
             self.close_connection = True
-            self._error(405, f"method {self.command} is not allowed; use GET /v1/models or POST /v1/chat/completions",
+            self._error(405, f"method {self.command} is not allowed; use GET /v1/models, POST /v1/chat/completions or POST /v1/completions",
                         code="method_not_allowed")
+
+        def _streamed(self, run: Callable[[Callable[[dict[str, Any]], None]], None]) -> None:
+            """Run `run(emit)` as a server-sent event stream; an error after the first event becomes the last event."""
+            from fincocktail.evaluation.streaming import EventStream
+
+            events = EventStream(self)
+            try:
+                run(events.send)
+            except (ClientGone, BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client left: decoding stopped
+                return
+            except Exception as exc:
+                if not events.started:
+                    raise  # nothing sent yet: answered as a plain JSON error with its status
+                bad = isinstance(exc, BadRequest)
+                events.send({"error": {"message": str(exc) if bad else f"internal error: {type(exc).__name__}: {exc}",
+                                       "type": exc.kind if bad else "server_error"}})
+            events.close()
+
+        def _post_completion(self, path: str, body: Any) -> None:
+            """Chat or text completion, plain or streamed; the model and the budget are checked before any byte is sent."""
+            gone = lambda: peer_closed(self.connection)  # noqa: E731
+            if path.endswith("/chat/completions"):
+                req = parse_chat_request(body)
+                service.check(req.model, req.max_tokens)
+                if req.stream:
+                    return self._streamed(lambda emit: service.stream_chat(req, emit, gone))
+                return self._send(200, service.complete(req, client_gone=gone))
+            from fincocktail.evaluation.completions import parse_completion_request
+
+            creq = parse_completion_request(body)
+            service.check(creq.model, creq.max_tokens)
+            if creq.stream:
+                return self._streamed(lambda emit: service.completion(creq, emit, gone))
+            return self._send(200, service.completion(creq, client_gone=gone))
 
         do_DELETE = do_PUT = do_PATCH = do_OPTIONS = _not_allowed  # noqa: N815
 
@@ -217,7 +272,7 @@ def make_handler(service: ChatService, quiet: bool = True, client_timeout_s: flo
             elif path in ("/health", "/v1/health"):
                 self._send(200, {"status": "ok"})
             else:
-                self._error(404, f"no route GET {path}; try POST /v1/chat/completions or GET /v1/models", "not_found")
+                self._error(404, f"no route GET {path}; try POST /v1/chat/completions, POST /v1/completions or GET /v1/models", "not_found")
 
         def do_POST(self) -> None:  # noqa: N802
             path = self.path.split("?")[0].rstrip("/")
@@ -236,14 +291,14 @@ def make_handler(service: ChatService, quiet: bool = True, client_timeout_s: flo
             if len(raw) < length:
                 self.close_connection = True
                 return
-            if path not in ("/v1/chat/completions", "/chat/completions"):
-                return self._error(404, f"no route POST {path}; try /v1/chat/completions", "not_found")
+            if path not in ("/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions"):
+                return self._error(404, f"no route POST {path}; try /v1/chat/completions or /v1/completions", "not_found")
             try:
                 body = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 return self._error(400, f"the request body is not valid JSON ({exc})")
             try:
-                self._send(200, service.complete(parse_chat_request(body), client_gone=lambda: peer_closed(self.connection)))
+                self._post_completion(path, body)
             except ClientGone:
                 self.close_connection = True
             except BadRequest as exc:

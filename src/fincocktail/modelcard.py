@@ -1,0 +1,218 @@
+"""The model card of an exported model: what it was trained on, how it scored, under which licences.
+
+A tuned model that leaves the tool as a bare adapter folder loses its provenance. The card puts it
+back, in the Hugging Face format (README.md with a YAML metadata header), from the run's own
+records only: the training run card (config, library versions, the cocktail manifest with the
+sha256 of every source file), the evaluation run cards, and the data catalogue's licences.
+Training data licences propagate to the model in practice, so any non-commercial source is
+stated at the top of the card, not in a footnote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from fincocktail.data_catalog import DATASETS, Dataset
+
+SPDX = {"apache-2.0": "apache-2.0", "mit": "mit", "cc by 4.0": "cc-by-4.0", "cc by 3.0": "cc-by-3.0"}
+
+
+@dataclass(frozen=True)
+class SourceLicence:
+    """One training source (a cocktail ingredient) and the licences of the files it read."""
+
+    task: str
+    datasets: tuple[str, ...]
+    licence: str
+    commercial: bool | None  # None: no catalogue entry says
+
+    @property
+    def status(self) -> str:
+        if self.commercial is None:
+            return "unknown: check before any commercial use"
+        return "allowed" if self.commercial else "NOT allowed (non-commercial or no licence stated)"
+
+
+def source_licences(manifest: dict[str, Any], task_licence: dict[str, str] | None = None) -> list[SourceLicence]:
+    """Per manifest source: the catalogue datasets behind its files (the first folder of each path)."""
+    catalogue: dict[str, Dataset] = {d.name: d for d in DATASETS}
+    out = []
+    for task_id, entry in (manifest.get("sources") or {}).items():
+        if not sum(entry.get("examples_per_epoch") or [0]):
+            continue  # nothing of it was trained on (e.g. all dropped by decontamination)
+        names = sorted({Path(f).parts[0] for f in (entry.get("files_sha256") or {})} & set(catalogue))
+        if names:
+            ds = [catalogue[n] for n in names]
+            licence = "; ".join(f"{d.name}: {d.licence}" for d in ds)
+            out.append(SourceLicence(task_id, tuple(names), licence, all(d.commercial_use for d in ds)))
+        else:
+            out.append(SourceLicence(task_id, (), (task_licence or {}).get(task_id) or "not recorded", None))
+    return out
+
+
+@dataclass(frozen=True)
+class EvalScore:
+    task: str
+    split: str
+    n: int
+    limit: int | None
+    shots: int
+    mode: str
+    metric: str
+    value: float
+    low: float | None
+    high: float | None
+    subject: str  # "this model" or "base model"
+    extra: dict[str, float]  # e.g. the LLM judge's score
+    sample_hash: str | None = None
+
+
+def _spdx(licence: str) -> str | None:
+    return SPDX.get(licence.strip().lower())
+
+
+def render_card(
+    *,
+    name: str,
+    base_model: str,
+    base_hub_id: str | None,
+    base_licence: str,
+    base_note: str,
+    base_weights: str,
+    method: str,
+    merged: bool,
+    train_card: dict[str, Any],
+    scores: Sequence[EvalScore],
+    licences: Sequence[SourceLicence],
+) -> str:
+    """README.md text: the YAML metadata header, then the card."""
+    restricted = [s for s in licences if s.commercial is not True]
+    non_commercial = [s for s in licences if s.commercial is False]
+    config = train_card.get("config") or {}
+    manifest = train_card.get("data_manifest") or {}
+    meta: dict[str, Any] = {}
+    if base_hub_id:
+        meta["base_model"] = base_hub_id
+        meta["base_model_relation"] = "finetune" if merged or method == "full" else "adapter"
+    meta["library_name"] = "transformers" if merged or method == "full" else "peft"
+    base_spdx = _spdx(base_licence)
+    if restricted or not base_spdx:
+        meta["license"] = "other"
+        meta["license_name"] = "non-commercial-training-data" if restricted else base_licence
+    else:
+        meta["license"] = base_spdx
+    meta["pipeline_tag"] = "text-generation"
+    meta["language"] = ["en"]
+    meta["tags"] = ["fincocktail", "finance", "text-generation"] + (["lora"] if method == "lora" else [])
+    if scores:
+        meta["model-index"] = [{
+            "name": name,
+            "results": [
+                {"task": {"type": "text-generation"}, "dataset": {"name": s.task, "type": s.task, "split": s.split},
+                 "metrics": [{"type": s.metric, "value": round(s.value, 4), "name": f"{s.metric} ({s.n} examples)"}]}
+                for s in scores if s.subject == "this model"
+            ],
+        }]
+    lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "", f"# {name}", ""]
+    if non_commercial or restricted:
+        what = ", ".join(f"{s.task} ({s.licence})" for s in restricted)
+        lines += [
+            "> **Warning: not for commercial use.** This model was trained on data whose licence does not allow "
+            f"commercial use or states none: {what}. The training data's terms apply to the model; the base "
+            f"model's own licence ({base_licence}) does not lift them.",
+            "",
+        ]
+    kind = {"lora": "a LoRA adapter", "full": "a fully fine-tuned model"}.get(method, method)
+    form = "merged into the base weights (plain `transformers` loads it)" if merged else (
+        "as a peft adapter (`peft` loads it on top of the base model)" if method == "lora" else "a full model (plain `transformers` loads it)")
+    lines += [
+        f"Fine-tuned with fincocktail on a cocktail of financial tasks: {kind}, exported {form}.",
+        "",
+        "## Base model",
+        "",
+        f"- model: `{base_model}`" + (f" (from [{base_hub_id}](https://huggingface.co/{base_hub_id}))" if base_hub_id else ""),
+        f"- licence: {base_licence}" + (f" ({base_note})" if base_note else ""),
+        f"- weights trained on: {base_weights}",
+        "",
+        "## Training data (the cocktail)",
+        "",
+        f"Cocktail `{manifest.get('name', '?')}`, seed {manifest.get('seed', '?')}, {manifest.get('n_epochs', '?')} epoch(s), "
+        f"examples per epoch {manifest.get('examples_per_epoch', '?')}. Every source is the `train` split of a fincocktail task.",
+        "",
+        "| source | task version | examples per epoch | unique | dropped (contamination) | files (sha256) | licence | commercial use |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    by_task = {s.task: s for s in licences}
+    for task_id, e in (manifest.get("sources") or {}).items():
+        files = "<br>".join(f"`{f}` `{h}`" for f, h in (e.get("files_sha256") or {}).items()) or "-"
+        lic = by_task.get(task_id)
+        lic_text, lic_status = (lic.licence, lic.status) if lic else ("-", "not used (0 examples)")
+        lines.append(
+            f"| {task_id} | {e.get('task_version')} | {e.get('examples_per_epoch')} | {e.get('unique_examples_per_epoch')} | "
+            f"{e.get('dropped_contaminated', 0)} | {files} | {lic_text} | {lic_status} |"
+        )
+    lines += ["", "Epoch fingerprints (sha256 of the drawn example ids): " + ", ".join(f"`{h[:16]}`" for h in manifest.get("epoch_sha256", [])), ""]
+    lines += ["## Training", "", "| setting | value |", "|---|---|"]
+    keys = ("method", "lora", "lr", "scheduler", "warmup_steps", "batch_size", "grad_accum", "epochs", "max_steps",
+            "max_length", "prompt_style", "precision", "seed")
+    for key in keys:
+        if key in config:
+            lines.append(f"| {key} | `{_inline(config[key])}` |")
+    for key in ("steps", "tokens_seen", "final_loss", "train_time_s", "device", "started_at", "git_commit"):
+        if train_card.get(key) is not None:
+            lines.append(f"| {key} | `{_inline(train_card[key])}` |")
+    versions = train_card.get("versions") or {}
+    if versions:
+        lines.append("| libraries | " + ", ".join(f"{k} {v}" for k, v in versions.items()) + " |")
+    lines += ["", "## Evaluation", ""]
+    if scores:
+        extra_keys = sorted({k for s in scores for k in s.extra})
+        head = ["model", "task", "split", "examples", "shots", "mode", "metric", "value", "95% CI"] + extra_keys
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for s in scores:
+            sample = f"{s.n} (first {s.limit})" if s.limit else f"{s.n} (all)"
+            if s.sample_hash:
+                sample += f", sample `{s.sample_hash[:12]}`"
+            ci = f"[{s.low:.3f}, {s.high:.3f}]" if s.low is not None and s.high is not None else "-"
+            row = [s.subject, s.task, s.split, sample, str(s.shots), s.mode, s.metric, f"{s.value:.3f}", ci]
+            row += [f"{s.extra[k]:.3f}" if k in s.extra else "-" for k in extra_keys]
+            lines.append("| " + " | ".join(row) + " |")
+        lines += ["", "Intervals: 95% bootstrap over the evaluated examples (`fincocktail eval`)."]
+    else:
+        lines.append("Not evaluated: export with `--eval EVAL_RUN_DIR` to include scores.")
+    lines += [
+        "",
+        "## How to load",
+        "",
+        "```python",
+        *(_load_snippet(merged or method == "full")),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _inline(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items() if v is not None)
+    return str(value)
+
+
+def _load_snippet(standalone: bool) -> list[str]:
+    if standalone:
+        return [
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            'model = AutoModelForCausalLM.from_pretrained("PATH")',
+            'tokenizer = AutoTokenizer.from_pretrained("PATH")',
+        ]
+    return [
+        "from peft import AutoPeftModelForCausalLM",
+        "from transformers import AutoTokenizer",
+        '# base_model_name_or_path in adapter_config.json names the base model folder',
+        'model = AutoPeftModelForCausalLM.from_pretrained("PATH")',
+        'tokenizer = AutoTokenizer.from_pretrained("PATH")',
+    ]

