@@ -74,11 +74,15 @@ def test_unknown_model_is_a_404_in_openai_format(server):
     client = _client(server["url"])
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="nope", messages=MESSAGES, max_tokens=2)
-    assert info.value.status_code == 404 and info.value.code == "model_not_found" and "base, a, cocktail-b" in info.value.message
+    assert info.value.status_code == 404 and info.value.code == "model_not_found" and "serves `base`, `a`, `cocktail-b`" in info.value.message
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="nope", prompt="x", max_tokens=1)
     r = httpx.post(f"{server['url']}/chat/completions", json={"model": "nope", "messages": MESSAGES, "stream": True})
-    assert r.status_code == 404 and r.json()["error"]["param"] == "model"
+    assert r.status_code == 404 and r.json()["error"]["param"] == "model"  # a plain JSON error, before any event
+    # the server's max_tokens cap holds for text completions and streams too
+    for path, body in (("completions", {"prompt": "x"}), ("chat/completions", {"messages": MESSAGES, "stream": True})):
+        r = httpx.post(f"{server['url']}/{path}", json={"model": "a", "max_tokens": 100_000, **body})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
 
 
 def test_completions_echo_logprobs_match_an_independent_forward(server):
