@@ -94,7 +94,7 @@ def test_compare_two_eval_runs(two_runs):
 
 def test_compare_refuses_runs_that_are_not_paired(two_runs, tmp_path):
     root, out = two_runs
-    with pytest.raises(ConfigError, match=r"different examples \(80 vs 40, 40 in common\).*same --split and --limit"):
+    with pytest.raises(ConfigError, match=r"different examples \(80 vs 40, 40 in common\).*same --split, --limit, --sample and --sample-seed"):
         compare_runs([load_run(out["a"]), load_run(out["b40"])], TASKS, root)
     with pytest.raises(ConfigError, match="at least two runs"):
         compare_runs([load_run(out["a"])], TASKS, root)
@@ -108,6 +108,15 @@ def test_compare_refuses_runs_that_are_not_paired(two_runs, tmp_path):
     (bad / "fsent.predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(ConfigError, match="different gold answers for 1 examples"):
         compare_runs([load_run(out["a"]), load_run(bad)], TASKS, root)
+    # the run cards' sample hashes are checked too
+    other = tmp_path / "other-sample"
+    shutil.copytree(out["b"], other)
+    card = json.loads((other / "run_card.json").read_text())
+    assert card["tasks"]["fsent"]["sample"]["sha256"] == load_run(out["a"]).tasks["fsent"].sample_hash
+    card["tasks"]["fsent"]["sample"]["sha256"] = "0" * 64
+    (other / "run_card.json").write_text(json.dumps(card))
+    with pytest.raises(ConfigError, match="record different sample hashes"):
+        compare_runs([load_run(out["a"]), load_run(other)], TASKS, root)
 
 
 def test_sweep_run_folder_and_different_tasks(two_runs, tmp_path):

@@ -71,7 +71,8 @@ def test_adapter_export_loads_with_plain_peft_and_card_has_provenance(tuned, tin
     metrics = json.loads((tuned / "eval" / "metrics.json").read_text())["fpb"]
     row = next(line for line in body.splitlines() if line.startswith("| this model | fpb |"))
     assert f"{metrics['metrics']['accuracy']:.3f}" in row and f"[{metrics['interval']['low']:.3f}, {metrics['interval']['high']:.3f}]" in row
-    assert "10 (first 10)" in row
+    sample = json.loads((tuned / "eval" / "run_card.json").read_text())["tasks"]["fpb"]["sample"]
+    assert f"10 of {sample['population']} ({sample['method']}, seed 0, `{sample['sha256'][:12]}`)" in row, row
     assert "| lr | `0.01` |" in body and "r=4" in body
     assert json.loads((out / "fincocktail_run_card.json").read_text()) == card
 

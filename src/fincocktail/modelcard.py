@@ -68,7 +68,7 @@ class EvalScore:
     high: float | None
     subject: str  # "this model" or "base model"
     extra: dict[str, float]  # e.g. the LLM judge's score
-    sample_hash: str | None = None
+    sample: dict[str, Any] | None = None  # the run card's: method, seed, n, population, sha256
 
 
 def _spdx(licence: str) -> str | None:
@@ -174,9 +174,7 @@ def render_card(
         head = ["model", "task", "split", "examples", "shots", "mode", "metric", "value", "95% CI"] + extra_keys
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for s in scores:
-            sample = f"{s.n} (first {s.limit})" if s.limit else f"{s.n} (all)"
-            if s.sample_hash:
-                sample += f", sample `{s.sample_hash[:12]}`"
+            sample = _sample_text(s)
             ci = f"[{s.low:.3f}, {s.high:.3f}]" if s.low is not None and s.high is not None else "-"
             row = [s.subject, s.task, s.split, sample, str(s.shots), s.mode, s.metric, f"{s.value:.3f}", ci]
             row += [f"{s.extra[k]:.3f}" if k in s.extra else "-" for k in extra_keys]
@@ -194,6 +192,18 @@ def render_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _sample_text(s: EvalScore) -> str:
+    """"100 of 1212 (stratified, seed 0, `3f2a...`)", or "1212 (all)"."""
+    info = s.sample or {}
+    population = info.get("population")
+    if not s.limit or (population is not None and s.n >= population):
+        return f"{s.n} (all)"
+    how = f"{info.get('method', 'head')}, seed {info.get('seed', 0)}"
+    if info.get("sha256"):
+        how += f", `{str(info['sha256'])[:12]}`"
+    return f"{s.n} of {population if population is not None else '?'} ({how})"
 
 
 def _inline(value: Any) -> str:

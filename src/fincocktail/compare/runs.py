@@ -98,7 +98,7 @@ def _load_eval_dir(path: Path, run: RunResults | None = None) -> RunResults:
             rows=_read_predictions(path / f"{_safe(task_id)}.predictions.jsonl"),
             path=path / f"{_safe(task_id)}.predictions.jsonl",
             shots=int(config.get("shots") or 0),
-            sample_hash=info.get("sample_hash") or metrics.get("sample_hash"),
+            sample_hash=(info.get("sample") or metrics.get("sample") or {}).get("sha256"),
         )
     return run
 

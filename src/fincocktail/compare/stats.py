@@ -133,8 +133,6 @@ def _check_same_sample(task: str, preds: Sequence[TaskPredictions], labels: Sequ
     for p, label in zip(preds[1:], labels[1:]):
         if p.split != a.split:
             raise ConfigError(f"task {task}: A is on split {a.split!r} and {label} on {p.split!r}; compare runs of one split")
-        if a.sample_hash and p.sample_hash and a.sample_hash != p.sample_hash:
-            raise ConfigError(f"task {task}: A and {label} evaluated different samples (sample hash {a.sample_hash} vs {p.sample_hash}); rerun with the same --split and --limit")
         ids = p.ids
         if len(set(ids)) != len(ids) or len(set(ids_a)) != len(ids_a):
             raise ConfigError(f"task {task}: repeated example ids in {p.path if len(set(ids)) != len(ids) else a.path}; the predictions file is corrupt")
@@ -142,8 +140,11 @@ def _check_same_sample(task: str, preds: Sequence[TaskPredictions], labels: Sequ
             common = len(set(ids) & set(ids_a))
             raise ConfigError(
                 f"task {task}: A and {label} evaluated different examples ({len(ids_a)} vs {len(ids)}, {common} in common); "
-                "rerun both with the same --split and --limit"
+                "rerun both with the same --split, --limit, --sample and --sample-seed"
             )
+        if a.sample_hash and p.sample_hash and a.sample_hash != p.sample_hash:  # the run cards' own record of the rows
+            raise ConfigError(f"task {task}: A and {label} record different sample hashes ({a.sample_hash[:12]} vs {p.sample_hash[:12]}); "
+                              "rerun both with the same --split, --limit, --sample and --sample-seed")
         changed = [i for i, r in ((str(r["id"]), r) for r in p.rows) if r.get("gold") != gold_a[i]]
         if changed:
             raise ConfigError(f"task {task}: A and {label} have different gold answers for {len(changed)} examples (e.g. {changed[0]}): the task's data changed between the runs")

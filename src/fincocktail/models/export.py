@@ -83,7 +83,7 @@ def eval_scores(eval_dirs: Sequence[Path], adapter_dir: Path | None, base_model:
                 task=task_id, split=str(cfg.get("split", "test")), n=int(m.get("n", 0)), limit=cfg.get("limit"),
                 shots=int(cfg.get("shots") or 0), mode=str(m.get("mode", "")), metric=str(m["metric"]),
                 value=float(m["metrics"][m["metric"]]), low=iv.get("low"), high=iv.get("high"), subject=subject, extra=extra,
-                sample_hash=((card.get("tasks") or {}).get(task_id) or {}).get("sample_hash") or m.get("sample_hash"),
+                sample=((card.get("tasks") or {}).get(task_id) or {}).get("sample") or m.get("sample"),
             ))
     return scores
 
