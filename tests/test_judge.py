@@ -43,7 +43,8 @@ def _fake_judge(body: dict, headers) -> tuple[int, dict]:
 
 
 @pytest.mark.parametrize("text,verdict", [("CORRECT", True), ("incorrect", False), ("Verdict: INCORRECT. The figure differs", False),
-                                          ("correct, it matches", True), ("I cannot tell", None), ("", None)])
+                                          ("correct, it matches", True), ("I cannot tell", None), ("", None),
+                                          ("CORRECT or INCORRECT.", None), ("Correct. Correct!", True)])
 def test_parse_verdict(text, verdict):
     assert parse_verdict(text) is verdict
 

@@ -44,9 +44,12 @@ _VERDICT = re.compile(r"\b(INCORRECT|CORRECT)\b", re.IGNORECASE)
 
 
 def parse_verdict(text: str) -> bool | None:
-    """The first CORRECT / INCORRECT in the reply; None when there is neither."""
-    m = _VERDICT.search(text or "")
-    return None if m is None else m.group(1).upper() == "CORRECT"
+    """CORRECT or INCORRECT, when the reply says exactly one of them; None for neither or both.
+
+    A small judge often echoes the instruction ("CORRECT or INCORRECT."): that is no verdict.
+    """
+    found = {m.group(1).upper() for m in _VERDICT.finditer(text or "")}
+    return (found == {"CORRECT"}) if len(found) == 1 else None
 
 
 def judge_messages(question: str, reference: str, candidate: str) -> list[dict[str, str]]:
