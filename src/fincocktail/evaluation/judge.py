@@ -149,5 +149,5 @@ def judge_table(results: Sequence[Any]):
         m = r.metrics
         table.add_row(r.task, str(r.n), r.metric, f"{m[r.metric]:.3f}", f"{m['judge_accuracy']:.3f}",
                       f"[{m['judge_ci_low']:.3f}, {m['judge_ci_high']:.3f}]", f"{m['judge_agreement']:.1%}",
-                      f"{m['judge_kappa']:.2f}", f"{m['judge_unparsed_rate']:.1%}")
+                      f"{round(m['judge_kappa'], 2) + 0.0:.2f}", f"{m['judge_unparsed_rate']:.1%}")
     return table
