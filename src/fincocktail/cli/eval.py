@@ -15,7 +15,7 @@ from fincocktail.errors import ConfigError
 
 CHOICE_TASKS = "fpb,fiqa_sa,tfns,headline,ner_cls,cfa"
 
-export_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Export tasks for other evaluation harnesses.")
+export_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Export tasks for other evaluation harnesses, or a tuned model as a Hugging Face folder.")
 
 
 def _task_list(tasks: str) -> list[str]:
@@ -140,4 +140,4 @@ def register(app: typer.Typer) -> None:
         names = ",".join(e.name for e in exported)
         console.print(f"run: lm_eval --model hf --model_args pretrained=MODEL --include_path {directory} --tasks {names}", highlight=False)
 
-    app.add_typer(export_app, name="export", help="Export tasks for other harnesses (lm-evaluation-harness).")
+    app.add_typer(export_app, name="export", help="Export tasks for lm-evaluation-harness, or a tuned model as a Hugging Face folder with a model card.")
