@@ -105,3 +105,12 @@ def test_write_report_files(tmp_path):
         assert (tmp_path / "out" / "plots" / f"{plot}.png").stat().st_size > 1000
     page = html_path.read_text()
     assert page.count("data:image/png;base64,") == 5 and "src='plots/" not in page
+
+
+def test_delta_plot_accepts_a_point_outside_its_interval():
+    from fincocktail.report.analysis import Delta
+    from fincocktail.report.plots import deltas_plot
+
+    png = deltas_plot([Delta("headline", "a+b", "a", 0.05, 0.06, 0.09, "bootstrap"),
+                       Delta("fpb", "a+b", "a", -0.02, -0.05, 0.01, "bootstrap")], "Cocktail effect: x vs y")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

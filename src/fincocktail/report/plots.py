@@ -54,8 +54,10 @@ def deltas_plot(deltas: list[Delta], title: str) -> bytes:
     fig, ax = plt.subplots(figsize=(7, max(2.0, 0.32 * len(deltas) + 1)))
     y = np.arange(len(deltas))
     vals = np.array([d.value for d in deltas])
-    lo = np.array([d.value - d.low if np.isfinite(d.low) else 0 for d in deltas])
-    hi = np.array([d.high - d.value if np.isfinite(d.high) else 0 for d in deltas])
+    # A bootstrap interval of per-example correctness need not contain a delta of the headline metric
+    # (headline's average F1): draw the part of the bar on each side of the point, never a negative length.
+    lo = np.array([max(d.value - d.low, 0.0) if np.isfinite(d.low) else 0 for d in deltas])
+    hi = np.array([max(d.high - d.value, 0.0) if np.isfinite(d.high) else 0 for d in deltas])
     colours = ["tab:green" if d.significant and d.value > 0 else "tab:red" if d.significant else "tab:gray" for d in deltas]
     ax.errorbar(vals, y, xerr=[lo, hi], fmt="none", ecolor="black", capsize=2, lw=1)
     ax.scatter(vals, y, c=colours, zorder=3)
