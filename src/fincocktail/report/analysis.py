@@ -250,6 +250,11 @@ class Analysis:
         return Delta(task, label, ref_label, value, iv[0], iv[1], "bootstrap")
 
 
+def any_test_selected(rows: list[dict]) -> bool:
+    """Whether some cell of `main_table()` rows had to be chosen on test (no validation scores)."""
+    return any(isinstance(v, tuple) and v[1].selected_on != "validation" for r in rows for v in r.values())
+
+
 def _t_quantile(df: int) -> float:
     from scipy.stats import t
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fincocktail.errors import ConfigError, FincocktailError
-from fincocktail.report.analysis import Analysis
+from fincocktail.report.analysis import Analysis, any_test_selected
 from fincocktail.report.published import PUBLISHED
 from fincocktail.report.render import write_report
 
@@ -93,9 +93,8 @@ def print_main_table(built: BuiltReport, console: Console | None = None) -> None
     for r in rows:
         table.add_row(r["task"], *[_compact(r.get(c)) for c in cols])
     console.print(table)
-    test_chosen = any(isinstance(v, tuple) and v[1].selected_on != "validation" for r in rows for v in r.values())
     console.print("[dim]* published (FinLoRA), not measured here[/]"
-                  + ("[dim]; † chosen on test (no validation scores in this sweep)[/]" if test_chosen else ""))
+                  + ("[dim]; † chosen on test (no validation scores in this sweep)[/]" if any_test_selected(rows) else ""))
     from fincocktail.report.findings import findings
     from fincocktail.report.render import claim_summary
 

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from fincocktail.report.analysis import Analysis, Delta, Score
+from fincocktail.report.analysis import Analysis, Delta, Score, any_test_selected
 from fincocktail.report.findings import ALPHA, CLAIMS, NON_SUPERIORITY_MARGIN, Findings, findings
 from fincocktail.report.plots import all_plots
 from fincocktail.report.published import PUBLISHED_SOURCE
@@ -81,16 +81,15 @@ def claim_summary(f: Findings) -> list[str]:
     return [f"({key}) {text}: {f.summary(key)}" for key, text in CLAIMS.items()]
 
 
-def main_table(an: Analysis) -> Table:
-    rows = an.main_table()
+def main_table(an: Analysis, rows: list[dict]) -> Table:
     cols: list[str] = []
     for r in rows:
         for k in r:
             if k not in cols:
                 cols.append(k)
-    test_chosen = any(isinstance(v, tuple) and v[1].selected_on != "validation" for r in rows for v in r.values())
     return Table(
-        "Main table (test scores; recipes selected on " + ("validation where possible" if test_chosen else "validation") + ")",
+        "Main table (test scores; recipes selected on "
+        + ("validation where possible" if any_test_selected(rows) else "validation") + ")",
         cols,
         [[_cell(r.get(c)) for c in cols] for r in rows],
         note=f"{_sample_note(an)} '(published)' columns are not measured here: {PUBLISHED_SOURCE}. The published TFNS number was computed "
@@ -109,10 +108,8 @@ def _sample_note(an: Analysis) -> str:
             f"Seeds per trained recipe: {', '.join(map(str, seeds)) or '-'}.")
 
 
-def selection_note(an: Analysis) -> str:
-    rows = an.main_table()
-    test_chosen = any(isinstance(v, tuple) and v[1].selected_on != "validation" for r in rows for v in r.values())
-    return TEST_SELECTION_NOTE if test_chosen else SELECTION_NOTE
+def selection_note(rows: list[dict]) -> str:
+    return TEST_SELECTION_NOTE if any_test_selected(rows) else SELECTION_NOTE
 
 
 def _delta_table(title: str, deltas: list[Delta], note: str = "") -> Table:
@@ -130,10 +127,12 @@ def cost_table(an: Analysis) -> Table:
     return Table("Cost per training run", ["run", "cocktail", "seed", "tokens trained", "wall time (s)", "peak RSS (MB)"], rows)
 
 
-def all_tables(an: Analysis) -> list[Table]:
+def all_tables(an: Analysis, found: Findings, main_rows: list[dict]) -> list[Table]:
+    """The report's tables; `found` and `main_rows` are computed once by the caller (they read every
+    predictions file and select every recipe)."""
     return [
-        findings_table(findings(an)),
-        main_table(an),
+        findings_table(found),
+        main_table(an, main_rows),
         _delta_table("Cocktail effect (cocktail minus the task's single-task recipe)", an.cocktail_effects()),
         _delta_table("Ingredient ablation (with general / math data minus without)", an.ablations()),
         _delta_table("Domain knowledge check (fine-tuned minus base, CFA / FinanceBench)", an.knowledge_check(),
@@ -198,14 +197,16 @@ def write_report(data: ReportData, out: Path, primary_metric: dict[str, str] | N
     out = Path(out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     an = Analysis(data, primary_metric)
-    tables = all_tables(an)
+    found = findings(an)
+    main_rows = an.main_table()
+    tables = all_tables(an, found, main_rows)
     mix_md, mix_html = mixture_search_section(data, an, tables[1], out)
     plots = all_plots(an)
     for name, png in plots.items():
         (out / "plots" / f"{name}.png").write_bytes(png)
 
-    note = selection_note(an)
-    summary = claim_summary(findings(an))
+    note = selection_note(main_rows)
+    summary = claim_summary(found)
     md = [f"# {data.title}", ""]
     md += [_md_table(tables[0]), *[f"- {line}" for line in summary], ""]
     md += [note, "", _md_table(tables[1]), mix_md]
