@@ -210,8 +210,17 @@ def test_cpu_study_covers_every_claim_at_the_promised_sizes():
             assert set(r.train_tasks) <= set(ev["tasks"])
     base = next(r for r in plan.runs if r.kind == "base")
     full = [r for r in plan.runs if tuple(r.train_tasks) == every]
-    for r in [base, *full]:  # the runs the verdicts on numerical reasoning and knowledge rest on
-        assert {"finqa", "convfinqa", "cfa", "financebench"} <= set(r.eval["tasks"])
+    for r in [base, *full]:  # the runs the verdicts on numerical reasoning rest on
+        assert {"finqa", "convfinqa"} <= set(r.eval["tasks"])
+    plain_full = [r for r in full if not (r.general or r.math)]
+    assert len(plain_full) >= 3
+    for r in [base, *plain_full]:  # claim (d): the plain cocktail against the zero-shot model
+        assert {"cfa", "financebench"} <= set(r.eval["tasks"])
+    for r in full:
+        if r.general or r.math:  # boosted: every financial task (claims b, c), no knowledge task
+            assert set(spec.tasks) <= set(r.eval["tasks"]) and not {"cfa", "financebench"} & set(r.eval["tasks"])
+    for r in plan.runs:
+        assert r.eval["max_prompt_tokens"] == spec.eval.max_prompt_tokens
     single_fpb = next(r for r in plan.runs if r.train_tasks == ["fpb"])
     assert "finqa" not in single_fpb.eval["tasks"] and "tfns" in single_fpb.eval["tasks"]  # scope: needed
 
@@ -225,6 +234,13 @@ def test_eval_scope_needed_scores_each_run_on_what_its_comparisons_use(tmp_path)
     assert by_label["b"]["tasks"] == ["a", "b"] and by_label["b"]["selection_tasks"] == ["b"]
     assert by_label["a+b"]["tasks"] == ["a", "b"]
     assert by_label["a+b+c"]["tasks"] == ["a", "b", "c", "k"]
+    # knowledge tasks (claim d) only on the zero-shot row and the plain cocktails
+    spec = parse_sweep({"name": "s", "tasks": ["a", "b"], "models": ["x"], "general": {"task": "g", "fractions": [0, 0.5]},
+                        "math": None, "design": {"boosters_on": ["all_tasks"]},
+                        "eval": {"tasks": ["a", "b", "cfa"], "scope": "needed", "always": ["a"]}})
+    by_label = {r.label: r.eval for r in expand(spec, check_tasks=False).runs}
+    assert by_label["a+b"]["tasks"] == ["a", "b", "cfa"] and by_label["zero-shot"]["tasks"] == ["a", "b", "cfa"]
+    assert by_label["a+b +general0.5"]["tasks"] == ["a", "b"]
     with pytest.raises(ConfigError, match=r"eval\.always\.0"):
         expand(parse_sweep({"name": "s", "tasks": ["a", "b"], "models": ["x"], "eval": {
             "tasks": ["a", "b"], "scope": "needed", "always": ["zz"]}}), check_tasks=False)
@@ -238,3 +254,18 @@ def test_incremental_seeds_and_boosters_on_the_all_task_cocktail_only(tmp_path):
     plan = expand(spec, check_tasks=False)
     counts = Counter(r.label for r in plan.runs)
     assert counts == {"a": 3, "b": 3, "c": 3, "a+b": 1, "a+b+c": 3, "a+b+c +general0.5": 3, "a+b+c +math0.5": 3}
+
+
+def test_plan_wall_time_on_workers_is_the_longest_first_schedule():
+    from itertools import permutations
+
+    from fincocktail.sweep.plan import makespan
+
+    runs = [7.0, 5.0, 4.0, 4.0, 3.0, 3.0, 2.0]
+    # longest first on 2 workers: 7 | 5, 4 -> 9, 4 -> 11, 3 -> 12, 3 -> 14, 2 -> 14
+    assert makespan(runs, 2) == 14.0
+    assert makespan(runs, 1) == sum(runs)
+    assert makespan(runs, 10) == max(runs)
+    # never better than the best possible split, which brute force finds
+    best = min(max(sum(p[:k]), sum(p[k:])) for p in permutations(runs) for k in range(len(runs) + 1))
+    assert best <= makespan(runs, 2) <= best * 7 / 6 + 1e-9  # Graham's 4/3 - 1/(3m) bound for m = 2

@@ -67,6 +67,10 @@ def register(app: typer.Typer) -> None:
         base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint for openai:MODEL."),
         seed: int = typer.Option(0, "--seed", help="Seeds the demonstrations and the bootstrap."),
         max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Override every task's generation budget."),
+        max_prompt_tokens: Optional[int] = typer.Option(
+            None, "--max-prompt-tokens",
+            help="Local models: longer prompts lose tokens from the left, as in training (default: whole prompts).",
+        ),
         judge: Optional[str] = typer.Option(
             None, "--judge", help="openai:MODEL: an LLM judge also grades open-answer tasks (FinanceBench); key from OPENAI_API_KEY."
         ),
@@ -86,7 +90,8 @@ def register(app: typer.Typer) -> None:
             model=model, adapter=adapter, tasks=_task_list(tasks), split=split, limit=limit, sample=sample,
             sample_seed=sample_seed, shots=shots, mode=mode,
             style=style, batch_size=batch_size, dtype=dtype, out=out, data_dir=data_dir, tasks_dir=tasks_dir,
-            base_url=base_url, seed=seed, max_new_tokens=max_new_tokens, judge=judge, judge_base_url=judge_base_url,
+            base_url=base_url, seed=seed, max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
+            judge=judge, judge_base_url=judge_base_url,
         )
         run = run_eval(config, progress=progress)
         console = Console()

@@ -19,6 +19,7 @@ err = Console(stderr=True)
 def plan(
     sweep_file: Path = typer.Argument(..., help="Sweep YAML (see configs/sweeps/)."),
     as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Also estimate the wall time on N workers (the rates are one worker's)."),
 ) -> None:
     """List the runs a sweep expands to, with estimated tokens and time; runs nothing."""
     from fincocktail.sweep.plan import plan_json, plan_table
@@ -28,7 +29,9 @@ def plan(
     if as_json:
         print(json.dumps(plan_json(p), indent=2))
         return
-    console.print(plan_table(p))
+    if workers < 1:
+        raise ConfigError(f"--workers {workers}: expected 1 or more")
+    console.print(plan_table(p, workers=workers))
 
 
 @app.command("run")

@@ -64,6 +64,11 @@ class EvalConfig(BaseModel):
     seed: int = 0
     bootstrap_samples: int = Field(default=1000, ge=10)
     max_new_tokens: int | None = Field(default=None, ge=1)  # overrides every task's own limit
+    # Local models: a longer prompt loses tokens from the left, as training's max_length does, so
+    # the question and the answer cue at its end are kept. Long-context tasks (FinQA prompts
+    # average ~1200 tokens) cost prefill time in proportion; a study on a small CPU trades
+    # context for runs. None: the whole prompt. The count cut is in each task's metrics.
+    max_prompt_tokens: int | None = Field(default=None, ge=16)
     judge: str | None = None  # openai:MODEL grading open-answer tasks (evaluation.judge)
     judge_base_url: str | None = None
 
@@ -95,6 +100,7 @@ class TaskResult:
     seconds: float
     demo_ids: list[str] = field(default_factory=list)
     rescored: int = 0  # choice predictions re-checked in fp32 (dtype auto on bf16 hardware)
+    truncated_prompts: int = 0  # prompts cut to max_prompt_tokens (from the left)
     sample: dict[str, Any] = field(default_factory=dict)  # Sample.describe(): method, seed, n, population, sha256
 
 
@@ -178,7 +184,7 @@ def _run_eval_locked(config: EvalConfig, tasks: list[Task], api: bool, style: st
             from fincocktail.evaluation.loading import load_for_eval
 
             loaded = load_for_eval(config.model, config.adapter, config.dtype)
-        backend = _LocalBackend(loaded, config.batch_size)
+        backend = _LocalBackend(loaded, config.batch_size, config.max_prompt_tokens)
 
     results: list[TaskResult] = []
     try:
@@ -245,6 +251,7 @@ class _Row:
     tie: bool = False
     cached: bool | None = None
     rescored: bool = False
+    truncated: bool = False  # the prompt lost tokens from the left (max_prompt_tokens)
 
 
 @dataclass
@@ -293,6 +300,7 @@ def _finish_task(task, mode, sample: Sample, rows: list[_Row], timing: _Timing, 
         seconds=timing.seconds,
         demo_ids=[d.id for d in demos],
         rescored=sum(r.rescored for r in rows),
+        truncated_prompts=sum(r.truncated for r in rows),
         sample=sample.describe(),
     )
     lines = []
@@ -301,6 +309,7 @@ def _finish_task(task, mode, sample: Sample, rows: list[_Row], timing: _Timing, 
             "id": r.example.id,
             "prompt_sha256": hashlib.sha256(r.prompt.encode("utf-8")).hexdigest()[:16],
             "prompt_tokens": r.prompt_tokens,
+            **({"prompt_truncated": True} if r.truncated else {}),
             "raw_output": r.raw,
             "extracted": r.flexible,
             "extracted_strict": r.strict,
@@ -353,7 +362,7 @@ def _margin(scores: Sequence[float]) -> float:
 
 
 class _LocalBackend(_Backend):
-    def __init__(self, loaded: Any, batch_size: int):
+    def __init__(self, loaded: Any, batch_size: int, max_prompt_tokens: int | None = None):
         from fincocktail.evaluation.forward import Scorer
 
         self.loaded = loaded
@@ -362,15 +371,20 @@ class _LocalBackend(_Backend):
         reference = getattr(loaded, "reference", None)
         self.reference = Scorer(reference) if reference is not None else None
         self.batch_size = batch_size
+        self.max_prompt_tokens = max_prompt_tokens
 
-    def _prompt(self, task, example, demos, style) -> tuple[str, list[int]]:
+    def _prompt(self, task, example, demos, style) -> tuple[str, list[int], bool]:
         from fincocktail.prompts import encode_pair
 
         try:
             pair = build_pair(task, example, style, self.tok, demos)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        return pair.prompt, encode_pair(self.tok, pair, add_eos=False)[0]
+        ids = encode_pair(self.tok, pair, add_eos=False)[0]
+        limit = self.max_prompt_tokens
+        if limit is not None and len(ids) > limit:
+            return pair.prompt, ids[-limit:], True
+        return pair.prompt, ids, False
 
     def choice(self, task, examples, demos, style, tick):
         from fincocktail.evaluation.choice import ChoiceItem, pick, score_choices
@@ -388,8 +402,8 @@ class _LocalBackend(_Backend):
             choices = list(ex.choices or task.labels or ())
             if not choices:
                 raise FincocktailError(f"task {task.id!r}: example {ex.id} has no choices to score; use --mode generate")
-            prompt, ids = self._prompt(task, ex, demos, style)
-            rows.append(_Row(example=ex, prompt=prompt, prompt_tokens=len(ids)))
+            prompt, ids, cut = self._prompt(task, ex, demos, style)
+            rows.append(_Row(example=ex, prompt=prompt, prompt_tokens=len(ids), truncated=cut))
             items.append(ChoiceItem(ids, [choice_ids(c, ex) for c in choices]))
         t0 = time.perf_counter()
         scores = score_choices(self.scorer, items, self.tok.pad_token_id, self.batch_size, on_batch=tick)
@@ -417,8 +431,8 @@ class _LocalBackend(_Backend):
 
         rows, prompts = [], []
         for ex in examples:
-            prompt, ids = self._prompt(task, ex, demos, style)
-            rows.append(_Row(example=ex, prompt=prompt, prompt_tokens=len(ids)))
+            prompt, ids, cut = self._prompt(task, ex, demos, style)
+            rows.append(_Row(example=ex, prompt=prompt, prompt_tokens=len(ids), truncated=cut))
             prompts.append(ids)
         spec = task.generation
         t0 = time.perf_counter()

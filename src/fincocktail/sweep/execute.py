@@ -304,6 +304,7 @@ def _evaluate(run: RunSpec, ctx: RunContext, adapter: Path | None) -> tuple[list
                     data_dir=ctx.data_dir,
                     bootstrap_samples=ev["bootstrap_samples"],
                     max_new_tokens=ev["max_new_tokens"],
+                    max_prompt_tokens=None if api else ev.get("max_prompt_tokens"),
                     base_url=(run.api or {}).get("base_url"),
                 )
                 t0 = time.perf_counter()

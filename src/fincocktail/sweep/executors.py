@@ -85,7 +85,9 @@ class LocalExecutor:
         ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
         with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.threads,)) as pool:
             pending: dict[Future, RunSpec] = {}
-            queue = list(jobs)
+            # Longest first (the plan's estimates): the last runs to finish are short ones, so no
+            # worker idles through a long tail while another runs the sweep's biggest run alone.
+            queue = sorted(jobs, key=lambda job: -(job[0].est_seconds or 0.0))
             while queue or pending:
                 while queue and len(pending) < self.workers:
                     run, payload = queue.pop(0)

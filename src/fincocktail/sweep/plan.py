@@ -52,7 +52,18 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     return {"sweep": plan.spec.name, "source": plan.source, "totals": plan.totals(), "runs": [run_row(r) for r in plan.runs]}
 
 
-def plan_table(plan: Plan, status: dict[str, RunRow] | None = None) -> Any:
+def makespan(seconds: list[float], workers: int) -> float:
+    """Wall time of runs of these lengths on `workers` workers taking the longest first, as the
+    local executor does (each run to the worker that frees up first)."""
+    import heapq
+
+    free = [0.0] * max(1, workers)
+    for s in sorted(seconds, reverse=True):
+        heapq.heapreplace(free, free[0] + s)
+    return max(free)
+
+
+def plan_table(plan: Plan, status: dict[str, RunRow] | None = None, workers: int = 1) -> Any:
     from rich.table import Table
 
     totals = plan.totals()
@@ -60,6 +71,9 @@ def plan_table(plan: Plan, status: dict[str, RunRow] | None = None) -> Any:
         f"sweep {plan.spec.name}: {totals['runs']} runs ({totals['training_runs']} training), "
         f"~{format_tokens(totals['est_tokens'])} training tokens, ~{format_seconds(totals['est_seconds'])} on one worker"
     )
+    if workers > 1:
+        wall = makespan([r.est_seconds for r in plan.runs], workers)
+        title += f", ~{format_seconds(wall)} on {workers} workers (longest first)"
     table = Table(title=title, title_justify="left")
     for col in ("id", "kind", "model", "cocktail", "seed", "est. tokens", "est. time"):
         table.add_column(col, justify="right" if col.startswith("est") or col == "seed" else "left", no_wrap=col == "id")

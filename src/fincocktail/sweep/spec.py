@@ -160,6 +160,10 @@ class EvalSpec(_Strict):
     always: list[str] | None = Field(
         default=None, description="scope needed: tasks every run is evaluated on (default: the classification tasks)"
     )
+    max_prompt_tokens: int | None = Field(
+        default=None, ge=16,
+        description="longer prompts lose tokens from the left, as in training (null: whole prompts); local models only",
+    )
 
 
 class Resources(_Strict):
@@ -470,6 +474,7 @@ def _eval_plan(spec: SweepSpec, checker: _Checker) -> dict[str, Any]:
         "sample": ev.sample,
         "sample_seed": ev.sample_seed,
         **({"dtype": ev.dtype} if ev.dtype != "float32" else {}),  # float32 runs keep their earlier ids
+        **({"max_prompt_tokens": ev.max_prompt_tokens} if ev.max_prompt_tokens is not None else {}),
     }
 
 
@@ -495,10 +500,18 @@ def _always_tasks(spec: SweepSpec, ev: dict[str, Any], checker: _Checker) -> lis
     return out
 
 
-def _scoped_eval(ev: dict[str, Any], always: list[str] | None, trained: list[str], everything: bool) -> dict[str, Any]:
-    """One run's evaluation settings: all tasks, or (scope needed) only those its comparisons use."""
-    if always is None or everything:
+def _scoped_eval(ev: dict[str, Any], always: list[str] | None, trained: list[str], everything: bool,
+                 boosted: bool = False) -> dict[str, Any]:
+    """One run's evaluation settings: all tasks, or (scope needed) only those its comparisons use.
+
+    The knowledge tasks serve only claim (d), the plain cocktail against the zero-shot model, so a
+    cocktail with general or math data is not scored on them (they are the slowest to generate)."""
+    if always is None:
         return ev
+    if everything:
+        if not boosted:
+            return ev
+        return {**ev, "tasks": [t for t in ev["tasks"] if t not in KNOWLEDGE_TASKS]}
     keep = set(trained) | set(always)
     tasks = [t for t in ev["tasks"] if t in keep]
     selection = [t for t in ev["selection_tasks"] if t in trained]  # selection picks among runs trained on the task
@@ -616,9 +629,10 @@ def eval_settings(spec: SweepSpec, source: str = "sweep", check_tasks: bool = Tr
     return ev, (_always_tasks(spec, ev, c) if spec.eval.scope == "needed" else None)
 
 
-def scoped_eval(ev: dict[str, Any], always: list[str] | None, trained: list[str], everything: bool) -> dict[str, Any]:
+def scoped_eval(ev: dict[str, Any], always: list[str] | None, trained: list[str], everything: bool,
+                boosted: bool = False) -> dict[str, Any]:
     """Public name of one run's evaluation settings under the sweep's scope (see `_scoped_eval`)."""
-    return _scoped_eval(ev, always, trained, everything)
+    return _scoped_eval(ev, always, trained, everything, boosted)
 
 
 def task_estimate(spec: SweepSpec, task_id: str) -> TaskEstimate:
@@ -729,12 +743,12 @@ def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> 
             seeds = spec.seeds
             if d.incremental_seeds is not None and kind == "cocktail" and not every_task and where.startswith("design.incremental"):
                 seeds = d.incremental_seeds
-            run_ev = _scoped_eval(ev, always, mix, everything=set(mix) == set(spec.tasks))
-            run_n_eval, run_eval_cost = _eval_count(spec, run_ev)
             for gf in g_fracs if boosted else [0.0]:
                 for mf in m_fracs if boosted else [0.0]:
                     if gf and mf and not d.combine_boosters:
                         continue
+                    run_ev = _scoped_eval(ev, always, mix, everything=set(mix) == set(spec.tasks), boosted=bool(gf or mf))
+                    run_n_eval, run_eval_cost = _eval_count(spec, run_ev)
                     for seed in seeds:
                         cocktail: dict[str, Any] = {
                             "name": _cocktail_label(mix, gf, mf).replace(" ", ""),
