@@ -292,3 +292,29 @@ def test_user_errors_are_one_line(lively, tmp_path):
         run_eval(EvalConfig(model="openai:gpt-4o", tasks=["fsent"], mode="choice", out=tmp_path / "x"), resolve_task=resolver(FakeSentiment()))
     with pytest.raises(ConfigError, match="no split"):
         run_eval(EvalConfig(model=lively.path, tasks=["fsent"], split="dev", out=tmp_path / "y", data_dir=tmp_path), resolve_task=resolver(FakeSentiment()), loaded=lively)
+
+
+def test_max_prompt_tokens_keeps_the_end_of_long_prompts(lively, tmp_path):
+    """Prompts over the limit lose tokens from the left (as training's max_length does); the
+    outputs are those of greedy decoding on the kept ids, and the cut is counted."""
+    task = FakeNumeric()
+    tok = lively.tokenizer
+    examples = task.load("test", tmp_path)
+    ids = [encode_pair(tok, build_pair(task, e, "instruction", tok, []), add_eos=False)[0] for e in examples]
+    lengths = sorted({len(i) for i in ids})
+    assert len(lengths) > 1, "the fake task's prompts should differ in length"
+    limit = lengths[-1] - 1  # the longest prompts are cut, the others kept whole
+    out = tmp_path / "cut"
+    run = run_eval(EvalConfig(model=lively.path, tasks=["fnum"], out=out, data_dir=tmp_path, max_prompt_tokens=limit),
+                   resolve_task=resolver(task), loaded=lively)
+    rows = _predictions(out, "fnum")
+    longer = [len(i) > limit for i in ids]
+    assert 0 < sum(longer) < len(ids)
+    assert [r["prompt_tokens"] for r in rows] == [min(len(i), limit) for i in ids]
+    assert [r.get("prompt_truncated", False) for r in rows] == longer
+    assert run.results[0].truncated_prompts == sum(longer)
+    expected = generate_greedy(Scorer(lively.model), tok, [i[-limit:] for i in ids], task.generation.max_new_tokens,
+                               tuple(task.generation.stop), batch_size=1, share_prefix=False)
+    assert [r["raw_output"] for r in rows] == [g.text for g in expected]
+    card = json.loads((out / "run_card.json").read_text())
+    assert card["config"]["max_prompt_tokens"] == limit
