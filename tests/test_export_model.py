@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from fincocktail.cli import app
 from fincocktail.errors import ConfigError
 from fincocktail.evaluation.loading import load_for_eval
-from fincocktail.models.export import export_model
+from fincocktail.export.model import export_model
 from fincocktail.training.config import parse_train_config
 from fincocktail.training.trainer import train
 
@@ -114,7 +114,7 @@ def test_export_refusals(tuned, tiny_model_dir, data_dir, tmp_path):
 
 
 def test_source_licences_from_the_catalogue():
-    from fincocktail.modelcard import source_licences
+    from fincocktail.export.modelcard import source_licences
 
     manifest = {"sources": {
         "fpb": {"examples_per_epoch": [5], "files_sha256": {"fpb/Sentences_50Agree.txt": "x"}},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fincocktail.tasks.extract import (
+from fincocktail.answers import (
     ParsedNumber,
     entities_of,
     extract_entities,

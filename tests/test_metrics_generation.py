@@ -22,7 +22,7 @@ from fincocktail.metrics.generation import (
     place_entities,
     token_f1,
 )
-from fincocktail.tasks.extract import format_entities
+from fincocktail.answers import format_entities
 
 # --- numbers --------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from fincocktail.cli import app
 from fincocktail.sweep.store import ResultsStore
+from fincocktail.report.records import from_store
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -18,7 +19,7 @@ def test_report_from_store(tmp_path):
     res = runner.invoke(app, ["sweep", "run", str(REPO / "configs/sweeps/quick.yaml"), "--simulate", "--out", str(out), "-q"])
     assert res.exit_code == 0, res.output
     store = ResultsStore.in_dir(out, create=False)
-    data = store.report_data()
+    data = from_store(store)
     res = runner.invoke(app, ["report", "--sweep", str(out), "--out", str(tmp_path / "rep")])
     assert res.exit_code == 0, res.output
     md = (tmp_path / "rep" / "report.md").read_text()

@@ -12,6 +12,7 @@ from fincocktail.sweep.store import MetricRow, ResultsStore, RunOutcome, SampleM
 from fincocktail.tasks.base import Example
 from fincocktail.tasks.registry import get_task
 from fincocktail.tasks.sampling import draw_sample, label_quotas, sample_sha256
+from fincocktail.report.records import from_store
 
 
 def _draw(task_id, split, n, data_dir, **kw):
@@ -120,10 +121,10 @@ def test_the_store_refuses_to_compare_scores_on_different_samples(tmp_path):
     store.register(runs)
     store.finish(runs[0].run_id, _outcome("a" * 64, runs[0].run_id))
     store.finish(runs[1].run_id, _outcome("a" * 64, runs[1].run_id))
-    assert len(store.report_data().metrics) == 2  # same rows: comparable
+    assert len(from_store(store).metrics) == 2  # same rows: comparable
     store.finish(runs[1].run_id, _outcome("b" * 64, runs[1].run_id))
     with pytest.raises(SampleMismatch, match="fpb .test. was scored on different samples"):
-        store.report_data()
+        from_store(store)
 
 
 def test_sample_check_ignores_rows_from_before_samples_were_recorded():

@@ -10,6 +10,7 @@ import pytest
 
 from fincocktail.sweep.spec import RunSpec
 from fincocktail.sweep.store import MetricRow, ResultsStore, RunOutcome
+from fincocktail.report.records import from_store
 
 
 def make_run(i: int, kind: str = "cocktail") -> RunSpec:
@@ -82,7 +83,7 @@ def test_round_trip_attempts_and_read_api(tmp_path):
     store.finish("cocktail-0001", outcome("cocktail-0001", 0.8))
     assert len(store.metrics("cocktail-0001")) == 3
 
-    data = store.report_data(split="test")
+    data = from_store(store, split="test")
     assert [r.run_id for r in data.runs] == ["cocktail-0001"]
     assert data.runs[0].kind == "cocktail" and data.runs[0].train_tasks == ("fpb", "tfns")
     assert [(m.task, m.metric, m.value) for m in data.metrics] == [("fpb", "accuracy", 0.8)]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,28 +22,41 @@ from pydantic import BaseModel, ValidationError
 from fincocktail.errors import ConfigError, FincocktailError
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text to a temp file next to `path`, then rename: a crash never leaves half a file.
+
+    The temp file is unique (mkstemp: `.NAME.XXXXXXXX`), so two processes writing the same file
+    never share one, and it sits in the same folder so `os.replace` is a rename on one
+    filesystem (atomic). A killed write leaves only such a dot-file behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_json_atomic(
     path: str | os.PathLike,
     payload: Any,
     *,
     default: Callable[[Any], Any] | None = None,
     sort_keys: bool = False,
+    ensure_ascii: bool = True,
 ) -> None:
-    """Write JSON to a temp file next to `path`, then rename: a crash never leaves half a file.
+    """`payload` as indented JSON, written with `write_text_atomic`."""
+    text = json.dumps(payload, indent=2, default=default, sort_keys=sort_keys, ensure_ascii=ensure_ascii) + "\n"
+    write_text_atomic(path, text)
 
-    The temp name carries the pid so two processes writing the same file never share one, and
-    it sits in the same folder so `os.replace` is a rename on one filesystem (atomic).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    text = json.dumps(payload, indent=2, default=default, sort_keys=sort_keys) + "\n"
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+def safe_name(name: str, empty: str = "model") -> str:
+    """`name` as one file or folder name: anything but letters, digits and . _ - becomes _."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or empty
 
 
 def load_yaml(path: str | os.PathLike) -> Any:
@@ -158,7 +173,7 @@ def first_line(exc: BaseException) -> str:
 
 __all__ = [
     "FolderLock", "damaged_file_errors", "first_line", "format_validation_error", "load_yaml", "lock_held",
-    "write_json_atomic",
+    "safe_name", "validate_mapping", "write_json_atomic", "write_text_atomic",
 ]
 
 

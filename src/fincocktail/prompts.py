@@ -10,9 +10,10 @@ keeps the two consistent (trl, for instance, silently drops a trailing prompt sp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from fincocktail.tasks.base import Example, Task
+if TYPE_CHECKING:  # prompts sit below tasks: tasks put TEMPLATE_VERSION into their versions
+    from fincocktail.tasks.base import Example, Task
 
 PromptStyle = Literal["instruction", "chat"]
 

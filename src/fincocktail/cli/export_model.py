@@ -20,7 +20,7 @@ def register(export_app: typer.Typer) -> None:
         """Write a folder that plain peft / transformers load, with README.md (model card: data, licences, scores)."""
         from rich.console import Console
 
-        from fincocktail.models.export import export_model
+        from fincocktail.export.model import export_model
 
         res = export_model(run_dir, out, merge=merge, eval_dirs=evals, name=name)
         console = Console()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fincocktail.errors import ConfigError
-from fincocktail.evaluation.runner import _safe
+from fincocktail.fileio import safe_name
 
 
 @dataclass
@@ -86,7 +86,7 @@ def _load_eval_dir(path: Path, run: RunResults | None = None) -> RunResults:
     config = card.get("config") or {}
     run = run or RunResults(path=path, model=str(config.get("model", "?")), adapter=config.get("adapter"))
     for task_id, info in (card.get("tasks") or {}).items():
-        metrics_file = path / f"{_safe(task_id)}.metrics.json"
+        metrics_file = path / f"{safe_name(task_id)}.metrics.json"
         metrics = _read_json(metrics_file) if metrics_file.is_file() else {}
         run.tasks[task_id] = TaskPredictions(
             task=task_id,
@@ -95,8 +95,8 @@ def _load_eval_dir(path: Path, run: RunResults | None = None) -> RunResults:
             mode=str(info.get("mode", "")),
             metric=str(metrics.get("metric", "")),
             metrics=dict(metrics.get("metrics") or {}),
-            rows=_read_predictions(path / f"{_safe(task_id)}.predictions.jsonl"),
-            path=path / f"{_safe(task_id)}.predictions.jsonl",
+            rows=_read_predictions(path / f"{safe_name(task_id)}.predictions.jsonl"),
+            path=path / f"{safe_name(task_id)}.predictions.jsonl",
             shots=int(config.get("shots") or 0),
             sample_hash=(info.get("sample") or metrics.get("sample") or {}).get("sha256"),
         )

@@ -22,7 +22,8 @@ import yaml
 
 from fincocktail.errors import ConfigError
 from fincocktail.evaluation.fewshot import build_pair, choice_target, select_demos
-from fincocktail.evaluation.runner import CHOICE_KINDS, _safe, _write_text
+from fincocktail.evaluation.runner import CHOICE_KINDS
+from fincocktail.fileio import safe_name, write_text_atomic
 from fincocktail.tasks.base import Task
 from fincocktail.tasks.sampling import SAMPLE_METHODS, draw_sample
 
@@ -52,7 +53,7 @@ class ExportedTask:
 
 
 def lmeval_task_name(task_id: str) -> str:
-    return f"fincocktail_{_safe(task_id)}"
+    return f"fincocktail_{safe_name(task_id)}"
 
 
 def export_lmeval(
@@ -71,7 +72,7 @@ def export_lmeval(
 ) -> list[ExportedTask]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_text(out_dir / f"{LOADER_MODULE}.py", LOADER_SOURCE)
+    write_text_atomic(out_dir / f"{LOADER_MODULE}.py", LOADER_SOURCE)
     exported = []
     for task_id in task_ids:
         task = resolve_task(task_id)
@@ -104,7 +105,7 @@ def export_lmeval(
                 row["labels"] = choices
                 row["gold"] = choices.index(ex.target)
             rows.append(row)
-        _write_text(out_dir / data_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        write_text_atomic(out_dir / data_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         config: dict[str, Any] = {
             "task": name,
             "dataset_kwargs": {"data_file": data_file},
@@ -150,6 +151,6 @@ def export_lmeval(
             + yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
         )
         yaml_path = out_dir / f"{name}.yaml"
-        _write_text(yaml_path, text)
+        write_text_atomic(yaml_path, text)
         exported.append(ExportedTask(name, yaml_path, out_dir / data_file, config["output_type"], len(rows)))
     return exported

@@ -106,9 +106,10 @@ class Judge:
 
 def apply_judge(judge: Judge, task: Task, examples: Sequence[Example], out_dir: Path, result: Any, seed: int = 0, n_resamples: int = 1000) -> None:
     """Judge a finished task's predictions: a `judge` entry per prediction line, judge metrics in the results."""
-    from fincocktail.evaluation.runner import _result_json, _safe, _write_json, _write_text
+    from fincocktail.evaluation.results import result_json
+    from fincocktail.fileio import safe_name, write_json_atomic, write_text_atomic
 
-    path = out_dir / f"{_safe(task.id)}.predictions.jsonl"
+    path = out_dir / f"{safe_name(task.id)}.predictions.jsonl"
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     by_id = {e.id: e for e in examples}
     triples = []
@@ -120,7 +121,7 @@ def apply_judge(judge: Judge, task: Task, examples: Sequence[Example], out_dir: 
     verdicts = judge.verdicts(triples)
     for row, (verdict, reply, cached) in zip(rows, verdicts):
         row["judge"] = {"verdict": verdict, "judge": judge.id, "reply": reply[:200], "cached": cached}
-    _write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     passed = [v is True for v, _, _ in verdicts]  # an unreadable verdict counts as not correct
     f1_pass = [bool(r.get("correct")) for r in rows]
     interval = mean_interval([float(p) for p in passed], n_resamples, seed)
@@ -132,7 +133,7 @@ def apply_judge(judge: Judge, task: Task, examples: Sequence[Example], out_dir: 
         "judge_kappa": cohen_kappa(passed, f1_pass),
         "judge_unparsed_rate": sum(v is None for v, _, _ in verdicts) / len(verdicts) if verdicts else 0.0,
     })
-    _write_json(out_dir / f"{_safe(task.id)}.metrics.json", _result_json(result))
+    write_json_atomic(out_dir / f"{safe_name(task.id)}.metrics.json", result_json(result), default=str, ensure_ascii=False)
 
 
 def judge_table(results: Sequence[Any]):

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import re
 import subprocess
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
@@ -31,10 +29,11 @@ from typing import Any, Callable, Literal, Sequence
 from pydantic import BaseModel, Field, field_validator
 
 from fincocktail.errors import ConfigError, FincocktailError
-from fincocktail.fileio import FolderLock
-from fincocktail.evaluation.bootstrap import Interval, bootstrap_interval, mean_interval
+from fincocktail.fileio import FolderLock, safe_name, write_json_atomic, write_text_atomic
+from fincocktail.evaluation.bootstrap import bootstrap_interval, mean_interval
 from fincocktail.evaluation.fewshot import build_pair, chat_messages, choice_target, select_demos
 from fincocktail.evaluation.judge import JUDGED_KINDS, apply_judge
+from fincocktail.evaluation.results import TaskResult, result_json
 from fincocktail.tasks.base import Example, Task
 from fincocktail.tasks.sampling import Sample, SampleMethod, draw_sample
 
@@ -85,26 +84,6 @@ class EvalConfig(BaseModel):
 
 
 @dataclass
-class TaskResult:
-    task: str
-    version: str
-    mode: str
-    n: int
-    metric: str
-    metrics: dict[str, float]
-    interval: Interval | None
-    parse_failure_rate: float
-    ties: int
-    examples_per_s: float
-    tokens_per_s: float
-    seconds: float
-    demo_ids: list[str] = field(default_factory=list)
-    rescored: int = 0  # choice predictions re-checked in fp32 (dtype auto on bf16 hardware)
-    truncated_prompts: int = 0  # prompts cut to max_prompt_tokens (from the left)
-    sample: dict[str, Any] = field(default_factory=dict)  # Sample.describe(): method, seed, n, population, sha256
-
-
-@dataclass
 class EvalRun:
     out_dir: Path
     results: list[TaskResult]
@@ -124,7 +103,7 @@ def run_eval(
 
     `loaded` (a `LoadedModel`) lets callers reuse an already loaded model (tests, sweeps).
     """
-    from fincocktail.evaluation.api import api_model_name, is_api_model
+    from fincocktail.evaluation.api import is_api_model
     from fincocktail.paths import find_data_dir
 
     started = time.perf_counter()
@@ -213,8 +192,8 @@ def _run_eval_locked(config: EvalConfig, tasks: list[Task], api: bool, style: st
     card = _run_card(config, style, tasks, results, backend, time.perf_counter() - started)
     if judge is not None:
         card["judge"] = judge.describe()
-    _write_json(out_dir / "metrics.json", {r.task: _result_json(r) for r in results})
-    _write_json(out_dir / "run_card.json", card)
+    _json_file(out_dir / "metrics.json", {r.task: result_json(r) for r in results})
+    _json_file(out_dir / "run_card.json", card)
     return EvalRun(out_dir=out_dir, results=results, card=card)
 
 
@@ -325,8 +304,8 @@ def _finish_task(task, mode, sample: Sample, rows: list[_Row], timing: _Timing, 
             if r.cached is not None:
                 line["cached"] = r.cached
         lines.append(json.dumps(line, ensure_ascii=False))
-    _write_text(out_dir / f"{_safe(task.id)}.predictions.jsonl", "\n".join(lines) + "\n")
-    _write_json(out_dir / f"{_safe(task.id)}.metrics.json", _result_json(result))
+    write_text_atomic(out_dir / f"{safe_name(task.id)}.predictions.jsonl", "\n".join(lines) + "\n")
+    _json_file(out_dir / f"{safe_name(task.id)}.metrics.json", result_json(result))
     return result
 
 
@@ -500,13 +479,13 @@ def _read_answer(task: Task, row: _Row, text: str) -> None:
 # --- files and run card ----------------------------------------------------------------------
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
+def _json_file(path: Path, obj: Any) -> None:
+    write_json_atomic(path, obj, default=str, ensure_ascii=False)
 
 
 def default_out_dir(model: str, now: datetime | None = None) -> Path:
     now = now or datetime.now(timezone.utc)
-    slug = _safe(Path(model.rstrip("/")).name if not model.startswith("openai:") else model)
+    slug = safe_name(Path(model.rstrip("/")).name if not model.startswith("openai:") else model)
     return Path("runs") / "eval" / f"{now:%Y%m%d-%H%M%S}-{slug}"
 
 
@@ -516,27 +495,6 @@ def _prepare_out_dir(config: EvalConfig) -> Path:
         raise ConfigError(f"--out {out} already holds an evaluation (run_card.json); choose another folder")
     out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    _write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
-def _result_json(r: TaskResult) -> dict[str, Any]:
-    d = asdict(r)
-    d["interval"] = asdict(r.interval) if r.interval else None
-    return d
 
 
 def _library_versions() -> dict[str, str]:

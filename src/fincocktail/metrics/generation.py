@@ -29,7 +29,7 @@ import string
 from typing import Sequence
 
 from fincocktail.metrics.classification import parse_failure_rate
-from fincocktail.tasks.extract import Entity, ParsedNumber, entities_of, extract_number, parse_number
+from fincocktail.answers import Entity, ParsedNumber, entities_of, extract_number, parse_number
 
 # --------------------------------------------------------------------------------------------
 # shared

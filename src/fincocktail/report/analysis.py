@@ -23,9 +23,7 @@ from typing import Iterable
 import numpy as np
 
 from fincocktail.report.records import MetricRecord, ReportData, RunRecord
-
-FINANCIAL_TASKS = ("fpb", "fiqa_sa", "tfns", "headline", "finner", "ner_cls", "finqa", "convfinqa")
-KNOWLEDGE_TASKS = ("cfa", "financebench")
+from fincocktail.tasks.builtin import FINANCIAL_TASKS, KNOWLEDGE_TASKS
 
 
 @dataclass(frozen=True)

@@ -46,10 +46,11 @@ def latest_sweep_dir(root: Path = Path("sweeps")) -> Path:
 
 
 def build_report(results_dir: Path, out: Path | None = None, title: str | None = None) -> BuiltReport:
+    from fincocktail.report.records import from_store
     from fincocktail.sweep.store import ResultsStore
 
     store = ResultsStore.in_dir(results_dir, create=False)
-    data = store.report_data(title=title or f"fincocktail report: {results_dir.name}")
+    data = from_store(store, title=title or f"fincocktail report: {results_dir.name}")
     if not data.runs:
         raise FincocktailError(f"{store.path}: no finished runs yet; nothing to report")
     data.published = PUBLISHED

@@ -42,8 +42,9 @@ from typing import Literal, Sequence
 import numpy as np
 from scipy.stats import norm
 
-from fincocktail.report.analysis import KNOWLEDGE_TASKS, Analysis, _correct_by_id
+from fincocktail.report.analysis import Analysis, _correct_by_id
 from fincocktail.report.records import RunRecord
+from fincocktail.tasks.builtin import KNOWLEDGE_TASKS
 
 ALPHA = 0.05
 POWER = 0.8

@@ -1,16 +1,21 @@
 """What the report reads: one row per run and one per (run, task, metric).
 
-These are deliberately plain so the report does not depend on how results are stored; the
-results store hands them over through `from_store`.
+These are deliberately plain so the report does not depend on how results are stored:
+`from_store` builds them from the rows the results store returns (the store knows nothing of
+the report).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
-RunKind = Literal["base", "api", "single", "cocktail", "mixture"]  # mixture: proposed by `mix search`
+from fincocktail.sweep.spec import RunKind
+
+if TYPE_CHECKING:
+    from fincocktail.sweep.store import ResultsStore
+
 
 
 @dataclass(frozen=True)
@@ -70,3 +75,33 @@ class ReportData:
 
     def run(self, run_id: str) -> RunRecord:
         return next(r for r in self.runs if r.run_id == run_id)
+
+
+def from_store(store: "ResultsStore", split: str | None = None, title: str | None = None) -> ReportData:
+    """The finished runs of a results store and their headline metrics.
+
+    Refuses (`SampleMismatch`) a set in which one task and split was scored on two samples.
+    """
+    from fincocktail.sweep.store import check_same_samples
+
+    runs = store.runs(status="done")
+    done = {r.run_id for r in runs}
+    records = [
+        RunRecord(
+            run_id=r.run_id, kind=r.kind, model=r.model, train_tasks=r.train_tasks,  # type: ignore[arg-type]
+            general=r.general, math=r.math, seed=r.seed, tokens_trained=r.tokens_trained,
+            wall_time_s=r.wall_time_s or 0.0, peak_rss_mb=r.peak_rss_mb,
+        )
+        for r in runs
+    ]
+    rows = [m for m in store.metrics(split=split, headline_only=True) if m.run_id in done]
+    check_same_samples(rows, store.path)
+    metrics = [
+        MetricRecord(
+            run_id=m.run_id, task=m.task, split=m.split, metric=m.metric, value=m.value, ci_low=m.ci_low,
+            ci_high=m.ci_high, n=m.n, predictions=Path(m.predictions) if m.predictions else None,
+            sample_sha256=m.sample_sha256,
+        )
+        for m in rows
+    ]
+    return ReportData(runs=records, metrics=metrics, **({"title": title} if title else {}))

@@ -5,14 +5,14 @@ from __future__ import annotations
 import base64
 import html
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
-from fincocktail.report.analysis import Analysis, Delta, Score, any_test_selected
+from fincocktail.report.analysis import Analysis, Delta, any_test_selected
 from fincocktail.report.findings import ALPHA, CLAIMS, NON_SUPERIORITY_MARGIN, Findings, findings
 from fincocktail.report.plots import all_plots
 from fincocktail.report.published import PUBLISHED_SOURCE
 from fincocktail.report.records import ReportData
+from fincocktail.report.tables import Table, cell, html_section, md_section
 
 SELECTION_NOTE = (
     "Every choice of a 'best' recipe (best single-task, best cocktail, best with general or math data) "
@@ -37,26 +37,6 @@ FINDINGS_NOTE = (
     f"Claim (d) is a non-superiority test: supported when the gain is shown to be below {NON_SUPERIORITY_MARGIN:g}, "
     "contradicted when the 95% interval lies above 0."
 )
-
-
-@dataclass
-class Table:
-    title: str
-    header: list[str]
-    rows: list[list[str]]
-    note: str = ""
-
-
-def _cell(v) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, tuple):
-        v = v[1]
-    if isinstance(v, Score):
-        return v.fmt() + (f" ({v.label})" if v.label else "") + ("" if v.selected_on == "validation" else " *test-selected*")
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return str(v)
 
 
 def findings_table(f: Findings) -> Table:
@@ -91,7 +71,7 @@ def main_table(an: Analysis, rows: list[dict]) -> Table:
         "Main table (test scores; recipes selected on "
         + ("validation where possible" if any_test_selected(rows) else "validation") + ")",
         cols,
-        [[_cell(r.get(c)) for c in cols] for r in rows],
+        [[cell(r.get(c)) for c in cols] for r in rows],
         note=f"{_sample_note(an)} '(published)' columns are not measured here: {PUBLISHED_SOURCE}. The published TFNS number was computed "
         "on FinLoRA's tfns_test.jsonl, whose Bullish/Neutral labels are swapped; it is not comparable with ours.",
     )
@@ -141,27 +121,6 @@ def all_tables(an: Analysis, found: Findings, main_rows: list[dict]) -> list[Tab
     ]
 
 
-def _md_table(t: Table) -> str:
-    lines = [f"## {t.title}", ""]
-    if not t.rows:
-        return "\n".join(lines + ["_No runs for this section._", ""])
-    lines.append("| " + " | ".join(t.header) + " |")
-    lines.append("|" + "---|" * len(t.header))
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in t.rows]
-    if t.note:
-        lines += ["", t.note]
-    return "\n".join(lines + [""])
-
-
-def _html_table(t: Table) -> str:
-    if not t.rows:
-        return f"<h2>{html.escape(t.title)}</h2><p><em>No runs for this section.</em></p>"
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in t.header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c).replace('**', '')}</td>" for c in row) + "</tr>" for row in t.rows)
-    note = f"<p class='note'>{html.escape(t.note)}</p>" if t.note else ""
-    return f"<h2>{html.escape(t.title)}</h2><table class='t'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
-
-
 PLOT_TITLES = {
     "main": "Per-task scores",
     "cocktail_effect": "Cocktail effect",
@@ -186,8 +145,8 @@ document.body.dataset.findingsRows=document.querySelectorAll('#findings tbody tr
 
 def mixture_search_section(data: ReportData, an: Analysis, main: Table, out: Path) -> tuple[str, str]:
     """(markdown, html) of the Mixture search section when `mix search` has run (it also adds the recommended
-    mixture's column to `main`); empty otherwise. The logic lives in fincocktail.search.section."""
-    from fincocktail.search.section import section
+    mixture's column to `main`); empty otherwise."""
+    from fincocktail.report.mixture_section import section
 
     return section(data, an, main, out)
 
@@ -208,11 +167,11 @@ def write_report(data: ReportData, out: Path, primary_metric: dict[str, str] | N
     note = selection_note(main_rows)
     summary = claim_summary(found)
     md = [f"# {data.title}", ""]
-    md += [_md_table(tables[0]), *[f"- {line}" for line in summary], ""]
-    md += [note, "", _md_table(tables[1]), mix_md]
+    md += [md_section(tables[0]), *[f"- {line}" for line in summary], ""]
+    md += [note, "", md_section(tables[1]), mix_md]
     for name, png in plots.items():
         md += [f"### {PLOT_TITLES[name]}", "", f"![{PLOT_TITLES[name]}](plots/{name}.png)", ""]
-    md += [_md_table(t) for t in tables[2:]]
+    md += [md_section(t) for t in tables[2:]]
     md_path = out / "report.md"
     md_path.write_text("\n".join(md), encoding="utf-8")
 
@@ -222,9 +181,9 @@ def write_report(data: ReportData, out: Path, primary_metric: dict[str, str] | N
         for n, p in plots.items()
     )
     summary_html = "<ul class='claims'>" + "".join(f"<li>{html.escape(line)}</li>" for line in summary) + "</ul>"
-    body = (f"<h1>{html.escape(data.title)}</h1><section id='findings'>{_html_table(tables[0])}{summary_html}</section>"
+    body = (f"<h1>{html.escape(data.title)}</h1><section id='findings'>{html_section(tables[0])}{summary_html}</section>"
             f"<p class='note'>{html.escape(note)}</p>"
-            + _html_table(tables[1]) + mix_html + figs + "".join(_html_table(t) for t in tables[2:]))
+            + html_section(tables[1]) + mix_html + figs + "".join(html_section(t) for t in tables[2:]))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(data.title)}</title>"
             f"<style>{CSS}</style></head><body>{body}{SELF_CHECK}</body></html>")
     html_path = out / "report.html"

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,12 +25,13 @@ import yaml
 
 from fincocktail.cocktail import parse_cocktail
 from fincocktail.fileio import write_json_atomic
-from fincocktail.search.compare import NOTE, compare, table, verdict
+from fincocktail.report.mixture_compare import NOTE, compare, table, verdict
+from fincocktail.report.mixture_section import SUMMARY_FILE
+from fincocktail.report.tables import md_table
 from fincocktail.search.objective import Objective, feasible
 from fincocktail.search.search import SearchRun, matrix
 from fincocktail.search.surrogate import calibration, leave_one_out, spearman
 
-SUMMARY_FILE = "summary.json"
 
 
 @dataclass
@@ -184,8 +183,9 @@ def write_outputs(sr: SearchRun) -> dict[str, Any]:
     comparison_md = ""
     if rec and sr.ctx.store is not None:
         from fincocktail.report.analysis import Analysis
+        from fincocktail.report.records import from_store
 
-        an = Analysis(sr.ctx.store.report_data())
+        an = Analysis(from_store(sr.ctx.store))
         rows = compare(an, rec["run_ids"], summary["weights"][summary["objectives"][0]])
         h, b = table(rows)
         comparison_md = "\n".join([f"# {summary['name']}: recommended mixture on test", "", md_table(h, b), "",
@@ -227,22 +227,3 @@ def mixture_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                {True: "yes", False: "no", None: "–"}[r["feasible"]]]
         )
     return header, body
-
-
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def load_summaries(results_dir: Path) -> list[dict[str, Any]]:
-    """Every search's summary under `OUT/mix/*/` (what the report's Mixture search section shows)."""
-    out = []
-    for path in sorted((Path(results_dir) / "mix").glob(f"*/{SUMMARY_FILE}")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        data["dir"] = str(path.parent)
-        out.append(data)
-    return out

@@ -32,12 +32,12 @@ from pydantic import (
 
 from fincocktail.errors import ConfigError
 from fincocktail.fileio import load_yaml, validate_mapping
+from fincocktail.tasks.builtin import KNOWLEDGE_TASKS
 
 # Bump when the meaning of a run config changes (it is part of every run's hash).
 RUN_SCHEMA = "fincocktail-run/1"
 
 RunKind = Literal["base", "api", "single", "cocktail", "mixture"]  # mixture: proposed by `mix search`
-KNOWLEDGE_TASKS = ("cfa", "financebench")  # evaluated by default for domain knowledge
 
 # Fields of the training config the sweep sets itself, per run.
 _SWEEP_OWNED_TRAIN_FIELDS = ("model", "cocktail", "seed", "output_dir", "data_dir")

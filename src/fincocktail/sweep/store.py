@@ -458,32 +458,6 @@ class ResultsStore:
         out.update({r[0]: r[1] for r in rows})
         return out
 
-    def report_data(self, split: str | None = None, title: str | None = None) -> Any:
-        """The finished runs and their headline metrics as the report layer's `ReportData`."""
-        from fincocktail.report.records import MetricRecord, ReportData, RunRecord
-
-        runs = [r for r in self.runs(status="done")]
-        done = {r.run_id for r in runs}
-        records = [
-            RunRecord(
-                run_id=r.run_id, kind=r.kind, model=r.model, train_tasks=r.train_tasks,  # type: ignore[arg-type]
-                general=r.general, math=r.math, seed=r.seed, tokens_trained=r.tokens_trained,
-                wall_time_s=r.wall_time_s or 0.0, peak_rss_mb=r.peak_rss_mb,
-            )
-            for r in runs
-        ]
-        rows = [m for m in self.metrics(split=split, headline_only=True) if m.run_id in done]
-        check_same_samples(rows, self.path)
-        metrics = [
-            MetricRecord(
-                run_id=m.run_id, task=m.task, split=m.split, metric=m.metric, value=m.value, ci_low=m.ci_low,
-                ci_high=m.ci_high, n=m.n, predictions=Path(m.predictions) if m.predictions else None,
-                sample_sha256=m.sample_sha256,
-            )
-            for m in rows
-        ]
-        return ReportData(runs=records, metrics=metrics, **({"title": title} if title else {}))
-
 
 class SampleMismatch(FincocktailError):
     """Scores of one (task, split) were computed on different rows: comparing them would mislead."""

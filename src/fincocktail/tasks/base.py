@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 from fincocktail.errors import ConfigError
+from fincocktail.prompts import TEMPLATE_VERSION
 
 TaskKind = Literal[
     "classification",  # fixed label set; choice mode scores each label
@@ -23,17 +24,11 @@ TaskKind = Literal[
     "instruction",  # general / math ingredients used for training only
 ]
 
-ExtractMode = Literal["strict", "flexible"]
+from fincocktail.answers import ExtractMode  # noqa: E402  (re-exported: tasks name the mode in their signatures)
 
 
 def versioned(name: str) -> str:
-    """A task version that changes when either its splits (`name`) or the prompt templates change.
-
-    `fincocktail.prompts` is imported here, not at module level, because prompts imports this
-    module for `Example` and `Task`.
-    """
-    from fincocktail.prompts import TEMPLATE_VERSION
-
+    """A task version that changes when either its splits (`name`) or the prompt templates change."""
     return f"{name}+prompts.{TEMPLATE_VERSION}"
 
 

@@ -37,8 +37,9 @@ from fincocktail.errors import ConfigError, DataError
 from fincocktail.fileio import load_yaml
 from fincocktail.metrics.generation import exact_match, numbers_match, numeric_scores, open_answer_scores
 from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, Task, versioned
+from fincocktail.tasks.builtin import BUILTIN_TASKS
 from fincocktail.tasks.classification import ClassificationTask, MultipleChoiceTask
-from fincocktail.tasks.extract import extract_number, format_float, parse_number
+from fincocktail.answers import extract_number, format_float, parse_number
 from fincocktail.tasks.io import read_csv, read_jsonl, require_file
 from fincocktail.tasks.splits import normalize_text, split_by_key
 
@@ -398,8 +399,6 @@ def build_user_task(spec: UserTaskSpec, spec_path: Path) -> Task:
 
 def load_user_tasks(tasks_dir: str | Path) -> dict[str, Task]:
     """Every `*.yaml` / `*.yml` task in `tasks_dir`, by id. Ids may not collide with built-ins or each other."""
-    from fincocktail.tasks.registry import BUILTIN_TASKS
-
     folder = Path(tasks_dir).expanduser()
     if not folder.is_dir():
         raise ConfigError(f"user tasks folder {folder} not found (from --tasks-dir or FINCOCKTAIL_TASKS)")

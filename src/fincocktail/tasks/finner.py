@@ -31,7 +31,7 @@ from typing import Any, Sequence
 from fincocktail.errors import DataError
 from fincocktail.metrics.generation import entities_equal, entity_scores
 from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, versioned
-from fincocktail.tasks.extract import Entity, extract_entities, format_entities
+from fincocktail.answers import Entity, extract_entities, format_entities
 from fincocktail.tasks.generative import GenerativeTask, hub_dataset
 from fincocktail.tasks.io import read_text, require_file
 from fincocktail.tasks.splits import carve_validation, normalize_text

@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Sequence
 from fincocktail.errors import DataError
 from fincocktail.metrics.generation import DEFAULT_RTOL, answers_match, numeric_scores
 from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, versioned
-from fincocktail.tasks.extract import extract_number, extract_yes_no, format_float
+from fincocktail.answers import extract_number, extract_yes_no, format_float
 from fincocktail.tasks.generative import GenerativeTask, Source, document_key, hub_dataset
 from fincocktail.tasks.io import read_json, read_jsonl, require_file, typed
 from fincocktail.tasks.splits import unit_hash

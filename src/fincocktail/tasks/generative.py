@@ -13,7 +13,7 @@ from typing import Any, Literal, Sequence
 from fincocktail.errors import DataError
 from fincocktail.metrics.generation import open_answer_scores, token_f1
 from fincocktail.tasks.base import Example, ExtractMode, Task
-from fincocktail.tasks.extract import extract_free_text
+from fincocktail.answers import extract_free_text
 
 Source = Literal["local", "hub"]
 

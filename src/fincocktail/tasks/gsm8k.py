@@ -20,7 +20,7 @@ from typing import Sequence
 from fincocktail.errors import DataError
 from fincocktail.metrics.generation import EXACT_RTOL, numbers_match, numeric_scores
 from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, versioned
-from fincocktail.tasks.extract import extract_final_answer, parse_number
+from fincocktail.answers import extract_final_answer, parse_number
 from fincocktail.tasks.generative import GenerativeTask, hub_dataset
 from fincocktail.tasks.io import field, read_jsonl, require_file
 from fincocktail.tasks.splits import carve_validation, normalize_text

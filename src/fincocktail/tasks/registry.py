@@ -1,7 +1,7 @@
 """The task registry: built-in tasks by id, plus user tasks from YAML folders.
 
-Built-ins are named here as "module:Class" and imported on first use, so listing tasks does
-not import every loader.
+Built-ins are named in `tasks/builtin.py` as "module:Class" and imported on first use, so
+listing tasks does not import every loader.
 """
 
 from __future__ import annotations
@@ -12,21 +12,7 @@ from pathlib import Path
 
 from fincocktail.errors import ConfigError
 from fincocktail.tasks.base import Task
-
-BUILTIN_TASKS: dict[str, str] = {
-    "fpb": "fincocktail.tasks.sentiment:FPB",
-    "fiqa_sa": "fincocktail.tasks.sentiment:FiQASA",
-    "tfns": "fincocktail.tasks.sentiment:TFNS",
-    "headline": "fincocktail.tasks.headline:Headline",
-    "finner": "fincocktail.tasks.finner:FinNER",
-    "ner_cls": "fincocktail.tasks.ner_cls:NERCls",
-    "finqa": "fincocktail.tasks.finqa:FinQA",
-    "convfinqa": "fincocktail.tasks.finqa:ConvFinQA",
-    "gsm8k": "fincocktail.tasks.gsm8k:GSM8K",
-    "general": "fincocktail.tasks.general:General",
-    "cfa": "fincocktail.tasks.knowledge:CFA",
-    "financebench": "fincocktail.tasks.financebench:FinanceBench",
-}
+from fincocktail.tasks.builtin import BUILTIN_TASKS
 
 
 def _builtin(task_id: str) -> Task:
@@ -42,7 +28,7 @@ def user_tasks_dir(explicit: str | os.PathLike | None = None) -> Path | None:
 def _user_tasks(tasks_dir: Path | None) -> dict[str, Task]:
     if tasks_dir is None:
         return {}
-    from fincocktail.tasks.custom import load_user_tasks
+    from fincocktail.tasks.custom import load_user_tasks  # YAML tasks need pydantic: read only when asked
 
     return load_user_tasks(tasks_dir)
 

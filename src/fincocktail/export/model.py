@@ -1,7 +1,7 @@
 """`fincocktail export model`: a training run as a Hugging Face folder with a model card.
 
 The folder is what plain `peft` (adapter) or plain `transformers` (`--merge`, or a full
-fine-tune) loads, plus README.md (the card, see `fincocktail.modelcard`) and the training run
+fine-tune) loads, plus README.md (the card, see `fincocktail.export.modelcard`) and the training run
 card as `fincocktail_run_card.json`, so the provenance travels with the weights.
 
 A LoRA adapter is merged in float32 (through `load_for_eval`, as evaluation does), so the
@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from fincocktail.errors import ConfigError
 from fincocktail.fileio import write_json_atomic
-from fincocktail.modelcard import EvalScore, SourceLicence, render_card, source_licences
+from fincocktail.export.modelcard import EvalScore, SourceLicence, render_card, source_licences
 
 CARD_COPY = "fincocktail_run_card.json"
 

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-from fincocktail.tasks.base import ExtractMode
+ExtractMode = Literal["strict", "flexible"]
 
 # --------------------------------------------------------------------------------------------
 # numbers

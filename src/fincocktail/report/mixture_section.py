@@ -13,10 +13,27 @@ import html
 from pathlib import Path
 from typing import Any
 
+import json
+
 from fincocktail.report.analysis import Analysis
+from fincocktail.report.mixture_compare import NOTE, compare, table, verdict
 from fincocktail.report.records import ReportData
-from fincocktail.search.compare import NOTE, compare, table, verdict
-from fincocktail.search.outputs import load_summaries, md_table
+from fincocktail.report.tables import cell, md_table
+
+SUMMARY_FILE = "summary.json"  # written by `mix search` into OUT/mix/NAME/
+
+
+def load_summaries(results_dir: Path) -> list[dict[str, Any]]:
+    """Every search's summary under `OUT/mix/*/` (what this section shows)."""
+    out = []
+    for path in sorted((Path(results_dir) / "mix").glob(f"*/{SUMMARY_FILE}")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        data["dir"] = str(path.parent)
+        out.append(data)
+    return out
 
 
 def _column(name: str) -> str:
@@ -25,14 +42,12 @@ def _column(name: str) -> str:
 
 def add_main_column(main: Any, an: Analysis, summary: dict[str, Any]) -> None:
     """Put the recommended mixture's test scores in the main table, before the API and published columns."""
-    from fincocktail.report.render import _cell
-
     ids = set(summary["recommended"]["run_ids"])
     runs = [r for r in an.data.runs if r.run_id in ids]
     at = next((i for i, h in enumerate(main.header) if h.startswith("API ") or h.endswith("(published)")), len(main.header))
     main.header.insert(at, _column(summary["name"]))
     for row in main.rows:
-        row.insert(at, _cell(an.score(runs, row[0], "test")))
+        row.insert(at, cell(an.score(runs, row[0], "test")))
 
 
 def section(data: ReportData, an: Analysis, main: Any, out: Path) -> tuple[str, str]:
