@@ -91,25 +91,22 @@ def test_token_cache_tokenizes_each_pair_once_per_tokenizer(tiny_model_dir, tmp_
     from transformers import AutoTokenizer
 
     from fincocktail import prompts
-    from fincocktail.sweep import execute
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     pair = prompts.render_text("What is the sentiment?", "Revenue rose 5 %", "positive")
     plain = prompts.encode_pair(tok, pair)
-    before = dict(execute.token_cache_stats)
-    with execute.token_cache():
-        first = prompts.encode_pair(tok, pair)
-        second = prompts.encode_pair(tok, pair)
-        no_eos = prompts.encode_pair(tok, pair, add_eos=False)
-        # another tokenizer (different vocabulary) must not get the first one's ids
-        tok2 = AutoTokenizer.from_pretrained(tiny_model_dir)
-        tok2.add_tokens(["Revenue rose"])
-        other = prompts.encode_pair(tok2, pair)
-    assert prompts.encode_pair is not None and prompts.encode_pair.__module__ == "fincocktail.prompts"  # restored
+    cache = prompts.TokenCache()
+    first = cache.encode_pair(tok, pair)
+    second = cache.encode_pair(tok, pair)
+    no_eos = cache.encode_pair(tok, pair, add_eos=False)
+    # another tokenizer (different vocabulary) must not get the first one's ids
+    tok2 = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok2.add_tokens(["Revenue rose"])
+    other = cache.encode_pair(tok2, pair)
     assert first == second == plain and no_eos == (plain[0], plain[1][:-1])
     assert other != plain and other == prompts.encode_pair(tok2, pair)
-    assert execute.token_cache_stats["misses"] - before["misses"] == 3
-    assert execute.token_cache_stats["hits"] - before["hits"] == 1
+    assert cache.misses == 3
+    assert cache.hits == 1
 
 
 def test_killed_sweep_resumes_training_from_its_checkpoint(tiny_model_dir, data_dir, tmp_path):

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fincocktail.errors import ConfigError
 from fincocktail.fileio import load_yaml, validate_mapping, write_json_atomic
+from fincocktail.prompts import TokenCache
 from fincocktail.tasks.base import Example, Task
 
 TRAIN_SPLIT = "train"
@@ -260,14 +261,15 @@ class CocktailData:
     def example(self, item: tuple[str, int]) -> Example:
         return self.sources[item[0]][item[1]]
 
-    def encode(self, tokenizer: Any, style: str = "instruction") -> None:
+    def encode(self, tokenizer: Any, style: str = "instruction", tokens: TokenCache | None = None) -> None:
         """Tokenize every example used in any epoch once (replicas share the encoding)."""
         from fincocktail.prompts import encode_pair, render
 
+        encode = tokens.encode_pair if tokens is not None else encode_pair
         needed = sorted({item for epoch in self.epochs for item in epoch} - set(self.encodings))
         for task_id, idx in needed:
             pair = render(self.tasks[task_id], self.sources[task_id][idx], style=style, tokenizer=tokenizer)  # type: ignore[arg-type]
-            self.encodings[(task_id, idx)] = encode_pair(tokenizer, pair)
+            self.encodings[(task_id, idx)] = encode(tokenizer, pair)
 
     def manifest(self) -> dict[str, Any]:
         per_source: dict[str, Any] = {}
@@ -435,14 +437,16 @@ def prepare_cocktail(
     style: str = "instruction",
     drop_ids: Mapping[str, set[str]] | None = None,
     source: str = "cocktail",
+    tokens: TokenCache | None = None,
 ) -> CocktailData:
-    """Resolve the tasks, read their train splits, draw, hash source files, optionally tokenize."""
+    """Resolve the tasks, read their train splits, draw, hash source files, optionally tokenize
+    (through `tokens` when the caller keeps a cache across runs)."""
     tasks = resolve_tasks(config, resolver, source)
     sources = load_sources(tasks, data_dir)
     data = build_cocktail(config, sources, tasks, epochs=epochs, drop_ids=drop_ids, source=source)
     data.file_hashes = {task_id: source_file_hashes(task, data_dir) for task_id, task in tasks.items()}
     if tokenizer is not None:
-        data.encode(tokenizer, style)
+        data.encode(tokenizer, style, tokens)
     return data
 
 

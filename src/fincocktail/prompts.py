@@ -9,8 +9,11 @@ keeps the two consistent (trl, for instance, silently drops a trailing prompt sp
 
 from __future__ import annotations
 
+import hashlib
+import json
+import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 if TYPE_CHECKING:  # prompts sit below tasks: tasks put TEMPLATE_VERSION into their versions
     from fincocktail.tasks.base import Example, Task
@@ -81,3 +84,60 @@ def encode_pair(tokenizer: Any, pair: PromptPair, add_eos: bool = True) -> tuple
     if add_eos and tokenizer.eos_token_id is not None:
         target_ids = list(target_ids) + [tokenizer.eos_token_id]
     return list(prompt_ids), list(target_ids)
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """sha256 of everything that decides a tokenizer's output (its full definition and special tokens)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    body = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    extra = [type(tokenizer).__name__] + [
+        str(getattr(tokenizer, name, None)) for name in ("bos_token", "eos_token", "eos_token_id", "add_bos_token", "add_eos_token")
+    ]
+    return hashlib.sha256((body + "\0" + "\0".join(extra)).encode("utf-8")).hexdigest()
+
+
+class TokenCache:
+    """`encode_pair` memoised by content, for code that tokenizes the same texts again and again.
+
+    A sweep worker trains and evaluates many runs on the same examples: the single-task runs,
+    every cocktail that contains a task, each evaluation. Handing one cache to the training data
+    and to the evaluator of every run tokenizes each (tokenizer, prompt, target) once per
+    worker. The key is a sha256 of the tokenizer's full definition and the texts, so another
+    tokenizer or template never gets a stale entry. Past `max_entries` it starts over.
+    """
+
+    def __init__(self, max_entries: int = 2_000_000) -> None:
+        self.max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+        self._entries: dict[bytes, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+        self._fingerprints: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+    def _fingerprint(self, tokenizer: Any) -> str:
+        try:
+            return self._fingerprints[tokenizer]
+        except (KeyError, TypeError):
+            pass
+        fp = tokenizer_fingerprint(tokenizer)
+        try:
+            self._fingerprints[tokenizer] = fp
+        except TypeError:  # pragma: no cover - not weak-referenceable
+            pass
+        return fp
+
+    def encode_pair(self, tokenizer: Any, pair: PromptPair, add_eos: bool = True) -> tuple[list[int], list[int]]:
+        """What `encode_pair(tokenizer, pair, add_eos)` returns, computed once per content."""
+        key = hashlib.sha256(f"{self._fingerprint(tokenizer)}\0{int(add_eos)}\0{pair.prompt}\0{pair.target}".encode()).digest()
+        hit = self._entries.get(key)
+        if hit is None:
+            self.misses += 1
+            prompt_ids, target_ids = encode_pair(tokenizer, pair, add_eos)
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            hit = self._entries[key] = (tuple(prompt_ids), tuple(target_ids))
+        else:
+            self.hits += 1
+        return list(hit[0]), list(hit[1])
+
+
+Encoder = Callable[[Any, PromptPair, bool], "tuple[list[int], list[int]]"]  # encode_pair or TokenCache.encode_pair

@@ -34,6 +34,7 @@ from fincocktail.evaluation.bootstrap import bootstrap_interval, mean_interval
 from fincocktail.evaluation.fewshot import build_pair, chat_messages, choice_target, select_demos
 from fincocktail.evaluation.judge import JUDGED_KINDS, apply_judge
 from fincocktail.evaluation.results import TaskResult, result_json
+from fincocktail.prompts import TokenCache, encode_pair
 from fincocktail.tasks.base import Example, Task
 from fincocktail.tasks.sampling import Sample, SampleMethod, draw_sample
 
@@ -98,10 +99,12 @@ def run_eval(
     resolve_task: TaskResolver | None = None,
     loaded: Any | None = None,
     progress: bool = False,
+    tokens: TokenCache | None = None,
 ) -> EvalRun:
     """Evaluate `config.model` on `config.tasks`; see the module docstring for what is written.
 
-    `loaded` (a `LoadedModel`) lets callers reuse an already loaded model (tests, sweeps).
+    `loaded` (a `LoadedModel`) lets callers reuse an already loaded model (tests, sweeps), and
+    `tokens` a tokenization cache shared with other runs (sweep workers).
     """
     from fincocktail.evaluation.api import is_api_model
     from fincocktail.paths import find_data_dir
@@ -132,7 +135,7 @@ def run_eval(
     out_dir = _prepare_out_dir(config)
     try:
         with FolderLock(out_dir, EVAL_LOCK, "an evaluation", "wait for it or choose another --out"):
-            return _run_eval_locked(config, tasks, api, style, data_dir, out_dir, loaded, progress, started, judge)
+            return _run_eval_locked(config, tasks, api, style, data_dir, out_dir, loaded, progress, started, judge, tokens)
     finally:
         if judge is not None:
             judge.close()
@@ -143,7 +146,8 @@ _TEMP_FILE = re.compile(r"^\..+\.jsonl?\.[A-Za-z0-9_]{8}$")  # mkstemp(prefix=".
 
 
 def _run_eval_locked(config: EvalConfig, tasks: list[Task], api: bool, style: str, data_dir: Path, out_dir: Path,
-                     loaded: Any | None, progress: bool, started: float, judge: Any = None) -> EvalRun:
+                     loaded: Any | None, progress: bool, started: float, judge: Any = None,
+                     tokens: TokenCache | None = None) -> EvalRun:
     """`run_eval` once the output folder is locked against a second writer."""
     from fincocktail.evaluation.api import api_model_name
 
@@ -163,7 +167,7 @@ def _run_eval_locked(config: EvalConfig, tasks: list[Task], api: bool, style: st
             from fincocktail.evaluation.loading import load_for_eval
 
             loaded = load_for_eval(config.model, config.adapter, config.dtype)
-        backend = _LocalBackend(loaded, config.batch_size, config.max_prompt_tokens)
+        backend = _LocalBackend(loaded, config.batch_size, config.max_prompt_tokens, tokens)
 
     results: list[TaskResult] = []
     try:
@@ -341,7 +345,7 @@ def _margin(scores: Sequence[float]) -> float:
 
 
 class _LocalBackend(_Backend):
-    def __init__(self, loaded: Any, batch_size: int, max_prompt_tokens: int | None = None):
+    def __init__(self, loaded: Any, batch_size: int, max_prompt_tokens: int | None = None, tokens: TokenCache | None = None):
         from fincocktail.evaluation.forward import Scorer
 
         self.loaded = loaded
@@ -351,15 +355,14 @@ class _LocalBackend(_Backend):
         self.reference = Scorer(reference) if reference is not None else None
         self.batch_size = batch_size
         self.max_prompt_tokens = max_prompt_tokens
+        self.encode = tokens.encode_pair if tokens is not None else encode_pair
 
     def _prompt(self, task, example, demos, style) -> tuple[str, list[int], bool]:
-        from fincocktail.prompts import encode_pair
-
         try:
             pair = build_pair(task, example, style, self.tok, demos)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        ids = encode_pair(self.tok, pair, add_eos=False)[0]
+        ids = self.encode(self.tok, pair, False)[0]
         limit = self.max_prompt_tokens
         if limit is not None and len(ids) > limit:
             return pair.prompt, ids[-limit:], True

@@ -24,15 +24,14 @@ import os
 import sys
 import time
 import traceback
-import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fincocktail.errors import ConfigError
 from fincocktail.fileio import write_json_atomic
+from fincocktail.prompts import TokenCache
 from fincocktail.quiet import quiet_libraries
 from fincocktail.redact import redact
 from fincocktail.sweep.spec import RunSpec, eval_limit
@@ -151,68 +150,18 @@ def _apply_threads(threads: int | None) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Tokenization cache, shared by the runs of a worker
-
-_TOKENS: dict[bytes, tuple[tuple[int, ...], tuple[int, ...]]] = {}
-_TOKENS_MAX = 2_000_000  # entries; a few hundred MB at most, then it starts over
-_FINGERPRINTS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-token_cache_stats = {"hits": 0, "misses": 0}
+# Tokenization cache, shared by the runs of a worker process (each run is handed it)
 
 
-def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """sha256 of everything that decides a tokenizer's output (its full definition and special tokens)."""
-    try:
-        return _FINGERPRINTS[tokenizer]
-    except (KeyError, TypeError):
-        pass
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    body = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    extra = [type(tokenizer).__name__] + [
-        str(getattr(tokenizer, name, None)) for name in ("bos_token", "eos_token", "eos_token_id", "add_bos_token", "add_eos_token")
-    ]
-    fp = hashlib.sha256((body + "\0" + "\0".join(extra)).encode("utf-8")).hexdigest()
-    try:
-        _FINGERPRINTS[tokenizer] = fp
-    except TypeError:  # pragma: no cover - not weak-referenceable
-        pass
-    return fp
+def worker_tokens() -> TokenCache:
+    """This process's tokenization cache: the runs a worker executes share it."""
+    global _WORKER_TOKENS
+    if _WORKER_TOKENS is None:
+        _WORKER_TOKENS = TokenCache()
+    return _WORKER_TOKENS
 
 
-@contextmanager
-def token_cache() -> Iterator[None]:
-    """Memoise `fincocktail.prompts.encode_pair` by content while a run executes.
-
-    Training (through the cocktail) and evaluation both tokenize with that one function, so
-    while this is active every (tokenizer, prompt, target) pair is tokenized once per worker
-    however many runs use it: the single-task runs, every cocktail that contains the task, and
-    each evaluation. The key is a sha256 of the tokenizer's full definition and the texts, so a
-    different tokenizer or template never gets a stale entry. The original function is put back
-    when the run ends.
-    """
-    from fincocktail import prompts
-
-    original = prompts.encode_pair
-
-    def encode_pair(tokenizer: Any, pair: Any, add_eos: bool = True) -> tuple[list[int], list[int]]:
-        key = hashlib.sha256(
-            f"{tokenizer_fingerprint(tokenizer)}\0{int(add_eos)}\0{pair.prompt}\0{pair.target}".encode()
-        ).digest()
-        hit = _TOKENS.get(key)
-        if hit is None:
-            token_cache_stats["misses"] += 1
-            prompt_ids, target_ids = original(tokenizer, pair, add_eos)
-            if len(_TOKENS) >= _TOKENS_MAX:
-                _TOKENS.clear()
-            hit = _TOKENS[key] = (tuple(prompt_ids), tuple(target_ids))
-        else:
-            token_cache_stats["hits"] += 1
-        return list(hit[0]), list(hit[1])
-
-    prompts.encode_pair = encode_pair  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        prompts.encode_pair = original  # type: ignore[assignment]
+_WORKER_TOKENS: TokenCache | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,7 +220,7 @@ def _metric_rows(metrics_json: dict[str, Any], split: str, out: Path) -> list[Me
     return rows
 
 
-def _evaluate(run: RunSpec, ctx: RunContext, adapter: Path | None) -> tuple[list[MetricRow], float]:
+def _evaluate(run: RunSpec, ctx: RunContext, adapter: Path | None, tokens: TokenCache | None = None) -> tuple[list[MetricRow], float]:
     from fincocktail.evaluation.runner import EvalConfig, run_eval
 
     ev = run.eval
@@ -308,7 +257,7 @@ def _evaluate(run: RunSpec, ctx: RunContext, adapter: Path | None) -> tuple[list
                     base_url=(run.api or {}).get("base_url"),
                 )
                 t0 = time.perf_counter()
-                run_eval(config, loaded=loaded)
+                run_eval(config, loaded=loaded, tokens=tokens)
                 seconds += time.perf_counter() - t0
             metrics_json = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
             rows.extend(_metric_rows(metrics_json, split, out))
@@ -324,13 +273,12 @@ def real_run(run: RunSpec, ctx: RunContext) -> RunOutcome:
     if ctx.threads:
         torch.set_num_threads(max(1, int(ctx.threads)))
     try:
-        with token_cache():
-            return _real_run(run, ctx)
+        return _real_run(run, ctx, worker_tokens())
     finally:
         torch.set_num_threads(threads_before)  # an in-process run leaves the caller's setting as it was
 
 
-def _real_run(run: RunSpec, ctx: RunContext) -> RunOutcome:
+def _real_run(run: RunSpec, ctx: RunContext, tokens: TokenCache) -> RunOutcome:
     started = time.time()
     adapter: Path | None = None
     outcome = RunOutcome()
@@ -342,7 +290,7 @@ def _real_run(run: RunSpec, ctx: RunContext) -> RunOutcome:
         config = TrainConfig.model_validate({**run.train, "data_dir": ctx.data_dir})
         train_dir = ctx.run_dir / "train"
         t0 = time.time()
-        result = train(config, train_dir, resume="if_present", progress=False)
+        result = train(config, train_dir, resume="if_present", progress=False, tokens=tokens)
         outcome.train_time_s = round(time.time() - t0, 3)
         outcome.tokens_trained = int(result.tokens_seen)
         outcome.peak_rss_mb = float(result.peak_rss_mb)
@@ -359,7 +307,7 @@ def _real_run(run: RunSpec, ctx: RunContext) -> RunOutcome:
             saved = json.loads(train_card.read_text(encoding="utf-8"))
             card["train"]["resumed_from"] = saved.get("resumed_from")
             card["train"]["tokens_per_s"] = saved.get("tokens_per_s")
-    rows, eval_s = _evaluate(run, ctx, adapter)
+    rows, eval_s = _evaluate(run, ctx, adapter, tokens)
     outcome.metrics = rows
     outcome.eval_time_s = round(eval_s, 3)
     try:

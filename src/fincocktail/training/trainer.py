@@ -38,6 +38,7 @@ from fincocktail.cocktail import (
 )
 from fincocktail.errors import ConfigError, FincocktailError, ModelError
 from fincocktail.fileio import FolderLock, damaged_file_errors, first_line, write_json_atomic
+from fincocktail.prompts import TokenCache
 from fincocktail.models.precision import cpu_features, native_bf16
 from fincocktail.tasks.base import Task
 from fincocktail.training.config import RESUMABLE_CHANGES, TrainConfig, resolve_cocktail
@@ -562,8 +563,11 @@ def train(
     eval_tasks: Sequence[Task] | None = None,
     progress: bool = True,
     console: Any | None = None,
+    tokens: TokenCache | None = None,
 ) -> TrainResult:
     """Train `config` into `run_dir`; with `resume`, continue from its last checkpoint.
+
+    `tokens` tokenizes through a cache the caller shares across runs (a sweep worker).
 
     `resume=True` (the CLI's --resume) requires a run in `run_dir`: a typo in --out must not
     train from scratch. `resume="if_present"` (sweeps) continues a run if there is one and
@@ -581,7 +585,7 @@ def train(
     threads = torch.get_num_threads()
     try:
         with FolderLock(run_dir, TRAIN_LOCK, "a training run", "wait for it to finish or pass another --out"):
-            return _train(config, run_dir, bool(resume), resolver, eval_tasks, progress, console)
+            return _train(config, run_dir, bool(resume), resolver, eval_tasks, progress, console, tokens)
     finally:
         torch.set_num_threads(threads)
 
@@ -648,6 +652,7 @@ def _train(
     eval_tasks: Sequence[Task] | None,
     progress: bool,
     console: Any | None,
+    tokens: TokenCache | None = None,
 ) -> TrainResult:
     from rich.console import Console
 
@@ -707,7 +712,7 @@ def _train(
     model, tokenizer = load_model_and_tokenizer(config.model, dtype=dtype)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     try:
-        data.encode(tokenizer, config.prompt_style)
+        data.encode(tokenizer, config.prompt_style, tokens)
     except ValueError as exc:  # e.g. prompt_style chat with a tokenizer that has no chat template
         raise ConfigError(f"prompt_style: {exc}") from None
     manifest = write_manifest(data, run_dir / "data_manifest.json")
