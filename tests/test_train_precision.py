@@ -56,7 +56,7 @@ def run(cfg, run_dir: Path):
     ],
 )
 def test_precision_switch(precision, method, native, expected, monkeypatch, tmp_path):
-    monkeypatch.setattr("fincocktail.training.trainer.native_bf16", lambda device: native)
+    monkeypatch.setattr("fincocktail.training.setup.native_bf16", lambda device: native)
     cfg = config(Path("m"), tmp_path, precision=precision, method=method)
     assert resolve_precision(cfg, torch.device("cpu")) == expected
 

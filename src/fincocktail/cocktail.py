@@ -156,6 +156,7 @@ def load_cocktail(path: str | os.PathLike) -> CocktailConfig:
 
 
 TaskResolver = Callable[[str], Task]
+SourcesHook = Callable[[Mapping[str, list[Example]], Mapping[str, Task]], Mapping[str, set[str]] | None]
 
 
 def _default_resolver(task_id: str) -> Task:
@@ -437,12 +438,23 @@ def prepare_cocktail(
     style: str = "instruction",
     drop_ids: Mapping[str, set[str]] | None = None,
     source: str = "cocktail",
+    *,
+    tasks: Mapping[str, Task] | None = None,
+    on_sources: SourcesHook | None = None,
     tokens: TokenCache | None = None,
 ) -> CocktailData:
-    """Resolve the tasks, read their train splits, draw, hash source files, optionally tokenize
-    (through `tokens` when the caller keeps a cache across runs)."""
-    tasks = resolve_tasks(config, resolver, source)
+    """Resolve the tasks, read their train splits, draw, hash source files, optionally tokenize.
+
+    `tasks` skips the resolving when the caller already did it (training resolves first, so an
+    unknown task fails before the run folder is touched). `on_sources` sees the train splits
+    once read, before anything is drawn, and what it returns replaces `drop_ids`: training runs
+    the contamination check there, because the check needs the splits and the draw its result.
+    `tokens` tokenizes through a cache the caller keeps across runs.
+    """
+    tasks = dict(tasks) if tasks is not None else resolve_tasks(config, resolver, source)
     sources = load_sources(tasks, data_dir)
+    if on_sources is not None:
+        drop_ids = on_sources(sources, tasks)
     data = build_cocktail(config, sources, tasks, epochs=epochs, drop_ids=drop_ids, source=source)
     data.file_hashes = {task_id: source_file_hashes(task, data_dir) for task_id, task in tasks.items()}
     if tokenizer is not None:

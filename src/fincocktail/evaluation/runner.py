@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import re
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -500,34 +498,8 @@ def _prepare_out_dir(config: EvalConfig) -> Path:
     return out
 
 
-def _library_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for pkg in ("fincocktail", "torch", "transformers", "peft", "tokenizers", "httpx"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def git_commit() -> dict[str, Any] | None:
-    """The commit of the fincocktail checkout (and whether it had local changes), if it is one."""
-    root = Path(__file__).resolve().parents[3]
-    try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        if sha.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10
-        )
-        return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _run_card(config: EvalConfig, style: str, tasks: Sequence[Task], results: Sequence[TaskResult], backend: _Backend, wall: float) -> dict[str, Any]:
+    from fincocktail.provenance import provenance
     from fincocktail.redact import redact_obj
 
     return {
@@ -537,8 +509,7 @@ def _run_card(config: EvalConfig, style: str, tasks: Sequence[Task], results: Se
         "style": style,
         **backend.describe(),
         "tasks": {t.id: {"version": t.version, "mode": r.mode, "n": r.n, "demo_ids": r.demo_ids, "sample": r.sample} for t, r in zip(tasks, results)},
-        "library_versions": _library_versions(),
-        "git": git_commit(),
+        **provenance(),
         "wall_seconds": round(wall, 3),
     }
 

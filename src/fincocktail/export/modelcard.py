@@ -165,7 +165,7 @@ def render_card(
     for key in ("steps", "tokens_seen", "final_loss", "train_time_s", "device", "started_at", "git_commit"):
         if train_card.get(key) is not None:
             lines.append(f"| {key} | `{_inline(train_card[key])}` |")
-    versions = train_card.get("versions") or {}
+    versions = train_card.get("library_versions") or train_card.get("versions") or {}  # cards before library_versions
     if versions:
         lines.append("| libraries | " + ", ".join(f"{k} {v}" for k, v in versions.items()) + " |")
     lines += ["", "## Evaluation", ""]

@@ -301,12 +301,9 @@ def _real_run(run: RunSpec, ctx: RunContext, tokens: TokenCache) -> RunOutcome:
             "steps": result.steps,
             "final_loss": result.final_loss,
             "tokens_seen": result.tokens_seen,
+            "resumed_from": result.resumed_from,
+            "tokens_per_s": result.tokens_per_s,
         }
-        train_card = train_dir / "run_card.json"
-        if train_card.is_file():
-            saved = json.loads(train_card.read_text(encoding="utf-8"))
-            card["train"]["resumed_from"] = saved.get("resumed_from")
-            card["train"]["tokens_per_s"] = saved.get("tokens_per_s")
     rows, eval_s = _evaluate(run, ctx, adapter, tokens)
     outcome.metrics = rows
     outcome.eval_time_s = round(eval_s, 3)

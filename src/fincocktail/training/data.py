@@ -14,12 +14,17 @@ the pads' own outputs are simply never scored.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
+
+if TYPE_CHECKING:
+    from fincocktail.cocktail import CocktailData
+    from fincocktail.training.config import TrainConfig
 
 IGNORE_INDEX = -100
 MEGABATCH_FACTOR = 50
@@ -129,3 +134,46 @@ def padding_fraction(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -
         padded += width * len(batch)
         real += sum(lengths[i] for i in batch)
     return 1 - real / padded if padded else 0.0
+
+
+@dataclass
+class Schedule:
+    """Every batch of every epoch, planned before the first step.
+
+    Planned whole and up front from (seed, epoch, lengths) alone, so a resumed run walks the
+    same batches and only needs to know which optimizer step it stopped after.
+    """
+
+    encoded: list[list[Encoded]]  # per epoch, the truncated sequences in draw order
+    lengths: list[list[int]]
+    plans: list[list[list[int]]]  # per epoch, each batch's indices into `encoded`
+    grad_accum: int
+    pad_id: int
+    max_batch_tokens: int | None
+    total_steps: int
+
+    @classmethod
+    def plan(cls, config: TrainConfig, data: CocktailData, pad_id: int, max_batch_tokens: int | None) -> Schedule:
+        encoded = [[truncate(*data.encodings[item], config.max_length) for item in epoch] for epoch in data.epochs]
+        lengths = [[len(e.input_ids) for e in enc] for enc in encoded]
+        plans = [
+            plan_batches(lens, config.batch_size, config.seed, ep, config.batching) for ep, lens in enumerate(lengths)
+        ]
+        total_steps = sum(math.ceil(len(p) / config.grad_accum) for p in plans)
+        if config.max_steps is not None:
+            total_steps = min(total_steps, config.max_steps)
+        return cls(encoded, lengths, plans, config.grad_accum, pad_id, max_batch_tokens, total_steps)
+
+    def steps(self, epoch: int) -> list[list[list[int]]]:
+        """The optimizer steps of an epoch, each `grad_accum` batches."""
+        plan = self.plans[epoch]
+        return [plan[i : i + self.grad_accum] for i in range(0, len(plan), self.grad_accum)]
+
+    def micro_batches(self, epoch: int, step: list[list[int]]) -> list[Batch]:
+        """One step's batches as tensors, each split to at most `max_batch_tokens` padded tokens."""
+        enc, lengths = self.encoded[epoch], self.lengths[epoch]
+        return [
+            collate([enc[i] for i in micro], self.pad_id)
+            for batch in step
+            for micro in split_by_tokens(batch, lengths, self.max_batch_tokens)
+        ]
