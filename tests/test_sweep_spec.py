@@ -269,3 +269,22 @@ def test_plan_wall_time_on_workers_is_the_longest_first_schedule():
     # never better than the best possible split, which brute force finds
     best = min(max(sum(p[:k]), sum(p[k:])) for p in permutations(runs) for k in range(len(runs) + 1))
     assert best <= makespan(runs, 2) <= best * 7 / 6 + 1e-9  # Graham's 4/3 - 1/(3m) bound for m = 2
+
+
+def test_eval_settings_read_every_presets_runs_and_old_specs_keep_their_meaning():
+    from fincocktail.sweep.spec import EvalSettings
+
+    for path in sorted(SWEEPS.glob("*.yaml")):
+        for r in load_plan(path).runs:
+            ev = r.eval_settings  # every key of the hashed dict is a typed field (extra keys are refused)
+            assert ev.tasks == r.eval["tasks"] and ev.dtype == r.eval.get("dtype", "float32")
+            for t in ev.tasks:
+                assert ev.limit(t, test=True) == r.eval["max_examples_per_task"].get(t, r.eval["max_examples"])
+    old = {"split": "test", "tasks": ["fpb"], "selection_split": "validation", "selection_tasks": ["fpb"],
+           "max_examples": 60, "selection_max_examples": 30, "max_examples_per_task": {"fpb": 40}}
+    ev = EvalSettings.model_validate(old)
+    assert ev.sample == "head" and ev.dtype == "float32"  # what a spec written before these keys meant
+    assert ev.limit("fpb", test=True) == 40 and ev.limit("fpb", test=False) == 40
+    assert ev.splits() == [("test", ["fpb"]), ("validation", ["fpb"])]
+    with pytest.raises(ValueError):
+        EvalSettings.model_validate({**old, "dtpye": "auto"})

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fincocktail.cocktail import parse_cocktail, planned_counts
-from fincocktail.sweep.execute import RunContext, evaluated_splits, selection_score
+from fincocktail.sweep.execute import RunContext, selection_score
 from fincocktail.sweep.spec import DEFAULT_TASK_ESTIMATES, RunSpec
 from fincocktail.sweep.store import MetricRow, RunOutcome
 
@@ -55,8 +55,8 @@ class Synthetic:
     def run(self, run: RunSpec, ctx: RunContext) -> RunOutcome:
         counts = counts_of(run)
         rows: list[MetricRow] = []
-        ev = run.eval
-        for split, tasks in evaluated_splits(ev):
+        ev = run.eval_settings
+        for split, tasks in ev.splits():
             for task in tasks:
                 p = self.score(task, counts, split)
                 correct = [_difficulty(task, split, i) < p for i in range(N_EXAMPLES)]
@@ -69,7 +69,7 @@ class Synthetic:
                 rows.append(MetricRow(run.run_id, task, split, "accuracy", value, max(0.0, value - 0.05),
                                       min(1.0, value + 0.05), N_EXAMPLES, True, str(path), f"synthetic-{task}-{split}"))
         return RunOutcome(metrics=rows, card={"synthetic": True}, tokens_trained=run.est_tokens,
-                          selection_score=selection_score(rows, ev.get("selection_split")))
+                          selection_score=selection_score(rows, ev.selection_split))
 
 
 def _difficulty(task: str, split: str, i: int) -> float:

@@ -34,7 +34,7 @@ from fincocktail.fileio import write_json_atomic
 from fincocktail.prompts import TokenCache
 from fincocktail.quiet import quiet_libraries
 from fincocktail.redact import redact
-from fincocktail.sweep.spec import RunSpec, eval_limit
+from fincocktail.sweep.spec import RunSpec
 from fincocktail.sweep.store import STORE_FILE, MetricRow, ResultsStore, RunOutcome
 
 RUNS_DIR = "runs"
@@ -223,37 +223,34 @@ def _metric_rows(metrics_json: dict[str, Any], split: str, out: Path) -> list[Me
 def _evaluate(run: RunSpec, ctx: RunContext, adapter: Path | None, tokens: TokenCache | None = None) -> tuple[list[MetricRow], float]:
     from fincocktail.evaluation.runner import EvalConfig, run_eval
 
-    ev = run.eval
+    ev = run.eval_settings
     api = run.kind == "api"
     rows: list[MetricRow] = []
-    groups = [(ev["split"], ev["tasks"], ev["max_examples"])]
-    if ev.get("selection_split"):
-        groups.append((ev["selection_split"], ev["selection_tasks"], ev["selection_max_examples"]))
     seconds = 0.0
     loaded = None
-    for split, tasks, limit in groups:
+    for split, tasks in ev.splits():
         for task_id in tasks:
             out = ctx.run_dir / "eval" / split / task_id
             if not (out / "run_card.json").is_file():
                 if not api and loaded is None:
-                    loaded = _loaded_model(run.model, adapter, ev.get("dtype", "float32"))
+                    loaded = _loaded_model(run.model, adapter, ev.dtype)
                 config = EvalConfig(
                     model=run.model,
                     adapter=str(adapter) if adapter else None,
                     tasks=[task_id],
                     split=split,
-                    limit=eval_limit(ev, task_id, split == ev["split"], limit),
-                    sample=ev.get("sample", "head"),  # run specs from before samples existed took the first N
-                    sample_seed=ev.get("sample_seed", 0),
-                    dtype=ev.get("dtype", "float32"),
-                    shots=ev["shots"],
-                    mode=ev["mode"],
-                    batch_size=(run.api or {}).get("concurrency") or ev["batch_size"] if api else ev["batch_size"],
+                    limit=ev.limit(task_id, test=split == ev.split),
+                    sample=ev.sample,
+                    sample_seed=ev.sample_seed,
+                    dtype=ev.dtype,
+                    shots=ev.shots,
+                    mode=ev.mode,
+                    batch_size=(run.api or {}).get("concurrency") or ev.batch_size if api else ev.batch_size,
                     out=out,
                     data_dir=ctx.data_dir,
-                    bootstrap_samples=ev["bootstrap_samples"],
-                    max_new_tokens=ev["max_new_tokens"],
-                    max_prompt_tokens=None if api else ev.get("max_prompt_tokens"),
+                    bootstrap_samples=ev.bootstrap_samples,
+                    max_new_tokens=ev.max_new_tokens,
+                    max_prompt_tokens=None if api else ev.max_prompt_tokens,
                     base_url=(run.api or {}).get("base_url"),
                 )
                 t0 = time.perf_counter()
@@ -313,7 +310,7 @@ def _real_run(run: RunSpec, ctx: RunContext, tokens: TokenCache) -> RunOutcome:
         outcome.peak_rss_mb = max(outcome.peak_rss_mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     except Exception:  # pragma: no cover - non-POSIX
         pass
-    outcome.selection_score = selection_score(rows, run.eval.get("selection_split"))
+    outcome.selection_score = selection_score(rows, run.eval_settings.selection_split)
     outcome.wall_time_s = round(time.time() - started, 3)
     outcome.card = card
     return outcome
@@ -331,14 +328,6 @@ def selection_score(rows: list[MetricRow], split: str | None) -> float | None:
 # The simulated run: for checking sweeps, executors and clusters without compute
 
 
-def evaluated_splits(ev: dict[str, Any]) -> list[tuple[str, list[str]]]:
-    """(split, tasks) a run's evaluation settings score: the test split, then the selection split if any."""
-    groups = [(ev["split"], list(ev["tasks"]))]
-    if ev.get("selection_split"):
-        groups.append((ev["selection_split"], list(ev["selection_tasks"])))
-    return groups
-
-
 def simulated_run(run: RunSpec, ctx: RunContext) -> RunOutcome:
     """Deterministic fake metrics from the run's hash, after `FINCOCKTAIL_SIMULATE_SECONDS` per run.
 
@@ -353,12 +342,12 @@ def simulated_run(run: RunSpec, ctx: RunContext) -> RunOutcome:
         time.sleep(seconds / steps)
         write_json_atomic(ckpt, {"step": step + 1}, default=str)
     rows: list[MetricRow] = []
-    ev = run.eval
-    for split, tasks in evaluated_splits(ev):
+    ev = run.eval_settings
+    for split, tasks in ev.splits():
         for task_id in tasks:
             digest = hashlib.sha256(f"{run.config_sha256}/{split}/{task_id}".encode()).hexdigest()
             value = (int(digest[:8], 16) % 1000) / 1000
-            n = ev["max_examples_per_task"].get(task_id, ev["max_examples"]) or 100
+            n = ev.max_examples_per_task.get(task_id, ev.max_examples) or 100
             rows.append(
                 MetricRow(run.run_id, task_id, split, "accuracy", value, max(0.0, value - 0.05), min(1.0, value + 0.05), n, True)
             )
@@ -366,7 +355,7 @@ def simulated_run(run: RunSpec, ctx: RunContext) -> RunOutcome:
         metrics=rows,
         card={"simulated": True, "resumed_from_step": start, "pid": os.getpid()},
         tokens_trained=run.est_tokens,
-        selection_score=selection_score(rows, ev.get("selection_split")),
+        selection_score=selection_score(rows, ev.selection_split),
     )
 
 

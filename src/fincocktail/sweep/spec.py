@@ -223,6 +223,50 @@ class SweepSpec(_Strict):
 # Runs
 
 
+class EvalSettings(BaseModel):
+    """One run's resolved evaluation settings, typed, as executors read them.
+
+    The run's spec keeps them as the plain dict `_eval_plan` builds, because that dict is part
+    of the run id's hash and must stay byte for byte what earlier sweeps hashed; this model is
+    how code reads it. Defaults are what a key's absence meant when the run spec was written:
+    specs from before samples existed took the first N rows, from before `dtype` were float32.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    split: str
+    tasks: list[str]
+    selection_split: str | None = None
+    selection_tasks: list[str] = Field(default_factory=list)
+    max_examples: int | None = None
+    selection_max_examples: int | None = None
+    max_examples_per_task: dict[str, int] = Field(default_factory=dict)
+    selection_max_examples_per_task: dict[str, int] = Field(default_factory=dict)
+    mode: Literal["auto", "choice", "generate"] = "auto"
+    shots: int = 0
+    batch_size: int = 8
+    bootstrap_samples: int = 1000
+    max_new_tokens: int | None = None
+    sample: Literal["stratified", "random", "head"] = "head"
+    sample_seed: int = 0
+    dtype: Literal["float32", "auto", "bfloat16"] = "float32"
+    max_prompt_tokens: int | None = None
+
+    def limit(self, task: str, test: bool) -> int | None:
+        """How many examples of `task` the run evaluates, on the test split or the selection split."""
+        default = self.max_examples if test else self.selection_max_examples
+        if not test and task in self.selection_max_examples_per_task:
+            return self.selection_max_examples_per_task[task]
+        return self.max_examples_per_task.get(task, default)
+
+    def splits(self) -> list[tuple[str, list[str]]]:
+        """(split, tasks) pairs: the test split, then the selection split if there is one."""
+        out = [(self.split, list(self.tasks))]
+        if self.selection_split:
+            out.append((self.selection_split, list(self.selection_tasks)))
+        return out
+
+
 class RunSpec(BaseModel):
     """One run of a sweep: everything an executor needs, as plain data (it crosses to workers)."""
 
@@ -248,6 +292,10 @@ class RunSpec(BaseModel):
     @property
     def trains(self) -> bool:
         return self.train is not None
+
+    @property
+    def eval_settings(self) -> EvalSettings:
+        return EvalSettings.model_validate(self.eval)
 
 
 def canonical_json(obj: Any) -> str:
@@ -478,13 +526,6 @@ def _eval_plan(spec: SweepSpec, checker: _Checker) -> dict[str, Any]:
     }
 
 
-def eval_limit(ev: dict[str, Any], task: str, test: bool, default: int | None) -> int | None:
-    """How many examples of `task` one run evaluates, on the test split or the selection split."""
-    if not test and task in ev.get("selection_max_examples_per_task", {}):
-        return ev["selection_max_examples_per_task"][task]
-    return ev["max_examples_per_task"].get(task, default)
-
-
 def _always_tasks(spec: SweepSpec, ev: dict[str, Any], checker: _Checker) -> list[str]:
     """Scope `needed`: the tasks every run is evaluated on (by default the cheap classification ones)."""
     if spec.eval.always is not None:
@@ -522,14 +563,12 @@ def _eval_count(spec: SweepSpec, ev: dict[str, Any]) -> tuple[int, float]:
     """(examples, FPB-equivalent cost) of one run's evaluation."""
     n_total = 0
     cost = 0.0
-    for split, tasks, limit in (
-        ("test", ev["tasks"], ev["max_examples"]),
-        ("selection", ev["selection_tasks"], ev["selection_max_examples"]),
-    ):
+    settings = EvalSettings.model_validate(ev)
+    for test, tasks in ((True, settings.tasks), (False, settings.selection_tasks)):
         for t in tasks:
             est = _estimate(spec, t)
-            n = (est.validation_examples if split == "selection" else est.eval_examples) or 0
-            lim = eval_limit(ev, t, split != "selection", limit)
+            n = (est.eval_examples if test else est.validation_examples) or 0
+            lim = settings.limit(t, test)
             if lim is not None:
                 n = min(n, lim)
             n_total += n
