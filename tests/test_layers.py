@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "fincocktail"
 # layers only; two in the same layer do not import each other.
 LAYERS: list[set[str]] = [
     {"<root>", "errors"},
-    {"fileio", "paths", "redact", "quiet", "provenance"},
+    {"fileio", "paths", "redact", "quiet", "provenance", "threads"},
     {"answers", "data_catalog"},
     {"metrics", "prompts", "data_fetch"},
     {"tasks"},

@@ -25,7 +25,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fincocktail.errors import ConfigError
-from fincocktail.fileio import load_yaml, validate_mapping, write_json_atomic
+from fincocktail.fileio import (
+    load_yaml,
+    sha256_file,
+    validate_mapping,
+    write_json_atomic,
+)
 from fincocktail.prompts import TokenCache
 from fincocktail.tasks.base import Example, Task
 
@@ -227,14 +232,6 @@ def source_file_hashes(task: Task, data_dir: Path) -> dict[str, str] | None:
             name = str(path)
         out[name] = sha256_file(path)
     return out
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -466,12 +463,6 @@ def write_manifest(data: CocktailData, path: Path) -> dict[str, Any]:
     manifest = data.manifest()
     write_json_atomic(path, manifest)
     return manifest
-
-
-def describe_counts(data: CocktailData) -> list[tuple[str, int, list[int]]]:
-    """(task, available, per-epoch counts) rows for tables."""
-    manifest = data.manifest()
-    return [(t, s["available"], s["examples_per_epoch"]) for t, s in manifest["sources"].items()]
 
 
 __all__ = [

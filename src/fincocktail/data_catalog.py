@@ -160,6 +160,3 @@ DATASETS: tuple[Dataset, ...] = (
     ),
 )
 
-
-def get_dataset(name: str) -> Dataset | None:
-    return next((d for d in DATASETS if d.name == name), None)

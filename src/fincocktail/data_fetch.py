@@ -7,7 +7,6 @@ read it, and a file that is already present and correct is not downloaded again.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Callable
 
 from fincocktail.data_catalog import DATASETS, DataFile, Dataset
 from fincocktail.errors import DataError
+from fincocktail.fileio import sha256_file
 
 
 @dataclass(frozen=True)
@@ -24,14 +24,6 @@ class FileStatus:
     path: str
     state: str  # "ok" | "missing" | "size-mismatch" | "sha-mismatch" | "present" (not verified)
     size: int | None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_status(data_dir: Path, dataset: Dataset, f: DataFile, verify: bool) -> FileStatus:

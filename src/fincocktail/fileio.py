@@ -8,6 +8,7 @@ written the same crash-safe way, and every config file fails with the same one-l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -52,6 +53,15 @@ def write_json_atomic(
     """`payload` as indented JSON, written with `write_text_atomic`."""
     text = json.dumps(payload, indent=2, default=default, sort_keys=sort_keys, ensure_ascii=ensure_ascii) + "\n"
     write_text_atomic(path, text)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (dataset files run to hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def safe_name(name: str, empty: str = "model") -> str:
@@ -173,7 +183,7 @@ def first_line(exc: BaseException) -> str:
 
 __all__ = [
     "FolderLock", "damaged_file_errors", "first_line", "format_validation_error", "load_yaml", "lock_held",
-    "safe_name", "validate_mapping", "write_json_atomic", "write_text_atomic",
+    "safe_name", "sha256_file", "validate_mapping", "write_json_atomic", "write_text_atomic",
 ]
 
 

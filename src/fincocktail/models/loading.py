@@ -28,10 +28,6 @@ HUB_ETAG_TIMEOUT_S = 5.0
 HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "tokenizer*"]
 
 
-def looks_like_hub_id(name: str) -> bool:
-    return bool(_HUB_ID.match(name)) and not Path(name).expanduser().exists()
-
-
 def _local_folder(name_or_path: str | os.PathLike) -> Path | None:
     """The folder when `name_or_path` is an existing path; None when it names no path at all."""
     text = str(name_or_path)

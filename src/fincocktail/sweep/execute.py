@@ -21,7 +21,6 @@ import hashlib
 import importlib
 import json
 import os
-import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from fincocktail.quiet import quiet_libraries
 from fincocktail.redact import redact
 from fincocktail.sweep.spec import RunSpec
 from fincocktail.sweep.store import STORE_FILE, MetricRow, ResultsStore, RunOutcome
+from fincocktail.threads import set_threads, thread_budget
 
 RUNS_DIR = "runs"
 RESULT_FILE = "result.json"
@@ -92,6 +92,11 @@ def _one_line(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {text[0] if text else ''}")[:2000]
 
 
+def failed_result(run_id: str, error: str) -> dict[str, Any]:
+    """What an executor reports for a run that did not finish (the driver records it in the store)."""
+    return {"run_id": run_id, "status": "failed", "skipped": False, "error": error}
+
+
 def execute_run(
     run_json: dict[str, Any],
     out_dir: str,
@@ -117,7 +122,7 @@ def execute_run(
             store.finish(run.run_id, done)
         return {"run_id": run.run_id, "status": "done", "skipped": True, "outcome": done.to_json()}
 
-    _apply_threads(threads)
+    set_threads(threads)
     attempt = store.start_attempt(run.run_id) if store is not None else 1
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / RUN_FILE, run.model_dump(mode="json"), default=str)
@@ -130,7 +135,7 @@ def execute_run(
         (run_dir / "error.log").write_text(redact(traceback.format_exc()), encoding="utf-8")
         if store is not None:
             store.fail(run.run_id, error, attempt)
-        return {"run_id": run.run_id, "status": "failed", "skipped": False, "error": error}
+        return failed_result(run.run_id, error)
     outcome.wall_time_s = outcome.wall_time_s or round(time.time() - started, 3)
     outcome.run_dir = str(run_dir)
     outcome.card.setdefault("attempt", attempt)
@@ -138,15 +143,6 @@ def execute_run(
     if store is not None:
         store.finish(run.run_id, outcome, attempt)
     return {"run_id": run.run_id, "status": "done", "skipped": False, "outcome": outcome.to_json()}
-
-
-def _apply_threads(threads: int | None) -> None:
-    """The worker's thread budget, for torch if it is (or is about to be) in use."""
-    if not threads:
-        return
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(max(1, int(threads)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,16 +259,11 @@ def _evaluate(run: RunSpec, ctx: RunContext, adapter: Path | None, tokens: Token
 
 def real_run(run: RunSpec, ctx: RunContext) -> RunOutcome:
     """Train (resuming from the last checkpoint if the run was interrupted), then evaluate."""
-    import torch
+    import torch  # noqa: F401  (loaded before the budget is set, so that it applies to torch's pool)
 
     quiet_libraries()
-    threads_before = torch.get_num_threads()
-    if ctx.threads:
-        torch.set_num_threads(max(1, int(ctx.threads)))
-    try:
+    with thread_budget(ctx.threads):  # an in-process run leaves the caller's setting as it was
         return _real_run(run, ctx, worker_tokens())
-    finally:
-        torch.set_num_threads(threads_before)  # an in-process run leaves the caller's setting as it was
 
 
 def _real_run(run: RunSpec, ctx: RunContext, tokens: TokenCache) -> RunOutcome:

@@ -21,9 +21,10 @@ from typing import Any, Protocol
 from fincocktail.errors import ConfigError, FincocktailError
 from fincocktail.fileio import FolderLock, lock_held
 from fincocktail.redact import redact
-from fincocktail.sweep.execute import execute_run, read_result, run_dir_for
+from fincocktail.sweep.execute import execute_run, failed_result, read_result, run_dir_for
 from fincocktail.sweep.spec import Plan, RunSpec, canonical_json
 from fincocktail.sweep.store import ResultsStore, RunOutcome
+from fincocktail.threads import set_threads
 
 SWEEP_LOCK = ".sweep.lock"
 
@@ -49,8 +50,7 @@ def cpu_count() -> int:
 
 def _init_worker(threads: int) -> None:
     """Thread budget of a worker process; torch reads it when a run first imports it."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    os.environ["MKL_NUM_THREADS"] = str(threads)
+    set_threads(threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -96,8 +96,7 @@ class LocalExecutor:
                     except BrokenProcessPool:  # a worker died hard (e.g. out of memory): the rest cannot run
                         for left, _ in [(run, payload), *queue]:
                             on_event("start", left, None)
-                            on_event("end", left, {"run_id": left.run_id, "status": "failed", "skipped": False,
-                                                   "error": "worker pool broke (a worker process died); rerun the sweep"})
+                            on_event("end", left, failed_result(left.run_id, "worker pool broke (a worker process died); rerun the sweep"))
                         queue.clear()
                         break
                     on_event("start", run, None)
@@ -114,7 +113,7 @@ def _future_result(fut: Any, run: RunSpec) -> dict[str, Any]:
     try:
         return fut.result()
     except Exception as exc:  # a worker that died (out of memory, killed) fails only its run
-        return {"run_id": run.run_id, "status": "failed", "skipped": False, "error": f"worker died: {type(exc).__name__}: {exc}"}
+        return failed_result(run.run_id, f"worker died: {type(exc).__name__}: {exc}")
 
 
 LOCAL_RAY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -214,7 +213,7 @@ class RayExecutor:
                     try:
                         result = ray.get(ref)
                     except Exception as exc:
-                        result = {"run_id": run.run_id, "status": "failed", "skipped": False, "error": f"ray task failed: {exc}"}
+                        result = failed_result(run.run_id, f"ray task failed: {exc}")
                     on_event("end", run, result)
                     if started < len(runs):
                         on_event("start", runs[started], None)

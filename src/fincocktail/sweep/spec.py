@@ -446,10 +446,8 @@ class _Checker:
             return
         if Path(name).expanduser().is_dir():
             return
-        try:
-            from fincocktail.models.registry import close_names, get_model_spec
-        except ImportError:
-            return
+        from fincocktail.models.registry import close_names, get_model_spec
+
         if get_model_spec(name) is None:
             close = close_names(name)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -592,12 +590,6 @@ def _train_tokens(spec: SweepSpec, train: dict[str, Any]) -> int:
         per_step = train.get("batch_size", 8) * train.get("grad_accum", 1)
         tokens = min(tokens, max_steps * per_step * per_epoch_tokens / per_epoch_examples)
     return int(tokens)
-
-
-def _slug(s: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", Path(s.rstrip("/")).name if os.sep in s else s).strip("_")
 
 
 def _cocktail_label(tasks: list[str], general: float, math: float) -> str:

@@ -24,14 +24,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fincocktail.errors import ConfigError, FincocktailError
 from fincocktail.redact import redact
 
 STORE_FILE = "results.sqlite"
 SCHEMA_VERSION = 1
-RunStatus = Literal["planned", "running", "done", "failed"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

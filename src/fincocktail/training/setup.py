@@ -7,12 +7,11 @@ the run card see one concrete choice (and tests can check each choice on its own
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from fincocktail.errors import ConfigError, ModelError
+from fincocktail.errors import ConfigError
 from fincocktail.models.precision import native_bf16
 from fincocktail.training.config import TrainConfig
 from fincocktail.training.dropout import use_packed_dropout
@@ -23,32 +22,19 @@ EAGER_ATTENTION_MAX_LENGTH = 1024
 
 
 def load_model_and_tokenizer(name_or_path: str, dtype: str = "float32") -> tuple[Any, Any]:
-    """Through `fincocktail.models` when available; a local HF folder always works."""
-    try:
-        from fincocktail.models import load_model_and_tokenizer as registry_loader  # type: ignore[attr-defined]
-    except ImportError:
-        registry_loader = None
-    if registry_loader is not None:
-        return registry_loader(name_or_path, dtype=dtype)
-    path = Path(name_or_path).expanduser()
-    if not path.is_dir():
-        raise ModelError(f"model {name_or_path!r}: not a local folder and the model registry is not available")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """A registry name (pulled and converted on first use) or a local Hugging Face folder."""
+    from fincocktail.models import load_model_and_tokenizer as registry_loader
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-    return model, tokenizer
+    return registry_loader(name_or_path, dtype=dtype)
 
 
 def lora_targets(config: TrainConfig, model: Any) -> list[str]:
     """Config's list, else the registry's, else every linear projection found in the model."""
     if config.lora.target_modules:
         return list(config.lora.target_modules)
-    try:
-        from fincocktail.models import get_model_spec
-    except ImportError:
-        get_model_spec = None  # type: ignore[assignment]
-    spec = get_model_spec(config.model) if get_model_spec is not None else None
+    from fincocktail.models import get_model_spec
+
+    spec = get_model_spec(config.model)
     if spec is not None and getattr(spec, "lora_target_modules", None):
         return list(spec.lora_target_modules)
     names = {

@@ -33,9 +33,10 @@ from fincocktail.cocktail import (
 )
 from fincocktail.errors import ConfigError
 from fincocktail.fileio import FolderLock
-from fincocktail.prompts import TokenCache
 from fincocktail.models.precision import cpu_features
+from fincocktail.prompts import TokenCache
 from fincocktail.tasks.base import Example, Task
+from fincocktail.threads import set_threads, thread_budget
 from fincocktail.training.checkpoints import (
     Checkpoint,
     CheckpointError,
@@ -107,12 +108,8 @@ def train(
         raise ConfigError(
             f"{run_dir}: nothing to resume (no run_card.json or checkpoint there); check --out, or drop --resume to start a new run"
         )
-    threads = torch.get_num_threads()
-    try:
-        with FolderLock(run_dir, TRAIN_LOCK, "a training run", "wait for it to finish or pass another --out"):
-            return _train(config, run_dir, bool(resume), resolver, eval_tasks, progress, console, tokens)
-    finally:
-        torch.set_num_threads(threads)
+    with thread_budget(None), FolderLock(run_dir, TRAIN_LOCK, "a training run", "wait for it to finish or pass another --out"):
+        return _train(config, run_dir, bool(resume), resolver, eval_tasks, progress, console, tokens)
 
 
 def holds_run(run_dir: Path) -> bool:
@@ -154,8 +151,7 @@ def _train(
     console.print(f"reading the train splits of {', '.join(tasks)}")
     data, report = prepare_data(config, cocktail_cfg, cocktail_src, tasks, data_dir, eval_tasks)
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    set_threads(config.threads)  # until train() returns (thread_budget there restores it)
     device = resolve_device(config)
     dtype = resolve_precision(config, device)
     console.print(f"loading {config.model} ({dtype} on {device})")
