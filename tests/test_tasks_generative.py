@@ -14,7 +14,8 @@ from fincocktail.tasks.financebench import (
     FinanceBench,
     fit_evidence,
 )
-from fincocktail.tasks.finner import FinNER, read_conll
+from fincocktail.tasks.conll import read_conll
+from fincocktail.tasks.finner import FinNER
 from fincocktail.tasks.finqa import ConvFinQA, FinQA, document_split
 from fincocktail.tasks.general import General
 from fincocktail.tasks.gsm8k import GSM8K, worked_solution

@@ -24,70 +24,22 @@ Scored with entity-level F1 (seqeval over IOB2 sequences placed on the sentence 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from fincocktail.errors import DataError
+from fincocktail.answers import Entity, extract_entities, format_entities
 from fincocktail.metrics.generation import entities_equal, entity_scores
 from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, versioned
-from fincocktail.answers import Entity, extract_entities, format_entities
+from fincocktail.tasks.conll import Sentence, read_conll
 from fincocktail.tasks.generative import GenerativeTask, hub_dataset
-from fincocktail.tasks.io import read_text, require_file
+from fincocktail.tasks.io import require_file
 from fincocktail.tasks.splits import carve_validation, normalize_text
 
 TYPE_NAMES = {"PER": "person", "ORG": "organization", "LOC": "location"}
-KNOWN_TAGS = {"O"} | {f"{p}-{t}" for p in ("B", "I") for t in ("PER", "ORG", "LOC", "MISC")}
 VALIDATION_FRACTION = 0.1
 HUB_ID = "tner/fin"
 # tner/fin stores tags as integers; this is its label2id, inverted.
 TNER_FIN_TAGS = {0: "O", 1: "B-PER", 2: "B-LOC", 3: "B-ORG", 4: "B-MISC", 5: "I-PER", 6: "I-LOC", 7: "I-ORG", 8: "I-MISC"}
-
-
-@dataclass(frozen=True)
-class Sentence:
-    """One CoNLL sentence: its tokens and tags, and where it starts in its file."""
-
-    tokens: tuple[str, ...]
-    tags: tuple[str, ...]
-    line: int
-    file: str
-
-    @property
-    def text(self) -> str:
-        return " ".join(self.tokens)
-
-
-def read_conll(path: Path) -> list[Sentence]:
-    """Sentences of a CoNLL file with lines `token POS chunk tag`; blank lines end sentences.
-
-    A line with another number of fields, or a tag outside PER/ORG/LOC/MISC (IO or IOB), is an
-    error naming the file and line.
-    """
-    sentences: list[Sentence] = []
-    tokens: list[str] = []
-    tags: list[str] = []
-    start = 0
-    for lineno, line in enumerate(read_text(path), start=1):
-        if not line.strip():
-            if tokens:
-                sentences.append(Sentence(tuple(tokens), tuple(tags), start, path.name))
-                tokens, tags = [], []
-            continue
-        if line.startswith("-DOCSTART-"):
-            continue
-        parts = line.split(" ")
-        if len(parts) != 4:
-            raise DataError(f"{path}:{lineno}: expected 4 space-separated fields 'token POS chunk tag', got {len(parts)}")
-        if parts[3] not in KNOWN_TAGS:
-            raise DataError(f"{path}:{lineno}: unknown tag {parts[3]!r}; expected O or I-/B- with PER, ORG, LOC, MISC")
-        if not tokens:
-            start = lineno
-        tokens.append(parts[0])
-        tags.append(parts[3])
-    if tokens:
-        sentences.append(Sentence(tuple(tokens), tuple(tags), start, path.name))
-    return sentences
 
 
 def entities_from_tags(tokens: Sequence[str], tags: Sequence[str]) -> list[Entity]:

@@ -23,11 +23,11 @@ from types import MappingProxyType
 from fincocktail.errors import DataError
 from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, versioned
 from fincocktail.tasks.classification import ClassificationTask
-from fincocktail.tasks.io import field, read_jsonl, read_text, require_file
+from fincocktail.tasks.conll import read_conll
+from fincocktail.tasks.io import field, read_jsonl, require_file
 from fincocktail.tasks.splits import carve_validation, normalize_text, unit_hash
 
 ENTITY_TYPES = {"PER": "person", "ORG": "organization", "LOC": "location"}
-KNOWN_TAGS = {"O"} | {f"{p}-{t}" for p in "IB" for t in ("PER", "ORG", "LOC", "MISC")}
 
 # The 17 instruction templates of the FinGPT ner_cls test file, in its order.
 TEMPLATES: tuple[str, ...] = (
@@ -57,31 +57,6 @@ _CONTEXT = re.compile(
 )
 _ENTITY = re.compile(r"'(.*)'")
 _QUOTED = re.compile(r"(?<!\w)'([^'\n]+)'(?!\w)")
-
-
-def read_conll(path: Path) -> list[tuple[int, list[tuple[str, str]]]]:
-    """(first line, [(token, tag)]) per sentence of a CoNLL file `token POS - tag`."""
-    sentences: list[tuple[int, list[tuple[str, str]]]] = []
-    current: list[tuple[str, str]] = []
-    start = 0
-    for lineno, line in enumerate(read_text(path), start=1):
-        if line.startswith("-DOCSTART-") or not line.strip():
-            if current:
-                sentences.append((start, current))
-                current = []
-            continue
-        parts = line.split()
-        if len(parts) < 2:
-            raise DataError(f"{path}:{lineno}: expected 'token POS - tag', got {line[:60]!r}")
-        tag = parts[-1]
-        if tag not in KNOWN_TAGS:
-            raise DataError(f"{path}:{lineno}: tag {tag!r} is not one of O, I-/B- PER/ORG/LOC/MISC")
-        if not current:
-            start = lineno
-        current.append((parts[0], tag))
-    if current:
-        sentences.append((start, current))
-    return sentences
 
 
 def entity_spans(tokens: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -168,7 +143,8 @@ class NERCls(ClassificationTask):
         """(key, text, target, group, meta) per training question, before the validation carve."""
         path = require_file(Path(data_dir) / "finner" / "FIN5.txt", self.id)
         out = []
-        for start, tokens in read_conll(path):
+        for sentence in read_conll(path):
+            start, tokens = sentence.line, list(zip(sentence.tokens, sentence.tags))
             text = " ".join(word for word, _ in tokens)
             group = normalize_text(text)
             if group in test_groups:
