@@ -193,7 +193,7 @@ def resolve_tasks(config: CocktailConfig, resolver: TaskResolver | None = None, 
             raise ConfigError(f"{where}: {exc}") from None
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"{where}: task {task_id!r} is registered but cannot be loaded ({exc})") from None
-        if task.eval_only or TRAIN_SPLIT not in task.splits:
+        if not task.trainable:
             raise ConfigError(f"{where}: task {task_id!r} is evaluation-only (it has no train split)")
         out[task_id] = task
     return out

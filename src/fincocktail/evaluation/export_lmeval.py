@@ -76,10 +76,9 @@ def export_lmeval(
     exported = []
     for task_id in task_ids:
         task = resolve_task(task_id)
-        if task.train_only or task.kind == "instruction":
-            raise ConfigError(f"task {task.id!r} is training data only; nothing to export")
-        if split not in task.splits:
-            raise ConfigError(f"task {task.id!r} has no split {split!r}; it has {', '.join(task.splits)}")
+        problem = task.why_not_evaluable(split)
+        if problem is not None:
+            raise ConfigError(problem)
         if sample not in SAMPLE_METHODS:
             raise ConfigError(f"--sample {sample!r}: expected one of {', '.join(SAMPLE_METHODS)}")
         examples = draw_sample(

@@ -132,3 +132,17 @@ def cast_for_eval(loaded: LoadedModel, dtype: str) -> LoadedModel:
     if dtype in ("auto", "float32"):
         return loaded
     return LoadedModel(cast_weights(loaded.model, getattr(torch, dtype)).eval(), loaded.tokenizer, loaded.name, loaded.path, loaded.adapter)
+
+
+def with_adapter(base: LoadedModel, adapter: str | Path, dtype: str) -> LoadedModel:
+    """An fp32 base already in memory with `adapter` merged into a copy of it, in `dtype`.
+
+    The base stays untouched, so a sweep worker loads each base model once and evaluates every
+    run's adapter on it: copying weights in memory is much cheaper than reading and converting
+    them again. The merge is in fp32, as in `load_for_eval`.
+    """
+    folder = adapter_folder(adapter)
+    merged = apply_adapter(copy.deepcopy(base.model), folder).merge_and_unload()
+    merged.eval()
+    return cast_for_eval(LoadedModel(merged, base.tokenizer, base.name, base.path, str(folder)), dtype)
+

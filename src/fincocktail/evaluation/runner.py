@@ -124,10 +124,9 @@ def run_eval(
 
     tasks = [resolve_task(t) for t in config.tasks]
     for task in tasks:
-        if task.train_only or task.kind == "instruction":
-            raise ConfigError(f"task {task.id!r} is training data only and cannot be evaluated")
-        if config.split not in task.splits:
-            raise ConfigError(f"task {task.id!r} has no split {config.split!r}; it has {', '.join(task.splits)}")
+        problem = task.why_not_evaluable(config.split)
+        if problem is not None:
+            raise ConfigError(problem)
     data_dir = find_data_dir(config.data_dir)
     judge = _make_judge(config)  # before any folder is made: a missing key fails first
     out_dir = _prepare_out_dir(config)

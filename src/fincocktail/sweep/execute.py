@@ -16,7 +16,6 @@ instead of evaluated again.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib
 import json
@@ -167,19 +166,9 @@ _BASE_CACHE: dict[tuple[str, str], Any] = {}
 
 
 def _loaded_model(model: str, adapter: Path | None, dtype: str = "float32") -> Any:
-    """The model to evaluate, loading each base model once per worker process (in fp32).
-
-    The cached base stays untouched: a run with an adapter gets a deep copy with the adapter
-    merged in fp32 (copying weights in memory is much cheaper than reading and converting
-    them), then cast to the evaluation dtype.
-    """
-    from fincocktail.evaluation.loading import (
-        LoadedModel,
-        adapter_folder,
-        apply_adapter,
-        cast_for_eval,
-        load_for_eval,
-    )
+    """The model to evaluate, loading each base model once per worker process (in fp32);
+    a run's adapter is merged into a copy of it (`evaluation.loading.with_adapter`)."""
+    from fincocktail.evaluation.loading import cast_for_eval, load_for_eval, with_adapter
 
     key = (model, "float32")
     if key not in _BASE_CACHE:
@@ -188,10 +177,7 @@ def _loaded_model(model: str, adapter: Path | None, dtype: str = "float32") -> A
     base = _BASE_CACHE[key]
     if adapter is None:
         return cast_for_eval(base, dtype) if dtype != "float32" else base
-    folder = adapter_folder(adapter)
-    merged = apply_adapter(copy.deepcopy(base.model), folder).merge_and_unload()
-    merged.eval()
-    return cast_for_eval(LoadedModel(merged, base.tokenizer, base.name, base.path, str(folder)), dtype)
+    return with_adapter(base, adapter, dtype)
 
 
 def _metric_rows(metrics_json: dict[str, Any], split: str, out: Path) -> list[MetricRow]:

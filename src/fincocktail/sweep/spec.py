@@ -424,22 +424,17 @@ class _Checker:
 
     def trainable(self, task_id: str, where: str) -> None:
         task = self.task(task_id, where)
-        if task is not None and (task.eval_only or "train" not in task.splits):
+        if task is not None and not task.trainable:
             self.fail(where, f"task {task_id!r} is evaluation-only (it has no train split)")
 
     def evaluable(self, task_id: str, split: str, where: str, explicit: bool) -> bool:
         task = self.task(task_id, where)
         if task is None:
             return True
-        if task.train_only or task.kind == "instruction":
-            if explicit:
-                self.fail(where, f"task {task_id!r} is training data only and cannot be evaluated")
-            return False
-        if split not in task.splits:
-            if explicit:
-                self.fail(where, f"task {task_id!r} has no split {split!r} (it has {', '.join(task.splits)})")
-            return False
-        return True
+        problem = task.why_not_evaluable(split)
+        if problem is not None and explicit:
+            self.fail(where, problem)
+        return problem is None
 
     def model(self, name: str, where: str) -> None:
         if not self.check_tasks:

@@ -76,6 +76,20 @@ class Task(ABC):
     licence: str = ""
     data_files: tuple[str, ...] = ()  # files `load` reads, relative to data_dir (all splits)
 
+    @property
+    def trainable(self) -> bool:
+        """Whether a cocktail can draw training examples from this task."""
+        return not self.eval_only and "train" in self.splits
+
+    def why_not_evaluable(self, split: str) -> str | None:
+        """Why this task cannot be scored on `split` (None when it can): the one rule every
+        caller applies (eval, sweeps, lm-eval export)."""
+        if self.train_only or self.kind == "instruction":
+            return f"task {self.id!r} is training data only and cannot be evaluated"
+        if split not in self.splits:
+            return f"task {self.id!r} has no split {split!r}; it has {', '.join(self.splits)}"
+        return None
+
     def check_split(self, split: str) -> None:
         """A ConfigError naming the task and its splits when `split` is not one of them."""
         if split not in self.splits:
