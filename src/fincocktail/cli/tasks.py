@@ -47,22 +47,7 @@ def _sizes(task: Any, data_dir: Path | None, no_data: str | None) -> tuple[dict[
 
 
 def _task_info(task: Any) -> dict[str, Any]:
-    return {
-        "id": task.id,
-        "kind": task.kind,
-        "metric": task.metric,
-        "version": task.version,
-        "description": task.description,
-        "splits": list(task.splits),
-        "labels": list(task.labels) if task.labels else None,
-        "instruction": task.instruction,
-        "source": task.source,
-        "licence": task.licence,
-        "eval_only": task.eval_only,
-        "train_only": task.train_only,
-        "user_task": str(task.spec_path) if hasattr(task, "spec_path") else None,
-        "generation": {"max_new_tokens": task.generation.max_new_tokens, "stop": list(task.generation.stop)},
-    }
+    return task.card().as_json()
 
 
 def _load_task(task_id: str, tasks_dir: Path | None) -> tuple[Any | None, str | None]:

@@ -58,6 +58,40 @@ class GenerationSpec:
     stop: tuple[str, ...] = ("\n",)
 
 
+@dataclass(frozen=True)
+class TaskCard:
+    """What a task says about itself, in one shape for built-in and YAML tasks alike.
+
+    Built-ins set these as class attributes, a user task from its YAML spec; `Task.card()`
+    reads them back the same way for both, so listings, exports and reports never branch on
+    where a task came from.
+    """
+
+    id: str
+    kind: str
+    metric: str
+    version: str
+    description: str
+    splits: tuple[str, ...]
+    labels: tuple[str, ...] | None
+    instruction: str
+    source: str
+    licence: str
+    eval_only: bool
+    train_only: bool
+    generation: GenerationSpec
+    user_task: str | None = None  # the YAML file of a user task
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **{k: getattr(self, k) for k in ("id", "kind", "metric", "version", "description")},
+            "splits": list(self.splits),
+            "labels": list(self.labels) if self.labels else None,
+            **{k: getattr(self, k) for k in ("instruction", "source", "licence", "eval_only", "train_only", "user_task")},
+            "generation": {"max_new_tokens": self.generation.max_new_tokens, "stop": list(self.generation.stop)},
+        }
+
+
 class Task(ABC):
     """A task of the suite. Subclasses set the class attributes and implement `load`."""
 
@@ -75,6 +109,15 @@ class Task(ABC):
     source: str = ""  # where the data comes from (file names offline, hub id online)
     licence: str = ""
     data_files: tuple[str, ...] = ()  # files `load` reads, relative to data_dir (all splits)
+
+    def card(self) -> TaskCard:
+        spec_path = getattr(self, "spec_path", None)
+        return TaskCard(
+            id=self.id, kind=self.kind, metric=self.metric, version=self.version, description=self.description,
+            splits=tuple(self.splits), labels=tuple(self.labels) if self.labels else None, instruction=self.instruction,
+            source=self.source, licence=self.licence, eval_only=self.eval_only, train_only=self.train_only,
+            generation=self.generation, user_task=str(spec_path) if spec_path is not None else None,
+        )
 
     @property
     def trainable(self) -> bool:
