@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fincocktail.errors import ConfigError
 from fincocktail.fileio import write_json_atomic
@@ -91,9 +91,26 @@ def _one_line(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {text[0] if text else ''}")[:2000]
 
 
-def failed_result(run_id: str, error: str) -> dict[str, Any]:
-    """What an executor reports for a run that did not finish (the driver records it in the store)."""
-    return {"run_id": run_id, "status": "failed", "skipped": False, "error": error}
+@dataclass(frozen=True)
+class RunResult:
+    """What executing one run reports to the driver, which records it in the store.
+
+    Plain fields (the outcome as its JSON form), because it crosses process and Ray boundaries.
+    """
+
+    run_id: str
+    status: Literal["done", "failed"]
+    skipped: bool = False  # done by an earlier attempt: its result.json was read back
+    outcome: dict[str, Any] | None = None  # RunOutcome.to_json() when done
+    error: str | None = None  # one line, redacted, when failed
+
+    @classmethod
+    def failed(cls, run_id: str, error: str) -> RunResult:
+        return cls(run_id=run_id, status="failed", error=error)
+
+    @classmethod
+    def finished(cls, run_id: str, outcome: RunOutcome, skipped: bool = False) -> RunResult:
+        return cls(run_id=run_id, status="done", skipped=skipped, outcome=outcome.to_json())
 
 
 def execute_run(
@@ -103,8 +120,8 @@ def execute_run(
     runner: str = "real",
     threads: int | None = None,
     use_store: bool = True,
-) -> dict[str, Any]:
-    """Run one sweep run and return `{"run_id", "status", "outcome"|"error", "skipped"}`.
+) -> RunResult:
+    """Run one sweep run and say how it ended.
 
     With `use_store` the worker records its own start, attempt and result in `OUT/results.sqlite`
     (same machine or shared disk); the driver also records the returned outcome, idempotently,
@@ -119,7 +136,7 @@ def execute_run(
     if done is not None:
         if store is not None:
             store.finish(run.run_id, done)
-        return {"run_id": run.run_id, "status": "done", "skipped": True, "outcome": done.to_json()}
+        return RunResult.finished(run.run_id, done, skipped=True)
 
     set_threads(threads)
     attempt = store.start_attempt(run.run_id) if store is not None else 1
@@ -134,14 +151,14 @@ def execute_run(
         (run_dir / "error.log").write_text(redact(traceback.format_exc()), encoding="utf-8")
         if store is not None:
             store.fail(run.run_id, error, attempt)
-        return failed_result(run.run_id, error)
+        return RunResult.failed(run.run_id, error)
     outcome.wall_time_s = outcome.wall_time_s or round(time.time() - started, 3)
     outcome.run_dir = str(run_dir)
     outcome.card.setdefault("attempt", attempt)
     write_json_atomic(run_dir / RESULT_FILE, outcome.to_json(), default=str)
     if store is not None:
         store.finish(run.run_id, outcome, attempt)
-    return {"run_id": run.run_id, "status": "done", "skipped": False, "outcome": outcome.to_json()}
+    return RunResult.finished(run.run_id, outcome)
 
 
 # --------------------------------------------------------------------------------------------

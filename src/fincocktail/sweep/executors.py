@@ -21,14 +21,14 @@ from typing import Any, Protocol
 from fincocktail.errors import ConfigError, FincocktailError
 from fincocktail.fileio import FolderLock, lock_held
 from fincocktail.redact import redact
-from fincocktail.sweep.execute import execute_run, failed_result, read_result, run_dir_for
+from fincocktail.sweep.execute import RunResult, execute_run, read_result, run_dir_for
 from fincocktail.sweep.spec import Plan, RunSpec, canonical_json
 from fincocktail.sweep.store import ResultsStore, RunOutcome
 from fincocktail.threads import set_threads
 
 SWEEP_LOCK = ".sweep.lock"
 
-Event = Callable[[str, RunSpec, dict[str, Any] | None], None]  # ("start" | "end", run, result)
+Event = Callable[[str, RunSpec, "RunResult | None"], None]  # ("start" | "end", run, result)
 
 
 class Executor(Protocol):
@@ -96,7 +96,7 @@ class LocalExecutor:
                     except BrokenProcessPool:  # a worker died hard (e.g. out of memory): the rest cannot run
                         for left, _ in [(run, payload), *queue]:
                             on_event("start", left, None)
-                            on_event("end", left, failed_result(left.run_id, "worker pool broke (a worker process died); rerun the sweep"))
+                            on_event("end", left, RunResult.failed(left.run_id, "worker pool broke (a worker process died); rerun the sweep"))
                         queue.clear()
                         break
                     on_event("start", run, None)
@@ -109,11 +109,11 @@ class LocalExecutor:
                     on_event("end", run, _future_result(fut, run))
 
 
-def _future_result(fut: Any, run: RunSpec) -> dict[str, Any]:
+def _future_result(fut: Any, run: RunSpec) -> RunResult:
     try:
         return fut.result()
     except Exception as exc:  # a worker that died (out of memory, killed) fails only its run
-        return failed_result(run.run_id, f"worker died: {type(exc).__name__}: {exc}")
+        return RunResult.failed(run.run_id, f"worker died: {type(exc).__name__}: {exc}")
 
 
 LOCAL_RAY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -213,7 +213,7 @@ class RayExecutor:
                     try:
                         result = ray.get(ref)
                     except Exception as exc:
-                        result = failed_result(run.run_id, f"ray task failed: {exc}")
+                        result = RunResult.failed(run.run_id, f"ray task failed: {exc}")
                     on_event("end", run, result)
                     if started < len(runs):
                         on_event("start", runs[started], None)
@@ -277,12 +277,12 @@ class _Progress:
         text = f"{self.done}/{self.total_runs} done · {self.running} running · {left} left"
         return text + (f" · [red]{self.failed} failed[/]" if self.failed else "")
 
-    def event(self, kind: str, run: RunSpec, result: dict[str, Any] | None) -> None:
+    def event(self, kind: str, run: RunSpec, result: RunResult | None) -> None:
         if kind == "start":
             self.running += 1
         else:
             self.running = max(0, self.running - 1)
-            if result and result.get("status") == "done":
+            if result is not None and result.status == "done":
                 self.done += 1
             else:
                 self.failed += 1
@@ -379,17 +379,17 @@ def _run_sweep_locked(
         _pull_models(todo)
     bar = _Progress(progress, todo, len(summary.skipped) + len(summary.recovered), executor.capacity())
 
-    def on_event(kind: str, run: RunSpec, result: dict[str, Any] | None) -> None:
+    def on_event(kind: str, run: RunSpec, result: RunResult | None) -> None:
         if kind == "end" and result is not None:
-            if result["status"] == "done":
-                store.finish(run.run_id, RunOutcome.from_json(result["outcome"]))
-                (summary.skipped if result.get("skipped") else summary.executed).append(run.run_id)
+            if result.status == "done" and result.outcome is not None:
+                store.finish(run.run_id, RunOutcome.from_json(result.outcome))
+                (summary.skipped if result.skipped else summary.executed).append(run.run_id)
                 if tracker is not None:
                     tracker.log_run(store.run(run.run_id), store.metrics(run.run_id))
             else:
                 if store.run(run.run_id).status != "failed":  # type: ignore[union-attr]
-                    store.fail(run.run_id, result.get("error", "unknown error"))
-                summary.failed[run.run_id] = redact(result.get("error", "unknown error"))  # a remote worker's text
+                    store.fail(run.run_id, result.error or "unknown error")
+                summary.failed[run.run_id] = redact(result.error or "unknown error")  # a remote worker's text
         bar.event(kind, run, result)
 
     try:
