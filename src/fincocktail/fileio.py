@@ -85,22 +85,32 @@ def load_yaml(path: str | os.PathLike) -> Any:
         raise ConfigError(f"{path}{line}: invalid YAML ({problem})") from None
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
+def format_validation_error(
+    exc: ValidationError,
+    source: str,
+    *,
+    label: Callable[[str], str] = lambda loc: loc,
+    plain_messages: bool = False,
+) -> str:
     """`source: field.path: message` for the first problem, plus how many more there are.
 
+    The one formatter of every config error: YAML configs (`field.path`), user task files
+    (`label` quotes it: `field 'x'`), command-line options (`label` makes it `--x`, no source).
     Pydantic's internal `function-...` location parts (from wrap validators) are dropped: they
-    name our code, not anything the user wrote.
+    name our code, not anything the user wrote. Unknown and missing fields are said in our
+    words unless `plain_messages` keeps pydantic's.
     """
     errors = exc.errors()
     err = errors[0]
     loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
+    if not plain_messages and err["type"] == "extra_forbidden":
         msg = "unknown field"
-    elif err["type"] == "missing":
+    elif not plain_messages and err["type"] == "missing":
         msg = "required field missing"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    return f"{source}: {loc}: {msg}{more}" if loc else f"{source}: {msg}{more}"
+    where = ": ".join(part for part in (source, label(loc) if loc else "") if part)
+    return f"{where}: {msg}{more}" if where else f"{msg}{more}"
 
 
 class FolderLock:

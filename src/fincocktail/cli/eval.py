@@ -29,13 +29,12 @@ def _config(**kwargs):
     from pydantic import ValidationError
 
     from fincocktail.evaluation.runner import EvalConfig
+    from fincocktail.fileio import format_validation_error
 
     try:
         return EvalConfig(**kwargs)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "options"
-        raise ConfigError(f"--{field.replace('_', '-')}: {err['msg']}") from None
+        raise ConfigError(format_validation_error(exc, "", label=lambda loc: "--" + loc.replace("_", "-"))) from None
 
 
 def register(app: typer.Typer) -> None:

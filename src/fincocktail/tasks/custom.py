@@ -34,7 +34,7 @@ from pydantic import (
 )
 
 from fincocktail.errors import ConfigError, DataError
-from fincocktail.fileio import load_yaml
+from fincocktail.fileio import format_validation_error, load_yaml
 from fincocktail.metrics.generation import exact_match, numbers_match, numeric_scores, open_answer_scores
 from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, Task, versioned
 from fincocktail.tasks.builtin import BUILTIN_TASKS
@@ -136,13 +136,6 @@ class UserTaskSpec(BaseModel):
         return self
 
 
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
-    return f"field '{loc}': {msg}" if loc else msg
-
-
 def parse_spec(path: Path) -> UserTaskSpec:
     raw = load_yaml(path)
     if not isinstance(raw, dict):
@@ -150,7 +143,7 @@ def parse_spec(path: Path) -> UserTaskSpec:
     try:
         return UserTaskSpec.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_first_error(exc)}") from exc
+        raise ConfigError(format_validation_error(exc, str(path), label=lambda loc: f"field '{loc}'", plain_messages=True)) from None
 
 
 # ---------------------------------------------------------------------------- reading rows
