@@ -159,3 +159,21 @@ def test_without_per_example_files_or_seeds_nothing_is_claimed(tmp_path):
     metrics = [MetricRecord("s", "fpb", "test", "accuracy", 0.5, n=100), MetricRecord("c", "fpb", "test", "accuracy", 0.9, n=100)]
     (c,) = findings(Analysis(ReportData(runs, metrics))).contrasts
     assert c.effect == pytest.approx(0.4) and c.verdict == "inconclusive" and c.seed_variance == "none"
+
+
+def test_the_zero_shot_base_adds_no_seed_variance(tmp_path):
+    """Claim (d) compares a tuned recipe with the base model, which has no seed: only the tuned side's
+    between-seed variance and the paired test-sample variance enter (checked against numpy)."""
+    data = study(tmp_path, {"cocktail": 0.1, "knowledge": 0.05})
+    c = next(c for c in findings(Analysis(data)).contrasts if c.claim == "d" and c.task == "cfa")
+
+    def load(rid):
+        rows = [json.loads(x) for x in (tmp_path / f"{rid}-cfa.jsonl").read_text().splitlines()]
+        return np.array([float(r["correct"]) for r in rows])
+
+    a = np.array([load(f"cocktail-{s}") for s in range(3)])
+    b = load("base")
+    d = a.mean(axis=0) - b
+    se = math.sqrt(a.mean(axis=1).var(ddof=1) / 3 + d.var(ddof=1) / len(d))
+    assert c.seeds == (3, 1) and c.seed_variance == "measured"
+    assert c.se == pytest.approx(se)

@@ -17,7 +17,7 @@ picked after looking at test scores:
 How sure: the effect is the difference of the two recipes' mean scores over their seeds. Its
 variance adds the two sources of noise: seed to seed (the between-seed variance of each
 recipe's score, divided by its number of seeds; a one-seed recipe borrows the pooled
-between-seed variance of the task's other recipes) and test sample (the variance of the
+between-seed variance of the task's other recipes; the zero-shot base has no seed and adds none) and test sample (the variance of the
 per-example paired differences of seed-averaged correctness, divided by the number of
 examples; for metrics that are not a mean over examples, such as headline's average F1, the
 per-example correctness stands in for it). A normal approximation gives the 95% interval and a two-sided p-value; the p-values
@@ -50,6 +50,7 @@ ALPHA = 0.05
 POWER = 0.8
 NON_SUPERIORITY_MARGIN = 0.03  # claim (d): a gain below 3 points of the metric counts as "no gain"
 NUMERICAL_TASKS = ("finqa", "convfinqa", "gsm8k")
+UNTRAINED_KINDS = ("base", "api")  # greedy zero-shot scores on a fixed sample: no seed-to-seed variance
 Verdict = Literal["supported", "contradicted", "inconclusive"]
 
 CLAIMS: dict[str, str] = {
@@ -170,6 +171,8 @@ class _Tester:
         seed_part, how = 0.0, "measured"
         pooled = self.pooled_seed_variance(task)
         for side in (a, b):
+            if all(r.kind in UNTRAINED_KINDS for r, _, _ in side):
+                continue  # nothing was trained: a zero-shot model has no seed to vary, only its test sample
             if len(side) >= 2:
                 seed_part += variance([v for _, v, _ in side]) / len(side)
             elif pooled is not None:

@@ -31,7 +31,7 @@ FINDINGS_NOTE = (
     "with general / math data vs the same cocktail without; (d) the largest cocktail vs the zero-shot model. "
     "Effect = difference of the recipes' mean test scores over seeds, on the same test rows. Its 95% interval "
     "adds seed-to-seed variance (between-seed variance / seeds; a one-seed recipe borrows the task's pooled "
-    "between-seed variance) and test-sample variance (paired per-example differences). p-values of all "
+    "between-seed variance; the zero-shot model has no seed and adds none) and test-sample variance (paired per-example differences). p-values of all "
     f"contrasts form one family, adjusted by Holm's step-down method; a verdict needs adjusted p < {ALPHA:g}, "
     "otherwise it is inconclusive, with the test examples that would detect the observed effect (80% power). "
     f"Claim (d) is a non-superiority test: supported when the gain is shown to be below {NON_SUPERIORITY_MARGIN:g}, "
