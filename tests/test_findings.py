@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 import math
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def study(tmp_path: Path, effects: dict[str, float], seeds=(0, 1, 2), n: int = N
 
     def add(rid, kind, tasks, g, m, seed, shift: dict[str, float]):
         runs.append(RunRecord(rid, kind, "tiny", tasks, g, m, seed))
-        noise = np.random.default_rng(hash((rid, seed)) % 2**32)
+        noise = np.random.default_rng(zlib.crc32(f"{rid}:{seed}".encode()))  # not hash(): it changes per process
         for task in ("fpb", "finqa", "cfa"):
             p = base_p[task] + shift.get(task, 0.0) + (noise.normal(0, 0.01) if kind != "base" else 0.0)
             # answers flip only where the latent difficulty is near the threshold: runs stay correlated per example
