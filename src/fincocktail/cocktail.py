@@ -261,9 +261,9 @@ class CocktailData:
 
     def encode(self, tokenizer: Any, style: str = "instruction", tokens: TokenCache | None = None) -> None:
         """Tokenize every example used in any epoch once (replicas share the encoding)."""
-        from fincocktail.prompts import encode_pair, render
+        from fincocktail.prompts import encoder_for, render
 
-        encode = tokens.encode_pair if tokens is not None else encode_pair
+        encode = encoder_for(tokens)
         needed = sorted({item for epoch in self.epochs for item in epoch} - set(self.encodings))
         for task_id, idx in needed:
             pair = render(self.tasks[task_id], self.sources[task_id][idx], style=style, tokenizer=tokenizer)  # type: ignore[arg-type]

@@ -140,4 +140,9 @@ class TokenCache:
         return list(hit[0]), list(hit[1])
 
 
-Encoder = Callable[[Any, PromptPair, bool], "tuple[list[int], list[int]]"]  # encode_pair or TokenCache.encode_pair
+Encoder = Callable[[Any, PromptPair, bool], "tuple[list[int], list[int]]"]
+
+
+def encoder_for(tokens: TokenCache | None) -> Encoder:
+    """`encode_pair` itself, or through the caller's cache when it keeps one across runs."""
+    return tokens.encode_pair if tokens is not None else encode_pair

@@ -32,7 +32,7 @@ from fincocktail.evaluation.bootstrap import bootstrap_interval, mean_interval
 from fincocktail.evaluation.fewshot import build_pair, chat_messages, choice_target, select_demos
 from fincocktail.evaluation.judge import JUDGED_KINDS, apply_judge
 from fincocktail.evaluation.results import TaskResult, result_json
-from fincocktail.prompts import TokenCache, encode_pair
+from fincocktail.prompts import TokenCache, encoder_for
 from fincocktail.tasks.base import Example, Task
 from fincocktail.tasks.sampling import Sample, SampleMethod, draw_sample
 
@@ -352,7 +352,7 @@ class _LocalBackend(_Backend):
         self.reference = Scorer(reference) if reference is not None else None
         self.batch_size = batch_size
         self.max_prompt_tokens = max_prompt_tokens
-        self.encode = tokens.encode_pair if tokens is not None else encode_pair
+        self.encode = encoder_for(tokens)
 
     def _prompt(self, task, example, demos, style) -> tuple[str, list[int], bool]:
         try:

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 
 
+UNTRAINED_KINDS = ("base", "api")  # zero-shot rows: nothing trained, so no cocktail and no seed
+
+
 @dataclass(frozen=True)
 class RunRecord:
     run_id: str
@@ -34,7 +37,7 @@ class RunRecord:
     @property
     def cocktail_name(self) -> str:
         """A short, stable label for the training mixture ("fpb+tfns +general")."""
-        if self.kind in ("base", "api"):
+        if self.kind in UNTRAINED_KINDS:
             return f"{self.kind}: {self.model}"
         name = "+".join(self.train_tasks)
         if self.general:

@@ -165,15 +165,7 @@ def execute_run(
 # Tokenization cache, shared by the runs of a worker process (each run is handed it)
 
 
-def worker_tokens() -> TokenCache:
-    """This process's tokenization cache: the runs a worker executes share it."""
-    global _WORKER_TOKENS
-    if _WORKER_TOKENS is None:
-        _WORKER_TOKENS = TokenCache()
-    return _WORKER_TOKENS
-
-
-_WORKER_TOKENS: TokenCache | None = None
+WORKER_TOKENS = TokenCache()  # this process's: the runs a worker executes share it
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,7 +258,7 @@ def real_run(run: RunSpec, ctx: RunContext) -> RunOutcome:
 
     quiet_libraries()
     with thread_budget(ctx.threads):  # an in-process run leaves the caller's setting as it was
-        return _real_run(run, ctx, worker_tokens())
+        return _real_run(run, ctx, WORKER_TOKENS)
 
 
 def _real_run(run: RunSpec, ctx: RunContext, tokens: TokenCache) -> RunOutcome:
