@@ -206,8 +206,10 @@ def test_cpu_study_covers_every_claim_at_the_promised_sizes():
             n = ev["max_examples_per_task"].get(t, ev["max_examples"])
             assert n >= (60 if t in ("finqa", "convfinqa", "financebench") else 300), (t, n)
         if r.kind in ("single", "cocktail"):
-            assert ev["selection_split"] == "validation" and set(r.train_tasks) <= set(ev["selection_tasks"])
-            assert set(r.train_tasks) <= set(ev["tasks"])
+            scored = set(r.train_tasks) & set(ev["tasks"])  # a run is chosen on the tasks it is scored on
+            assert ev["selection_split"] == "validation" and scored <= set(ev["selection_tasks"])
+            if not (r.math and not r.general):
+                assert set(r.train_tasks) <= set(ev["tasks"])
     base = next(r for r in plan.runs if r.kind == "base")
     full = [r for r in plan.runs if tuple(r.train_tasks) == every]
     for r in [base, *full]:  # the runs the verdicts on numerical reasoning rest on
@@ -217,8 +219,17 @@ def test_cpu_study_covers_every_claim_at_the_promised_sizes():
     for r in [base, *plain_full]:  # claim (d): the plain cocktail against the zero-shot model
         assert {"cfa", "financebench"} <= set(r.eval["tasks"])
     for r in full:
-        if r.general or r.math:  # boosted: every financial task (claims b, c), no knowledge task
-            assert set(spec.tasks) <= set(r.eval["tasks"]) and not {"cfa", "financebench"} & set(r.eval["tasks"])
+        if r.general or r.math:  # boosted: no knowledge task
+            assert not {"cfa", "financebench"} & set(r.eval["tasks"])
+        if r.general:  # claim (b): every financial task
+            assert set(spec.tasks) <= set(r.eval["tasks"])
+        if r.math and not r.general:  # claim (c): the numerical tasks, and the heatmap's tasks on seed 0
+            extra = set(spec.eval.always) if r.seed == 0 else set()
+            assert set(r.eval["tasks"]) == {"finqa", "convfinqa"} | extra
+    # the transfer heatmap reads seed 0: other seeds of a single-task run are scored on their own task only
+    for r in plan.runs:
+        if r.kind == "single" and r.seed != 0:
+            assert r.eval["tasks"] == r.train_tasks
     for r in plan.runs:
         assert r.eval["max_prompt_tokens"] == spec.eval.max_prompt_tokens
     single_fpb = next(r for r in plan.runs if r.train_tasks == ["fpb"])
@@ -244,6 +255,29 @@ def test_eval_scope_needed_scores_each_run_on_what_its_comparisons_use(tmp_path)
     with pytest.raises(ConfigError, match=r"eval\.always\.0"):
         expand(parse_sweep({"name": "s", "tasks": ["a", "b"], "models": ["x"], "eval": {
             "tasks": ["a", "b"], "scope": "needed", "always": ["zz"]}}), check_tasks=False)
+
+
+def test_always_seeds_and_math_runs_scored_on_the_numerical_tasks():
+    spec = parse_sweep({"name": "s", "tasks": ["a", "b", "finqa"], "models": ["x"], "seeds": [0, 1],
+                        "general": {"task": "g", "fractions": [0, 0.5]}, "math": {"task": "m", "fractions": [0, 0.5]},
+                        "design": {"boosters_on": ["all_tasks"], "combine_boosters": False},
+                        "eval": {"tasks": ["a", "b", "finqa", "cfa"], "scope": "needed", "always": ["a", "b"],
+                                 "always_seeds": [0]}})
+    runs = {(r.label, r.seed): r.eval for r in expand(spec, check_tasks=False).runs}
+    assert runs[("finqa", 0)]["tasks"] == ["a", "b", "finqa"]
+    assert runs[("finqa", 1)]["tasks"] == ["finqa"] and runs[("finqa", 1)]["selection_tasks"] == ["finqa"]
+    assert runs[("a+b+finqa", 1)]["tasks"] == ["a", "b", "finqa", "cfa"]  # the plain cocktail: every task, every seed
+    assert runs[("a+b+finqa +general0.5", 1)]["tasks"] == ["a", "b", "finqa"]
+    assert runs[("a+b+finqa +math0.5", 0)]["tasks"] == ["a", "b", "finqa"]
+    assert runs[("a+b+finqa +math0.5", 1)]["tasks"] == ["finqa"]
+    assert runs[("a+b+finqa +math0.5", 1)]["selection_tasks"] == ["finqa"]
+    # seed 0 keeps the ids it had without always_seeds
+    plain = {(r.label, r.seed): r.run_id for r in expand(parse_sweep({**spec.model_dump(), "eval": {
+        **spec.eval.model_dump(), "always_seeds": None}}), check_tasks=False).runs}
+    assert all(plain[k] == r for k, r in {(r.label, r.seed): r.run_id for r in expand(spec, check_tasks=False).runs}.items()
+               if k[1] == 0 and "math" not in k[0])
+    with pytest.raises(ConfigError, match=r"eval\.always_seeds\.0"):
+        expand(parse_sweep({**spec.model_dump(), "eval": {**spec.eval.model_dump(), "always_seeds": [7]}}), check_tasks=False)
 
 
 def test_incremental_seeds_and_boosters_on_the_all_task_cocktail_only(tmp_path):

@@ -44,12 +44,11 @@ from scipy.stats import norm
 
 from fincocktail.report.analysis import Analysis, _correct_by_id
 from fincocktail.report.records import UNTRAINED_KINDS, RunRecord
-from fincocktail.tasks.builtin import KNOWLEDGE_TASKS
+from fincocktail.tasks.builtin import KNOWLEDGE_TASKS, NUMERICAL_TASKS
 
 ALPHA = 0.05
 POWER = 0.8
 NON_SUPERIORITY_MARGIN = 0.03  # claim (d): a gain below 3 points of the metric counts as "no gain"
-NUMERICAL_TASKS = ("finqa", "convfinqa", "gsm8k")
 Verdict = Literal["supported", "contradicted", "inconclusive"]
 
 CLAIMS: dict[str, str] = {

@@ -32,7 +32,7 @@ from pydantic import (
 
 from fincocktail.errors import ConfigError
 from fincocktail.fileio import load_yaml, validate_mapping
-from fincocktail.tasks.builtin import KNOWLEDGE_TASKS
+from fincocktail.tasks.builtin import KNOWLEDGE_TASKS, NUMERICAL_TASKS
 
 # Bump when the meaning of a run config changes (it is part of every run's hash).
 RUN_SCHEMA = "fincocktail-run/1"
@@ -159,6 +159,11 @@ class EvalSpec(_Strict):
     )
     always: list[str] | None = Field(
         default=None, description="scope needed: tasks every run is evaluated on (default: the classification tasks)"
+    )
+    always_seeds: list[int] | None = Field(
+        default=None,
+        description="scope needed: the seeds whose runs are scored on `always` beyond their own tasks (default: every "
+        "seed); the transfer heatmap reads one seed, the verdicts only a run's own tasks",
     )
     max_prompt_tokens: int | None = Field(
         default=None, ge=16,
@@ -535,17 +540,25 @@ def _always_tasks(spec: SweepSpec, ev: dict[str, Any], checker: _Checker) -> lis
 
 
 def _scoped_eval(ev: dict[str, Any], always: list[str] | None, trained: list[str], everything: bool,
-                 boosted: bool = False) -> dict[str, Any]:
+                 boosted: bool = False, math_only: bool = False) -> dict[str, Any]:
     """One run's evaluation settings: all tasks, or (scope needed) only those its comparisons use.
 
     The knowledge tasks serve only claim (d), the plain cocktail against the zero-shot model, so a
-    cocktail with general or math data is not scored on them (they are the slowest to generate)."""
+    cocktail with general or math data is not scored on them (they are the slowest to generate).
+    A cocktail with math data alone serves claim (c), so beyond `always` it is scored on the
+    numerical-reasoning tasks only (when the sweep evaluates any)."""
     if always is None:
         return ev
     if everything:
         if not boosted:
             return ev
-        return {**ev, "tasks": [t for t in ev["tasks"] if t not in KNOWLEDGE_TASKS]}
+        tasks = [t for t in ev["tasks"] if t not in KNOWLEDGE_TASKS]
+        numerical = [t for t in tasks if t in NUMERICAL_TASKS]
+        if math_only and numerical:
+            tasks = [t for t in tasks if t in numerical or t in always]
+            selection = [t for t in ev["selection_tasks"] if t in tasks]
+            return {**ev, "tasks": tasks, "selection_tasks": selection, "selection_split": ev["selection_split"] if selection else None}
+        return {**ev, "tasks": tasks}
     keep = set(trained) | set(always)
     tasks = [t for t in ev["tasks"] if t in keep]
     selection = [t for t in ev["selection_tasks"] if t in trained]  # selection picks among runs trained on the task
@@ -679,6 +692,9 @@ def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> 
     if not spec.seeds:
         c.fail("seeds", "empty grid: list at least one seed")
     _unique(spec.seeds, "seeds", c)
+    for i, seed in enumerate(spec.eval.always_seeds or []):
+        if seed not in spec.seeds:
+            c.fail(f"eval.always_seeds.{i}", f"seed {seed} is not one of the sweep's seeds ({', '.join(map(str, spec.seeds))})")
     _unique([m.name for m in spec.models], "models", c)
     _unique([m.name for m in spec.api_models], "api_models", c)
     for i, m in enumerate(spec.models):
@@ -773,9 +789,13 @@ def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> 
                 for mf in m_fracs if boosted else [0.0]:
                     if gf and mf and not d.combine_boosters:
                         continue
-                    run_ev = _scoped_eval(ev, always, mix, everything=set(mix) == set(spec.tasks), boosted=bool(gf or mf))
-                    run_n_eval, run_eval_cost = _eval_count(spec, run_ev)
                     for seed in seeds:
+                        run_always = always
+                        if always is not None and spec.eval.always_seeds is not None and seed not in spec.eval.always_seeds:
+                            run_always = []
+                        run_ev = _scoped_eval(ev, run_always, mix, everything=set(mix) == set(spec.tasks), boosted=bool(gf or mf),
+                                              math_only=bool(mf and not gf))
+                        run_n_eval, run_eval_cost = _eval_count(spec, run_ev)
                         cocktail: dict[str, Any] = {
                             "name": _cocktail_label(mix, gf, mf).replace(" ", ""),
                             "seed": seed,

@@ -26,3 +26,6 @@ FINANCIAL_TASKS: tuple[str, ...] = ("fpb", "fiqa_sa", "tfns", "headline", "finne
 
 # The domain-knowledge checks (claim d of the study): evaluated, never trained on.
 KNOWLEDGE_TASKS: tuple[str, ...] = ("cfa", "financebench")
+
+# The numerical-reasoning tasks: what claim (c), math data helping, is judged on.
+NUMERICAL_TASKS: tuple[str, ...] = ("finqa", "convfinqa", "gsm8k")
