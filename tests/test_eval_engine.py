@@ -318,3 +318,21 @@ def test_max_prompt_tokens_keeps_the_end_of_long_prompts(lively, tmp_path):
     assert [r["raw_output"] for r in rows] == [g.text for g in expected]
     card = json.loads((out / "run_card.json").read_text())
     assert card["config"]["max_prompt_tokens"] == limit
+
+
+def test_the_eval_dtype_has_one_default_everywhere():
+    """`fincocktail eval`, `serve`, EvalConfig, a sweep file and a sweep's resolved settings agree."""
+    import typer
+
+    from fincocktail.cli import app
+    from fincocktail.sweep.spec import EvalSettings, EvalSpec
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    cli = {name: next(p.default for p in commands[name].params if p.name == "dtype") for name in ("eval", "serve")}
+    defaults = {
+        **cli,
+        "EvalConfig": EvalConfig(model="m", tasks=["fpb"]).dtype,
+        "sweep eval": EvalSpec().dtype,
+        "EvalSettings": EvalSettings.model_fields["dtype"].default,
+    }
+    assert set(defaults.values()) == {"float32"}, defaults

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from fincocktail.errors import ModelError
+from fincocktail.evaluation.dtypes import DEFAULT_EVAL_DTYPE
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +22,7 @@ def register(app: typer.Typer) -> None:
         ),
         port: int = typer.Option(8000, "--port"),
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 exposes it to the network)."),
-        dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16 (auto = float32: serving only generates)."),
+        dtype: str = typer.Option(DEFAULT_EVAL_DTYPE, "--dtype", help="float32 | bfloat16 | float16 (auto = float32: serving only generates)."),
         name: Optional[str] = typer.Option(None, "--name", help="Model id of the base (of a single unnamed --adapter, if one is given); default: the folder name."),
         verbose: bool = typer.Option(False, "--verbose", help="Log every request."),
         max_tokens_cap: int = typer.Option(1024, "--max-tokens-cap", min=1, help="Largest max_tokens a request may ask for (larger: 400)."),

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field, field_validator
 from fincocktail.errors import ConfigError, FincocktailError
 from fincocktail.fileio import FolderLock, safe_name, write_json_atomic, write_text_atomic
 from fincocktail.evaluation.bootstrap import bootstrap_interval, mean_interval
+from fincocktail.evaluation.dtypes import DEFAULT_EVAL_DTYPE, EvalDtype
 from fincocktail.evaluation.fewshot import build_pair, chat_messages, choice_target, select_demos
 from fincocktail.evaluation.judge import JUDGED_KINDS, apply_judge
 from fincocktail.evaluation.results import TaskResult, result_json
@@ -54,7 +55,7 @@ class EvalConfig(BaseModel):
     mode: Mode = "auto"
     style: Literal["instruction", "chat"] | None = None  # None: instruction locally, chat for API models
     batch_size: int = Field(default=8, ge=1)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    dtype: EvalDtype = DEFAULT_EVAL_DTYPE
     out: Path | None = None
     data_dir: Path | None = None
     tasks_dir: Path | None = None

@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from fincocktail.errors import ConfigError
+from fincocktail.evaluation.dtypes import DEFAULT_EVAL_DTYPE, SweepEvalDtype
 from fincocktail.fileio import load_yaml, validate_mapping
 from fincocktail.tasks.builtin import KNOWLEDGE_TASKS, NUMERICAL_TASKS
 
@@ -147,8 +148,8 @@ class EvalSpec(_Strict):
         default="stratified", description="how max_examples picks rows (tasks/sampling.py); head = the first N, biased"
     )
     sample_seed: int = Field(default=0, description="the same rows for every run and model of the sweep")
-    dtype: Literal["float32", "auto", "bfloat16"] = Field(
-        default="float32",
+    dtype: SweepEvalDtype = Field(
+        default=DEFAULT_EVAL_DTYPE,
         description="auto: on a CPU with native bf16, choice scoring in bf16 with close calls re-checked in fp32 "
         "(the same predictions as fp32), generation in fp32",
     )
@@ -254,7 +255,7 @@ class EvalSettings(BaseModel):
     max_new_tokens: int | None = None
     sample: Literal["stratified", "random", "head"] = "head"
     sample_seed: int = 0
-    dtype: Literal["float32", "auto", "bfloat16"] = "float32"
+    dtype: SweepEvalDtype = DEFAULT_EVAL_DTYPE
     max_prompt_tokens: int | None = None
 
     def limit(self, task: str, test: bool) -> int | None:
