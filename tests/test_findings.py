@@ -178,3 +178,25 @@ def test_the_zero_shot_base_adds_no_seed_variance(tmp_path):
     se = math.sqrt(a.mean(axis=1).var(ddof=1) / 3 + d.var(ddof=1) / len(d))
     assert c.seeds == (3, 1) and c.seed_variance == "measured"
     assert c.se == pytest.approx(se)
+
+
+def test_a_floor_is_inconclusive_and_says_every_run_scored_the_same(tmp_path):
+    """Every run wrong on every FinQA row (a small model's floor): no effect to measure, said as such."""
+    runs, metrics = [], []
+    for rid, kind, tasks, m in [(f"s{i}", "single", ("finqa",), 0) for i in range(2)] + \
+            [(f"c{i}", "cocktail", ("fpb", "finqa"), 0) for i in range(2)] + [(f"cm{i}", "cocktail", ("fpb", "finqa"), 0.2) for i in range(2)]:
+        runs.append(RunRecord(rid, kind, "tiny", tasks, 0, m, int(rid[-1])))
+        path = _write(tmp_path / f"{rid}.jsonl", np.zeros(60, dtype=bool))
+        metrics.append(MetricRecord(rid, "finqa", "test", "accuracy", 0.0, n=60, predictions=path))
+    found = findings(Analysis(ReportData(runs, metrics)))
+    floors = [c for c in found.contrasts if c.task == "finqa"]
+    assert {c.claim for c in floors} == {"a", "c"}
+    for c in floors:
+        assert c.verdict == "inconclusive" and c.same_score == 0.0 and c.effect == 0.0 and c.se == 0.0
+    assert "finqa (every run 0.000)" in found.summary("c")
+    # one run that differs on one row is no longer "the same score"
+    _write(tmp_path / "cm1.jsonl", np.arange(60) == 0)
+    metrics = [MetricRecord(m.run_id, m.task, m.split, m.metric, 1 / 60 if m.run_id == "cm1" else 0.0, n=60,
+                            predictions=m.predictions) for m in metrics]
+    c = next(c for c in findings(Analysis(ReportData(runs, metrics))).contrasts if c.claim == "c")
+    assert c.same_score is None and c.se > 0

@@ -114,3 +114,23 @@ def test_delta_plot_accepts_a_point_outside_its_interval():
     png = deltas_plot([Delta("headline", "a+b", "a", 0.05, 0.06, 0.09, "bootstrap"),
                        Delta("fpb", "a+b", "a", -0.02, -0.05, 0.01, "bootstrap")], "Cocktail effect: x vs y")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_knowledge_cells_show_the_cocktail_scored_on_them_and_a_lone_recipe_is_not_test_selected():
+    """cfa is never trained on and has no validation split: the zero-shot row and the one cocktail scored
+    on it are shown, neither marked as chosen on test (there was nothing to choose); two cocktails
+    ranked on test are marked."""
+    from fincocktail.report.analysis import any_test_selected
+
+    runs = [RunRecord("b", "base", "m", ()), RunRecord("c", "cocktail", "m", ("fpb", "tfns"), seed=0)]
+    metrics = [MetricRecord("b", "cfa", "test", "accuracy", 0.31), MetricRecord("c", "cfa", "test", "accuracy", 0.34),
+               MetricRecord("c", "fpb", "test", "accuracy", 0.7), MetricRecord("c", "fpb", "validation", "accuracy", 0.7)]
+    rows = {r["task"]: r for r in Analysis(ReportData(runs, metrics)).main_table()}
+    assert rows["cfa"]["base zero-shot"][1].selected_on == "only"
+    assert rows["cfa"]["best cocktail"][1].value == 0.34 and rows["cfa"]["best cocktail"][1].selected_on == "only"
+    assert not any_test_selected(list(rows.values()))
+    runs.append(RunRecord("d", "cocktail", "m", ("fpb",  "fiqa_sa"), seed=0))
+    metrics.append(MetricRecord("d", "cfa", "test", "accuracy", 0.40))
+    rows = {r["task"]: r for r in Analysis(ReportData(runs, metrics)).main_table()}
+    assert rows["cfa"]["best cocktail"][1].value == 0.40 and rows["cfa"]["best cocktail"][1].test_selected
+    assert any_test_selected(list(rows.values()))

@@ -36,7 +36,11 @@ class Score:
     n_seeds: int
     run_ids: tuple[str, ...]
     label: str = ""
-    selected_on: str = "validation"
+    selected_on: str = "validation"  # "test" when recipes were ranked on test; "only" when there was no choice
+
+    @property
+    def test_selected(self) -> bool:
+        return self.selected_on == "test"
 
     def fmt(self, digits: int = 3) -> str:
         if self.low is None or self.high is None:
@@ -126,8 +130,9 @@ class Analysis:
         has_val = any(s[0] for s in scored)
         pool = [s for s in scored if s[0]] if has_val else scored
         _, _, rec, test = max(pool, key=lambda s: s[1])
+        on = "validation" if has_val else ("test" if len(pool) > 1 else "only")
         return rec, Score(test.value, test.low, test.high, test.n_seeds, test.run_ids,
-                          label=self.recipe_label(rec), selected_on="validation" if has_val else "test")
+                          label=self.recipe_label(rec), selected_on=on)
 
     def recipes_of(self, kind: str, task: str | None = None, general: bool | None = None,
                    math_: bool | None = None, single_of: str | None = None) -> list[tuple]:
@@ -157,9 +162,11 @@ class Analysis:
             base = self.recipes_of("base")
             row["base zero-shot"] = self.best(base, task)
             row["best single-task"] = self.best(self.recipes_of("single", single_of=task), task)
-            row["best cocktail"] = self.best(self.recipes_of("cocktail", task=task, general=False, math_=False), task)
-            row["cocktail + general"] = self.best(self.recipes_of("cocktail", task=task, general=True, math_=False), task)
-            row["cocktail + math"] = self.best(self.recipes_of("cocktail", task=task, math_=True), task)
+            # a knowledge task is never trained on: its cocktail cells are the cocktails scored on it
+            on = None if task in KNOWLEDGE_TASKS else task
+            row["best cocktail"] = self.best(self.recipes_of("cocktail", task=on, general=False, math_=False), task)
+            row["cocktail + general"] = self.best(self.recipes_of("cocktail", task=on, general=True, math_=False), task)
+            row["cocktail + math"] = self.best(self.recipes_of("cocktail", task=on, math_=True), task)
             for model in api_models:
                 recs = [rec for rec in self.recipes_of("api") if self.recipes[rec][0].model == model]
                 row[f"API {model}"] = self.best(recs, task)
@@ -250,7 +257,7 @@ class Analysis:
 
 def any_test_selected(rows: list[dict]) -> bool:
     """Whether some cell of `main_table()` rows had to be chosen on test (no validation scores)."""
-    return any(isinstance(v, tuple) and v[1].selected_on != "validation" for r in rows for v in r.values())
+    return any(isinstance(v, tuple) and v[1].test_selected for r in rows for v in r.values())
 
 
 def _t_quantile(df: int) -> float:

@@ -73,7 +73,7 @@ def _compact(v) -> str:
         v = v[1]
     if isinstance(v, Score):
         half = "" if v.low is None or v.high is None else f"±{(v.high - v.low) / 2:.2f}"
-        return f"{v.value:.3f}{half}" + ("" if v.selected_on == "validation" else "†")
+        return f"{v.value:.3f}{half}" + ("†" if v.test_selected else "")
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 

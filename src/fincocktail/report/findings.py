@@ -79,6 +79,7 @@ class Contrast:
     runs: tuple[str, ...] = ()
     seed_variance: str = "measured"  # measured / pooled / none (one seed and nothing to pool)
     needed_examples: int | None = None  # inconclusive: test examples that would settle it
+    same_score: float | None = None  # every run of both recipes got this score on every row (a floor or ceiling)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ class Findings:
         if claim in self.untested:
             return f"not tested: {self.untested[claim]}"
         cs = self.for_claim(claim)
-        counts = {v: [c.task for c in cs if c.verdict == v] for v in ("supported", "contradicted", "inconclusive")}
+        counts = {v: [c.task + (f" (every run {c.same_score:.3f})" if c.same_score is not None else "") for c in cs if c.verdict == v]
+                  for v in ("supported", "contradicted", "inconclusive")}
         return "; ".join(f"{v} on {', '.join(ts)}" for v, ts in counts.items() if ts)
 
 
@@ -185,12 +187,15 @@ class _Tester:
         else:
             sample_part, n = paired_variance(per_run_a, per_run_b)  # type: ignore[arg-type]
         se = math.sqrt(seed_part + (sample_part if not math.isnan(sample_part) else 0.0))
+        same: float | None = None
         z = norm.ppf(1 - ALPHA / 2)
         measured = n > 0 or how == "measured"
         if not se > 0 and not measured:  # no per-example files and no seed spread: nothing to measure the noise by
             p, how = 1.0, "none"
         elif not se > 0:  # measured, and no noise at all: every run gave the same answers
             p = float(effect >= NON_SUPERIORITY_MARGIN) if claim == "d" else float(effect == 0)
+            if effect == 0:
+                same = mean(v for _, v, _ in b)
         elif claim == "d":
             p = float(norm.cdf((effect - NON_SUPERIORITY_MARGIN) / se))
         else:
@@ -198,7 +203,7 @@ class _Tester:
         return Contrast(
             claim=claim, task=task, recipe=self.an.recipe_label(rec), reference=self.an.recipe_label(ref),
             effect=effect, se=se, low=effect - z * se, high=effect + z * se, p=p, n_examples=n,
-            seeds=(len(a), len(b)), runs=tuple(r.run_id for r, _, _ in a + b), seed_variance=how,
+            seeds=(len(a), len(b)), runs=tuple(r.run_id for r, _, _ in a + b), seed_variance=how, same_score=same,
         ), (seed_part, sample_part * n if n else 0.0)
 
 

@@ -48,7 +48,13 @@ def findings_table(f: Findings) -> Table:
         for c in cs:
             verdict = f"**{c.verdict}**" if c.verdict != "inconclusive" else "inconclusive"
             if c.verdict == "inconclusive":
-                verdict += f" (needs ~{c.needed_examples:,} test examples)" if c.needed_examples else " (more seeds needed, or no effect)"
+                if c.same_score is not None:
+                    verdict += (f" (every run of both recipes was right or wrong on the same rows, score {c.same_score:.3f}: "
+                                "nothing to tell apart at this size)")
+                elif c.needed_examples:
+                    verdict += f" (needs ~{c.needed_examples:,} test examples)"
+                else:
+                    verdict += " (more seeds needed, or no effect)"
             seeds = f"{c.seeds[0]} vs {c.seeds[1]} seeds" + ("" if c.seed_variance == "measured" else f" ({c.seed_variance} seed variance)")
             rows.append([f"({key}) {text}", c.task, f"{c.recipe} vs {c.reference}", f"{c.effect:+.3f}",
                          f"[{c.low:+.3f}, {c.high:+.3f}]", f"{c.p_holm:.3g}", verdict, f"{seeds}, n={c.n_examples}"])

@@ -26,7 +26,8 @@ def cell(v) -> str:
     if isinstance(v, tuple):
         v = v[1]
     if isinstance(v, Score):
-        return v.fmt() + (f" ({v.label})" if v.label else "") + ("" if v.selected_on == "validation" else " *test-selected*")
+        seeds = f"{v.n_seeds} seed{'s' if v.n_seeds != 1 else ''}"
+        return v.fmt() + (f" ({v.label}; {seeds})" if v.label else f" ({seeds})") + (" *test-selected*" if v.test_selected else "")
     if isinstance(v, float):
         return f"{v:.3f}"
     return str(v)
