@@ -87,10 +87,17 @@ def part2_generate(loaded, reference, args, data_dir: Path, tmp: Path) -> dict:
     theirs = [s["filtered_resps"][0] for s in samples]
     same = sum(o["raw_output"].strip() == t.strip() for o, t in zip(ours, theirs)) / len(ours)
     m = len(ours)
-    out = {"n": m, "fincocktail_ex_per_s": m / s_ours, "lmeval_ex_per_s": m / s_lm, "ratio": s_lm / s_ours, "identical_outputs": same}
+    out = {"n": m, "fincocktail_ex_per_s": m / s_ours, "lmeval_ex_per_s": m / s_lm, "ratio": s_lm / s_ours, "identical_outputs": same,
+           "rechecked_fp32": sum(bool(o.get("rescored_fp32")) for o in ours)}
+    if reference is not loaded:  # fincocktail's own fp32 greedy output, the yardstick for bf16 with re-checks
+        fp32, s_fp32, _ = _ours(reference, "finqa", args.finqa_n, "generate", args.batch_size, data_dir, tmp / "finqa32")
+        out["identical_extracted_vs_own_fp32"] = sum(o["extracted"] == r["extracted"] for o, r in zip(ours, fp32)) / m
+        out["fincocktail_fp32_ex_per_s"] = m / s_fp32
     print(
-        f"FinQA generate, {m} ex: fincocktail {out['fincocktail_ex_per_s']:.2f} ex/s, lm-eval {out['lmeval_ex_per_s']:.2f} ex/s, "
-        f"ratio {out['ratio']:.2f}x (target >= 2), identical outputs {same:.1%}"
+        f"FinQA generate, {m} ex: fincocktail {out['fincocktail_ex_per_s']:.2f} ex/s ({out['rechecked_fp32']} rows re-decoded in fp32), "
+        f"lm-eval {out['lmeval_ex_per_s']:.2f} ex/s, ratio {out['ratio']:.2f}x (target >= 2.5), identical outputs to lm-eval {same:.1%}"
+        + (f", extracted answers identical to fincocktail fp32 {out['identical_extracted_vs_own_fp32']:.1%} (target >= 99%; "
+           f"fincocktail fp32 {out['fincocktail_fp32_ex_per_s']:.2f} ex/s)" if "identical_extracted_vs_own_fp32" in out else "")
     )
     return out
 
@@ -122,6 +129,10 @@ def main() -> None:
     data_dir = find_data_dir(args.data_dir)
     loaded = load_for_eval(args.model, args.adapter, dtype=args.dtype)
     reference = loaded if args.dtype == "float32" else load_for_eval(args.model, args.adapter, dtype="float32")
+    import os
+
+    print(f"load average {os.getloadavg()[0]:.1f} (a shared machine: compare ratios within one run only); "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
     print(
         f"model {args.model} ({loaded.path}), adapter {args.adapter}, fincocktail {args.dtype}, lm-eval float32, "
         f"torch threads {torch.get_num_threads()}, batch size {args.batch_size}"
@@ -131,6 +142,8 @@ def main() -> None:
         tmp = Path(tmp)
         # warm-up (first-call allocations, thread pools) on a few examples; the model is shared by both harnesses
         _ours(loaded, "fpb", 8, "choice", args.batch_size, data_dir, tmp / "warm")
+        if not args.skip_generate and reference is not loaded:
+            _ours(reference, "fpb", 8, "choice", args.batch_size, data_dir, tmp / "warm32")
         if not args.skip_choice:
             report["fpb_choice"] = part1_choice(loaded, reference, args, data_dir, tmp)
         if not args.skip_generate:

@@ -112,6 +112,43 @@ def test_generation_with_a_shared_prefix_matches_plain_generation(lively, monkey
     assert [g.text for g in padded] == [g.text for g in plain]
 
 
+def test_bf16_generation_with_an_fp32_recheck_gives_fp32_greedy_outputs(lively):
+    import copy
+
+    from fincocktail.models.precision import cast_weights
+
+    tok, fp32 = lively.tokenizer, lively.model
+    bf16 = cast_weights(copy.deepcopy(fp32), torch.bfloat16).eval()
+    ids = [tok(p)["input_ids"] for p in PROMPTS]
+    want = generate_greedy(Scorer(fp32), tok, ids, max_new_tokens=12, batch_size=3)
+    checked = generate_greedy(Scorer(bf16), tok, ids, max_new_tokens=12, batch_size=3, reference=Scorer(fp32))
+    assert [g.text for g in checked] == [g.text for g in want]
+    assert [g.n_tokens for g in checked] == [g.n_tokens for g in want]
+    # every row re-checked: the reference's outputs, flagged; none re-checked: plain bf16, unflagged
+    every = generate_greedy(Scorer(bf16), tok, ids, max_new_tokens=12, batch_size=3, reference=Scorer(fp32), check_margin=float("inf"))
+    assert [g.text for g in every] == [g.text for g in want] and all(g.rechecked for g in every)
+    plain = generate_greedy(Scorer(bf16), tok, ids, max_new_tokens=12, batch_size=3)
+    never = generate_greedy(Scorer(bf16), tok, ids, max_new_tokens=12, batch_size=3, reference=Scorer(fp32), check_margin=0.0)
+    assert [g.text for g in never] == [g.text for g in plain] and not any(g.rechecked for g in never)
+
+
+def test_the_recheck_decodes_again_exactly_the_rows_with_a_close_token(lively):
+    """A reference that is another model entirely shows which rows were decoded by it."""
+    tok, model = lively.tokenizer, lively.model
+    ids = [tok(p)["input_ids"] for p in PROMPTS]
+    scorer = Scorer(model)
+    with torch.inference_mode():  # each row's smallest top-2 gap, by the obvious full-forward route
+        gaps = []
+        for p, g in zip(ids, generate_greedy(scorer, tok, ids, max_new_tokens=6, batch_size=2)):
+            seq = p + tok(g.text, add_special_tokens=False)["input_ids"]
+            lp = model(torch.tensor([seq])).logits[0, len(p) - 1 : len(p) - 1 + max(g.n_tokens, 1)].float().log_softmax(-1)
+            top = lp.topk(2, dim=-1).values
+            gaps.append(float((top[:, 0] - top[:, 1]).min()))
+    cut = sorted(gaps)[len(gaps) // 2]  # about half the rows below it
+    gens = generate_greedy(scorer, tok, ids, max_new_tokens=6, batch_size=2, reference=scorer, check_margin=cut)
+    assert [g.rechecked for g in gens] == [gap < cut for gap in gaps]
+
+
 def test_stop_strings_cut_the_output():
     assert cut_at_stop("positive\nnegative", ("\n",)) == ("positive", True)
     assert cut_at_stop("a. b; c", (";", ".")) == ("a", True)

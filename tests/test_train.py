@@ -251,7 +251,10 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path):
 def test_resume_across_epoch_boundary_in_process(tiny_model_dir, tmp_path):
     """Interrupt (by max_steps in a first process-local run) is covered above; here a checkpoint taken
     in epoch 0 and resumed into epoch 1 gives the same adapter as one uninterrupted run."""
-    cfg = config(tiny_model_dir, tmp_path, max_steps=None, checkpoint_every=5, epochs=2, batch_size=16, keep_checkpoints=3)
+    # prefix_sharing off: mixed-task batches, so the batch arithmetic below holds (task-grouped
+    # batches add a partial batch per task and mega-batch)
+    cfg = config(tiny_model_dir, tmp_path, max_steps=None, checkpoint_every=5, epochs=2, batch_size=16, keep_checkpoints=3,
+                 prefix_sharing="off")
     a = run(cfg, tmp_path / "a")  # 84 per epoch -> 6 batches per epoch, 12 steps
     assert a.steps == 12
     run_b = tmp_path / "b"

@@ -7,6 +7,11 @@ percent instead of ~half), while every epoch still sees a different, reproducibl
 whole plan is a pure function of (seed, epoch, lengths): a resumed run rebuilds it and skips
 the batches already done, which is what makes resume exact.
 
+With `prefix_sharing` on (or auto), batches are also cut within one task inside each
+mega-batch, and each micro-batch records the common prefix (the task's instruction) that
+`training.prefix` computes once for all its rows. `off`, the default, plans exactly the
+mixed-task batches of earlier versions, so runs started before the setting resume unchanged.
+
 Sequences are right-padded. With causal attention a real token never attends to a pad that
 comes after it, so the model is run without an attention mask (cheaper attention kernels) and
 the pads' own outputs are simply never scored.
@@ -22,9 +27,11 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from fincocktail.training.prefix import prefix_to_share
+
 if TYPE_CHECKING:
     from fincocktail.cocktail import CocktailData
-    from fincocktail.training.config import TrainConfig
+    from fincocktail.training.config import PrefixSharing, TrainConfig
 
 IGNORE_INDEX = -100
 MEGABATCH_FACTOR = 50
@@ -59,8 +66,15 @@ def plan_batches(
     seed: int,
     epoch: int,
     strategy: Literal["length_grouped", "shuffle"] = "length_grouped",
+    groups: Sequence[str] | None = None,
 ) -> list[list[int]]:
-    """Indices of each batch of one epoch, deterministic in (lengths, batch_size, seed, epoch)."""
+    """Indices of each batch of one epoch, deterministic in (lengths, batch_size, seed, epoch).
+
+    With `groups` (each item's task), length-grouped batches are also cut within one task:
+    inside a mega-batch items are sorted by (task, length), so a batch shares its task's
+    instruction (a prefix computed once, `training.prefix`). The mega-batches still hold the
+    shuffled epoch's items, so each stretch of the epoch keeps the cocktail's task mixture.
+    """
     rng = random.Random(f"fincocktail-batches:{seed}:{epoch}")
     order = list(range(len(lengths)))
     rng.shuffle(order)
@@ -70,7 +84,15 @@ def plan_batches(
     batches: list[list[int]] = []
     for start in range(0, len(order), mega):
         chunk = sorted(order[start : start + mega], key=lambda i: -lengths[i])
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+        if groups is None:
+            batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+            continue
+        by_task: dict[str, list[int]] = {}
+        for i in chunk:  # stays sorted by length within each task
+            by_task.setdefault(groups[i], []).append(i)
+        for task in sorted(by_task):
+            rows = by_task[task]
+            batches.extend(rows[i : i + batch_size] for i in range(0, len(rows), batch_size))
     rng.shuffle(batches)
     return batches
 
@@ -105,9 +127,15 @@ class Batch:
     attention_mask: torch.Tensor  # (B, L), 1 on real tokens (used by reference computations)
     real_tokens: int
     target_tokens: int
+    shared_prefix: int = 0  # leading tokens, the same in every row, that run once (training.prefix)
+
+    @property
+    def shared_tokens(self) -> int:
+        """Prompt tokens not computed again because the rows share their prefix (for the run card)."""
+        return self.shared_prefix * (len(self.input_ids) - 1)
 
 
-def collate(items: Sequence[Encoded], pad_id: int) -> Batch:
+def collate(items: Sequence[Encoded], pad_id: int, shared_prefix: int = 0) -> Batch:
     width = max(len(e.input_ids) for e in items)
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)
     labels = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
@@ -123,6 +151,7 @@ def collate(items: Sequence[Encoded], pad_id: int) -> Batch:
         attention_mask=mask,
         real_tokens=int(mask.sum()),
         target_tokens=sum(e.n_target for e in items),
+        shared_prefix=shared_prefix,
     )
 
 
@@ -151,18 +180,22 @@ class Schedule:
     pad_id: int
     max_batch_tokens: int | None
     total_steps: int
+    prefix_sharing: PrefixSharing = "off"
 
     @classmethod
     def plan(cls, config: TrainConfig, data: CocktailData, pad_id: int, max_batch_tokens: int | None) -> Schedule:
         encoded = [[truncate(*data.encodings[item], config.max_length) for item in epoch] for epoch in data.epochs]
         lengths = [[len(e.input_ids) for e in enc] for enc in encoded]
+        by_task = config.prefix_sharing != "off" and config.batching == "length_grouped"
+        groups = [[task for task, _ in epoch] if by_task else None for epoch in data.epochs]
         plans = [
-            plan_batches(lens, config.batch_size, config.seed, ep, config.batching) for ep, lens in enumerate(lengths)
+            plan_batches(lens, config.batch_size, config.seed, ep, config.batching, groups=groups[ep])
+            for ep, lens in enumerate(lengths)
         ]
         total_steps = sum(math.ceil(len(p) / config.grad_accum) for p in plans)
         if config.max_steps is not None:
             total_steps = min(total_steps, config.max_steps)
-        return cls(encoded, lengths, plans, config.grad_accum, pad_id, max_batch_tokens, total_steps)
+        return cls(encoded, lengths, plans, config.grad_accum, pad_id, max_batch_tokens, total_steps, config.prefix_sharing)
 
     def steps(self, epoch: int) -> list[list[list[int]]]:
         """The optimizer steps of an epoch, each `grad_accum` batches."""
@@ -170,10 +203,8 @@ class Schedule:
         return [plan[i : i + self.grad_accum] for i in range(0, len(plan), self.grad_accum)]
 
     def micro_batches(self, epoch: int, step: list[list[int]]) -> list[Batch]:
-        """One step's batches as tensors, each split to at most `max_batch_tokens` padded tokens."""
+        """One step's batches as tensors, each split to at most `max_batch_tokens` padded tokens,
+        each with the prefix its rows share (0 with `prefix_sharing: off`)."""
         enc, lengths = self.encoded[epoch], self.lengths[epoch]
-        return [
-            collate([enc[i] for i in micro], self.pad_id)
-            for batch in step
-            for micro in split_by_tokens(batch, lengths, self.max_batch_tokens)
-        ]
+        micros = [[enc[i] for i in micro] for batch in step for micro in split_by_tokens(batch, lengths, self.max_batch_tokens)]
+        return [collate(items, self.pad_id, prefix_to_share(items, self.prefix_sharing)) for items in micros]

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from fincocktail.errors import ModelError
 from fincocktail.training.data import IGNORE_INDEX
+from fincocktail.training.prefix import suffix_hidden
 
 
 def _base_model(model: Any) -> Any:
@@ -56,14 +57,23 @@ def answer_loss_sum(
     labels: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     head_weight: torch.Tensor | None = None,
+    shared_prefix: int = 0,
 ) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over answer tokens and their count; logits only where a label exists.
 
     A sum, not a mean: only the loop knows how many answer tokens the whole step has.
     `head_weight` (from `fp32_head_weight`) replaces the LM head's own weight, in float32.
+    `shared_prefix` > 0: the first that many tokens, the same in every row and all prompt
+    (`training.prefix.prefix_to_share`), run once and the rows continue from their cache.
     """
     body, head = _body_and_head(model)
-    hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    if shared_prefix > 0:
+        if attention_mask is not None:
+            raise ValueError("shared-prefix training runs right-padded batches without a mask")
+        hidden = suffix_hidden(body, input_ids, shared_prefix)
+        labels = labels[:, shared_prefix:]  # the suffixes' labels, aligned with `hidden`
+    else:
+        hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
     picked = hidden[:, :-1][keep]

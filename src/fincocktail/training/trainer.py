@@ -204,7 +204,7 @@ def _train(
         resumed_from=resume_from.name if resume_from is not None else None,
         tokens_per_s=round(session.tokens_per_s(), 1),
     )
-    card.write("complete", **_completion(result, schedule, train_time_s, device, dtype, attention, parts.model))
+    card.write("complete", **_completion(result, schedule, train_time_s, session, device, dtype, attention, parts.model))
     return result
 
 
@@ -364,6 +364,7 @@ class _Session:
     prior_s: float
     start: float = field(default_factory=time.time)
     tokens: int = 0
+    shared_tokens: int = 0  # prompt tokens run once for a micro-batch, not per row (training.prefix)
 
     def elapsed(self) -> float:
         return self.prior_s + time.time() - self.start
@@ -428,6 +429,7 @@ def run_loop(
             real = sum(b.real_tokens for b in batches)
             at.tokens_seen += real
             session.tokens += real
+            session.shared_tokens += sum(b.shared_tokens for b in batches)
             final_loss = loss_total / max(n_target, 1)
             dt = time.time() - step_t0
             tps = session.tokens_per_s()
@@ -482,7 +484,8 @@ def _optimizer_step(
     for b in batches:
         with parts.autocast:
             loss_sum, _ = answer_loss_sum(
-                parts.model, b.input_ids.to(parts.device), b.labels.to(parts.device), head_weight=parts.head_weight
+                parts.model, b.input_ids.to(parts.device), b.labels.to(parts.device), head_weight=parts.head_weight,
+                shared_prefix=b.shared_prefix,
             )
         (loss_sum / max(n_target, 1)).backward()
         loss_total += float(loss_sum.detach())
@@ -576,7 +579,7 @@ def _save_folder(save: Callable[[Path], None], dest: Path) -> None:
 
 
 def _completion(
-    result: TrainResult, schedule: Schedule, train_time_s: float, device: torch.device, dtype: str,
+    result: TrainResult, schedule: Schedule, train_time_s: float, session: _Session, device: torch.device, dtype: str,
     attention: str | None, model: Any,
 ) -> dict[str, Any]:
     """What the complete run card adds: the result, and the hardware choices the run made."""
@@ -588,6 +591,7 @@ def _completion(
         "train_time_s": train_time_s,
         "wall_time_s": result.wall_time_s,
         "tokens_per_s": result.tokens_per_s,
+        "shared_prefix_tokens": session.shared_tokens,  # this session's prompt tokens run once for a micro-batch, not per row
         "peak_rss_mb": result.peak_rss_mb,
         "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == "cuda" else None,
         "device": str(device),

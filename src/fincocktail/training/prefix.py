@@ -1,0 +1,87 @@
+"""Shared-prefix training: a micro-batch's common token prefix runs once, for every row.
+
+Every example of a classification task starts with the same instruction (about 25 of FPB's
+~62 tokens), so in a batch of one task most tokens are that prefix computed again per row.
+Here the prefix runs once as a batch of one, its key/value cache is expanded (a view, no copy)
+to the batch, and only the suffixes run on top of it. The expansion's backward sums the rows'
+gradients into the single prefix computation, so the loss and the LoRA gradients are those of
+the unshared batch (tests/test_train_prefix.py checks both to 1e-5 in fp32).
+
+`data.Schedule` decides per micro-batch how many tokens to share (`prefix_to_share`, on
+batches that `data.plan_batches` cut within one task); `loss.answer_loss_sum` runs the shared
+forward (`suffix_hidden`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from fincocktail.errors import ModelError
+
+if TYPE_CHECKING:
+    from fincocktail.training.config import PrefixSharing
+    from fincocktail.training.data import Encoded
+
+MIN_PREFIX_TOKENS = 8  # auto: shorter prefixes save less than the extra prefix forward costs
+MIN_SAVED_SHARE = 0.15  # auto: the share of the micro-batch's real tokens the prefix must save
+
+
+def common_prefix(items: Sequence[Encoded]) -> int:
+    """Tokens every row starts with, capped so each row's first answer token is predicted by its suffix.
+
+    The cap (one below the shortest prompt) keeps every scored position in the suffix part.
+    """
+    if len(items) < 2:
+        return 0
+    first = items[0].input_ids
+    n = min(e.n_prompt for e in items) - 1
+    for e in items[1:]:
+        i = 0
+        while i < n and e.input_ids[i] == first[i]:
+            i += 1
+        n = i
+    return max(n, 0)
+
+
+def prefix_to_share(items: Sequence[Encoded], mode: PrefixSharing) -> int:
+    """How many leading tokens of this micro-batch to compute once (0: run it unshared).
+
+    `on` shares any common prefix; `auto` only where it saves at least MIN_SAVED_SHARE of the
+    batch's real tokens and is MIN_PREFIX_TOKENS long (a mixed-task batch shares ~nothing).
+    """
+    if mode == "off":
+        return 0
+    n = common_prefix(items)
+    if mode == "on":
+        return n
+    real = sum(len(e.input_ids) for e in items)
+    saved = n * (len(items) - 1)
+    return n if n >= MIN_PREFIX_TOKENS and saved >= MIN_SAVED_SHARE * real else 0
+
+
+def suffix_hidden(body: Any, input_ids: torch.Tensor, shared: int) -> torch.Tensor:
+    """Hidden states of the suffixes `input_ids[:, shared:]`, after the shared prefix ran once.
+
+    The prefix's keys and values are expanded to the batch as views, so autograd sums the
+    rows' gradients back into the one prefix computation. Positions continue from `shared`.
+    """
+    from transformers.cache_utils import DynamicCache
+
+    out = body(input_ids=input_ids[:1, :shared], use_cache=True)
+    cache = out.past_key_values
+    rows = input_ids.shape[0]
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        raise ModelError(f"{type(cache).__name__}: shared-prefix training needs a per-layer key/value cache; set prefix_sharing: off")
+    batch = DynamicCache()
+    for i, layer in enumerate(layers):
+        keys, values = layer.keys, layer.values
+        batch.update(keys.expand(rows, *keys.shape[1:]), values.expand(rows, *values.shape[1:]), i)
+    positions = torch.arange(shared, input_ids.shape[1], device=input_ids.device).unsqueeze(0).expand(rows, -1)
+    return body(input_ids=input_ids[:, shared:], position_ids=positions, past_key_values=batch, use_cache=True).last_hidden_state
+
+
+__all__ = ["MIN_PREFIX_TOKENS", "MIN_SAVED_SHARE", "common_prefix", "prefix_to_share", "suffix_hidden"]
