@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fincocktail.report.analysis import Analysis
-from fincocktail.report.findings import NON_SUPERIORITY_MARGIN, findings, holm, needed_examples
+from fincocktail.report.findings import NON_SUPERIORITY_MARGIN, findings, holm, needed_examples, needed_seeds
 from fincocktail.report.records import MetricRecord, ReportData, RunRecord
 from fincocktail.report.render import write_report
 
@@ -142,6 +142,38 @@ def test_needed_examples_would_reach_the_threshold():
     n = needed_examples(0.05, seed_part=0.0001, sample_var_per_example=0.3, z_needed=z)
     assert n is not None and math.sqrt(0.0001 + 0.3 / n) * z <= 0.05 < math.sqrt(0.0001 + 0.3 / (n - 1)) * z
     assert needed_examples(0.01, seed_part=0.01, sample_var_per_example=0.3, z_needed=z) is None  # seeds are the limit
+
+
+def test_needed_seeds_would_reach_the_threshold():
+    z = 1.96 + 0.8416
+    k = needed_seeds(0.05, seed_variance_sum=0.004, sample_part=0.0001, z_needed=z, have=3)
+    se = lambda k: math.sqrt(0.004 / k + 0.0001)
+    assert k is not None and se(k) * z <= 0.05 < se(k - 1) * z
+    assert needed_seeds(0.05, 0.004, sample_part=0.001, z_needed=z, have=3) is None  # the test rows are the limit
+    assert needed_seeds(0.001, 0.004, sample_part=0.0, z_needed=z, have=3) is None  # more than MAX_SEEDS
+
+
+def test_seed_noise_makes_a_verdict_ask_for_seeds(tmp_path):
+    """Two recipes whose seeds disagree far more than their test rows do: the inconclusive verdict
+    names the seeds per recipe that would settle it, and that many would (checked by hand)."""
+    runs, metrics = [], []
+    z = 1.96 + 0.8416
+    rng = np.random.default_rng(3)
+    latent = rng.random(300)
+    for rid, kind, tasks, p in [("s0", "single", ("fpb",), 0.50), ("s1", "single", ("fpb",), 0.60),
+                                ("c0", "cocktail", ("fpb", "tfns"), 0.62), ("c1", "cocktail", ("fpb", "tfns"), 0.78)]:
+        runs.append(RunRecord(rid, kind, "tiny", tasks, 0, 0, int(rid[1])))
+        path = _write(tmp_path / f"{rid}.jsonl", latent < p)
+        metrics.append(MetricRecord(rid, "fpb", "test", "accuracy", float((latent < p).mean()), n=300, predictions=path))
+    (c,) = findings(Analysis(ReportData(runs, metrics))).contrasts
+    assert c.verdict == "inconclusive" and c.needed_examples is None and c.needed_seeds is not None
+    score = {m.run_id: m.value for m in metrics}
+    seed_sum = np.var([score["c0"], score["c1"]], ddof=1) + np.var([score["s0"], score["s1"]], ddof=1)
+    corr = {rid: (latent < p).astype(float) for rid, p in (("s0", .5), ("s1", .6), ("c0", .62), ("c1", .78))}
+    d = (corr["c0"] + corr["c1"]) / 2 - (corr["s0"] + corr["s1"]) / 2
+    sample = d.var(ddof=1) / len(d)
+    k = c.needed_seeds
+    assert k > 2 and math.sqrt(seed_sum / k + sample) * z <= abs(c.effect) < math.sqrt(seed_sum / (k - 1) + sample) * z
 
 
 def test_report_opens_with_findings(tmp_path):

@@ -80,6 +80,7 @@ class Contrast:
     seed_variance: str = "measured"  # measured / pooled / none (one seed and nothing to pool)
     needed_examples: int | None = None  # inconclusive: test examples that would settle it
     same_score: float | None = None  # every run of both recipes got this score on every row (a floor or ceiling)
+    needed_seeds: int | None = None  # inconclusive with seeds the limit: seeds per trained recipe that would settle it
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,25 @@ def needed_examples(effect: float, seed_part: float, sample_var_per_example: flo
     return int(math.ceil(sample_var_per_example / room))
 
 
+MAX_SEEDS = 50  # beyond this, "more seeds" is no plan: the contrast is reported without a seed count
+
+
+def needed_seeds(effect: float, seed_variance_sum: float, sample_part: float, z_needed: float, have: int) -> int | None:
+    """Seeds per trained recipe at which `effect` would be detected, the test rows unchanged.
+
+    `seed_variance_sum` is the between-seed variance of one run's score summed over the trained
+    sides (the seed part of the variance is that over the number of seeds); None when the test
+    sample alone is too noisy, or more than MAX_SEEDS would be needed.
+    """
+    if effect == 0 or seed_variance_sum <= 0:
+        return None
+    room = (abs(effect) / z_needed) ** 2 - sample_part
+    if room <= 0:
+        return None
+    k = max(have + 1, math.ceil(seed_variance_sum / room))
+    return k if k <= MAX_SEEDS else None
+
+
 class _Tester:
     def __init__(self, an: Analysis):
         self.an = an
@@ -161,22 +181,26 @@ class _Tester:
             self._pooled[task] = num / den if den else None
         return self._pooled[task]
 
-    def contrast(self, claim: str, task: str, rec: tuple, ref: tuple) -> tuple[Contrast, tuple[float, float]] | None:
-        """The contrast, and (seed part of its variance, per-example variance of the paired differences)."""
+    def contrast(self, claim: str, task: str, rec: tuple, ref: tuple) -> tuple[Contrast, tuple[float, float, float]] | None:
+        """The contrast, and (seed part of its variance, per-example variance of the paired differences,
+        one run's between-seed variance summed over the trained sides)."""
         a = self.values(self.an.recipes[rec], task)
         b = self.values(self.an.recipes[ref], task)
         if not a or not b:
             return None
         effect = mean(v for _, v, _ in a) - mean(v for _, v, _ in b)
-        seed_part, how = 0.0, "measured"
+        seed_part, seed_sum, how = 0.0, 0.0, "measured"
         pooled = self.pooled_seed_variance(task)
         for side in (a, b):
             if all(r.kind in UNTRAINED_KINDS for r, _, _ in side):
                 continue  # nothing was trained: a zero-shot model has no seed to vary, only its test sample
             if len(side) >= 2:
-                seed_part += variance([v for _, v, _ in side]) / len(side)
+                v = variance([v for _, v, _ in side])
+                seed_part += v / len(side)
+                seed_sum += v
             elif pooled is not None:
                 seed_part += pooled
+                seed_sum += pooled
                 how = "pooled"
             else:
                 how = "none"
@@ -204,7 +228,7 @@ class _Tester:
             claim=claim, task=task, recipe=self.an.recipe_label(rec), reference=self.an.recipe_label(ref),
             effect=effect, se=se, low=effect - z * se, high=effect + z * se, p=p, n_examples=n,
             seeds=(len(a), len(b)), runs=tuple(r.run_id for r, _, _ in a + b), seed_variance=how, same_score=same,
-        ), (seed_part, sample_part * n if n else 0.0)
+        ), (seed_part, sample_part * n if n else 0.0, seed_sum)
 
 
 def _largest(an: Analysis, recipes: list[tuple]) -> tuple | None:
@@ -221,7 +245,7 @@ def _plain(rec: tuple) -> tuple:
 def findings(an: Analysis) -> Findings:
     """Every claim's contrasts with Holm-adjusted verdicts (see the module docstring)."""
     tester = _Tester(an)
-    raw: list[tuple[Contrast, tuple[float, float]]] = []
+    raw: list[tuple[Contrast, tuple[float, float, float]]] = []
     untested: dict[str, str] = {}
 
     def add(claim: str, task: str, rec: tuple | None, ref: tuple | None) -> None:
@@ -266,7 +290,7 @@ def findings(an: Analysis) -> Findings:
     m = max(1, len(raw))
     z_needed = norm.ppf(1 - ALPHA / (2 * m)) + norm.ppf(POWER)
     out: list[Contrast] = []
-    for (c, (seed_part, per_example_var)), p_adj in zip(raw, adjusted):
+    for (c, (seed_part, per_example_var, seed_sum)), p_adj in zip(raw, adjusted):
         verdict: Verdict = "inconclusive"
         if c.claim == "d":
             if p_adj < ALPHA:
@@ -278,8 +302,11 @@ def findings(an: Analysis) -> Findings:
             if p_adj < ALPHA:
                 verdict = "supported" if c.effect > 0 else "contradicted"
             distance = c.effect
-        needed = None
+        needed = seeds = None
         if verdict == "inconclusive" and (c.claim != "d" or distance > 0):
             needed = needed_examples(distance, seed_part, per_example_var, z_needed)
-        out.append(Contrast(**{**c.__dict__, "p_holm": p_adj, "verdict": verdict, "needed_examples": needed}))
+            if needed is None and c.n_examples:
+                seeds = needed_seeds(distance, seed_sum, per_example_var / c.n_examples, z_needed, max(c.seeds))
+        out.append(Contrast(**{**c.__dict__, "p_holm": p_adj, "verdict": verdict, "needed_examples": needed,
+                               "needed_seeds": seeds}))
     return Findings(out, untested, len(raw))

@@ -33,7 +33,8 @@ FINDINGS_NOTE = (
     "adds seed-to-seed variance (between-seed variance / seeds; a one-seed recipe borrows the task's pooled "
     "between-seed variance; the zero-shot model has no seed and adds none) and test-sample variance (paired per-example differences). p-values of all "
     f"contrasts form one family, adjusted by Holm's step-down method; a verdict needs adjusted p < {ALPHA:g}, "
-    "otherwise it is inconclusive, with the test examples that would detect the observed effect (80% power). "
+    "otherwise it is inconclusive, with the test examples (or, where the seeds are the limit, the seeds per "
+    "recipe) that would detect the observed effect (80% power, at the family's Bonferroni level). "
     f"Claim (d) is a non-superiority test: supported when the gain is shown to be below {NON_SUPERIORITY_MARGIN:g}, "
     "contradicted when the 95% interval lies above 0."
 )
@@ -53,8 +54,10 @@ def findings_table(f: Findings) -> Table:
                                 "nothing to tell apart at this size)")
                 elif c.needed_examples:
                     verdict += f" (needs ~{c.needed_examples:,} test examples)"
+                elif c.needed_seeds:
+                    verdict += f" (needs ~{c.needed_seeds} seeds per recipe)"
                 else:
-                    verdict += " (more seeds needed, or no effect)"
+                    verdict += " (an effect this small would need more than 50 seeds per recipe or more test rows than exist)"
             seeds = f"{c.seeds[0]} vs {c.seeds[1]} seeds" + ("" if c.seed_variance == "measured" else f" ({c.seed_variance} seed variance)")
             rows.append([f"({key}) {text}", c.task, f"{c.recipe} vs {c.reference}", f"{c.effect:+.3f}",
                          f"[{c.low:+.3f}, {c.high:+.3f}]", f"{c.p_holm:.3g}", verdict, f"{seeds}, n={c.n_examples}"])
