@@ -57,7 +57,7 @@ def findings_table(f: Findings) -> Table:
                 elif c.needed_seeds:
                     verdict += f" (needs ~{c.needed_seeds} seeds per recipe)"
                 else:
-                    verdict += " (an effect this small would need more than 50 seeds per recipe or more test rows than exist)"
+                    verdict += " (too small to settle with up to 50 seeds per recipe at this test size)"
             seeds = f"{c.seeds[0]} vs {c.seeds[1]} seeds" + ("" if c.seed_variance == "measured" else f" ({c.seed_variance} seed variance)")
             rows.append([f"({key}) {text}", c.task, f"{c.recipe} vs {c.reference}", f"{c.effect:+.3f}",
                          f"[{c.low:+.3f}, {c.high:+.3f}]", f"{c.p_holm:.3g}", verdict, f"{seeds}, n={c.n_examples}"])
