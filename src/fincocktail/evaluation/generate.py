@@ -97,7 +97,8 @@ def generate_greedy(
         idx = order[start : start + batch_size]
         batch = [prompts[i] for i in idx]
         seen = (lambda r, tok, idx=idx: on_token(idx[r], tok)) if on_token else None
-        gens, mins = _generate_batch(scorer, tokenizer, batch, max_new_tokens, stop, stops, pad_id, prefix, shared, should_stop, seen)
+        gens, mins = _generate_batch(scorer, tokenizer, batch, max_new_tokens, stop, stops, pad_id, prefix, shared, should_stop, seen,
+                                     track_margins=reference is not None)
         for i, g, m in zip(idx, gens, mins):
             out[i], margins[i] = g, m
         if on_batch:
@@ -113,8 +114,9 @@ def generate_greedy(
 
 
 def _generate_batch(scorer, tokenizer, prompts, max_new_tokens, stop, stop_ids, pad_id, prefix=None, shared=0, should_stop=None,
-                    on_token=None) -> tuple[list[Generation], list[float]]:
-    """Greedy rows of one batch, and each row's smallest margin (nats) between its chosen token and the runner-up."""
+                    on_token=None, track_margins=False) -> tuple[list[Generation], list[float]]:
+    """Greedy rows of one batch, and (with `track_margins`; else inf) each row's smallest margin in nats between
+    its chosen token and the runner-up: only a re-check reads them, so plain decoding skips the top-2."""
     n = len(prompts)
     results: list[Generation | None] = [None] * n
     generated: list[list[int]] = [[] for _ in range(n)]
@@ -135,9 +137,12 @@ def _generate_batch(scorer, tokenizer, prompts, max_new_tokens, stop, stop_ids, 
             return [r if r is not None else Generation(_decode(tokenizer, generated[i], stop)[0], len(generated[i]), "cancelled")
                     for i, r in enumerate(results)], margins
         lp = scorer.log_probs(last)
-        top = lp.topk(2, dim=-1) if lp.shape[-1] > 1 else None
         tokens = lp.argmax(dim=-1).tolist()
-        gaps = (top.values[:, 0] - top.values[:, 1]).tolist() if top is not None else [float("inf")] * len(tokens)
+        if track_margins and lp.shape[-1] > 1:
+            top = lp.topk(2, dim=-1).values
+            gaps = (top[:, 0] - top[:, 1]).tolist()
+        else:
+            gaps = [float("inf")] * len(tokens)
         for r, row in enumerate(present):
             if results[row] is not None:
                 continue
