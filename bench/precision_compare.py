@@ -13,7 +13,11 @@ bf16 runs go in parallel, one thread each. Then:
   evaluation default is 99%).
 Writes `summary.json`, `loss.png` and the run folders under `--out`.
 
-    .venv/bin/python bench/precision_compare.py [--steps 150] [--out bench-results/precision]
+`--compare prefix` asks the same of shared-prefix training instead (issue 16): bf16 with
+`prefix_sharing: auto` against `off` (seed 0), and `off` with seed 1 as the noise yardstick;
+loss windows and validation accuracy only (evaluation is the same for both).
+
+    .venv/bin/python bench/precision_compare.py [--steps 150] [--out bench-results/precision] [--compare prefix]
 """
 
 from __future__ import annotations
@@ -25,12 +29,17 @@ import sys
 import time
 from pathlib import Path
 
-RUNS = {"fp32-seed0": ("fp32", 0), "bf16-seed0": ("bf16", 0), "fp32-seed1": ("fp32", 1)}
+# name -> (precision, seed, prefix_sharing); the first two run in parallel, the third is the noise yardstick
+COMPARISONS = {
+    "precision": {"fp32-seed0": ("fp32", 0, "off"), "bf16-seed0": ("bf16", 0, "off"), "fp32-seed1": ("fp32", 1, "off")},
+    "prefix": {"off-seed0": ("bf16", 0, "off"), "auto-seed0": ("bf16", 0, "auto"), "off-seed1": ("bf16", 1, "off")},
+}
+RUNS = COMPARISONS["precision"]
 
 
-def train_cmd(args: argparse.Namespace, precision: str, seed: int, out: Path) -> list[str]:
+def train_cmd(args: argparse.Namespace, precision: str, seed: int, out: Path, sharing: str = "off") -> list[str]:
     sets = [
-        f"precision={precision}", f"seed={seed}", f"max_steps={args.steps}", "threads=1", "contamination_check=false",
+        f"precision={precision}", f"seed={seed}", f"prefix_sharing={sharing}", f"max_steps={args.steps}", "threads=1", "contamination_check=false",
         f"checkpoint_every={args.steps + 1}", "log_every=1",
     ]
     cmd = [sys.executable, "-m", "fincocktail", "train", args.config, "--model", args.model, "--out", str(out), "--quiet"]
@@ -42,17 +51,18 @@ def train_cmd(args: argparse.Namespace, precision: str, seed: int, out: Path) ->
 def train_all(args: argparse.Namespace, root: Path) -> dict[str, float]:
     """fp32 and bf16 (seed 0) in parallel, then fp32 seed 1; returns train seconds per run."""
     seconds: dict[str, float] = {}
-    batches = [["fp32-seed0", "bf16-seed0"], ["fp32-seed1"]]
+    names = list(RUNS)
+    batches = [names[:2], names[2:]]
     for batch in batches:
         procs = {}
         for name in batch:
             out = root / name
             if (out / "run_card.json").is_file() and json.loads((out / "run_card.json").read_text()).get("status") == "complete":
                 continue
-            precision, seed = RUNS[name]
+            precision, seed, sharing = RUNS[name]
             print(f"training {name} ({args.steps} steps) ...", file=sys.stderr, flush=True)
             log = open(root / f"{name}.log", "w")
-            procs[name] = (subprocess.Popen(train_cmd(args, precision, seed, out), stdout=log, stderr=subprocess.STDOUT), log)
+            procs[name] = (subprocess.Popen(train_cmd(args, precision, seed, out, sharing), stdout=log, stderr=subprocess.STDOUT), log)
         for name, (proc, log) in procs.items():
             if proc.wait() != 0:
                 raise SystemExit(f"training {name} failed; see {root / (name + '.log')}")
@@ -83,7 +93,7 @@ def evaluate(args, root: Path, adapter: Path | None, split: str, dtype: str, lim
     return run.results[0], [r["extracted"] for r in rows]
 
 
-def plot(curves: dict[str, list[float]], size: int, path: Path) -> None:
+def plot(curves: dict[str, list[float]], size: int, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,7 +105,7 @@ def plot(curves: dict[str, list[float]], size: int, path: Path) -> None:
         ax.plot([size * (i + 0.5) for i in range(len(smooth))], smooth, marker="o", label=name)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(f"training loss (mean of {size} steps)")
-    ax.set_title("SmolLM2-135M LoRA on FPB: fp32 vs bf16")
+    ax.set_title(title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -109,7 +119,12 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=25)
     parser.add_argument("--agreement-n", type=int, default=300)
     parser.add_argument("--out", type=Path, default=Path("bench-results/precision"))
+    parser.add_argument("--compare", choices=list(COMPARISONS), default="precision",
+                        help="precision: fp32 vs bf16; prefix: bf16 with prefix_sharing auto vs off")
     args = parser.parse_args()
+    global RUNS
+    RUNS = COMPARISONS[args.compare]
+    first, second, yardstick = list(RUNS)
     import torch
 
     torch.set_num_threads(1)
@@ -126,8 +141,8 @@ def main() -> None:
     summary: dict = {
         "steps": args.steps, "window": args.window, "train_seconds": seconds,
         "loss_windows": win,
-        "max_window_gap_bf16_vs_fp32": max_gap("fp32-seed0", "bf16-seed0"),
-        "max_window_gap_fp32_seed1_vs_seed0": max_gap("fp32-seed0", "fp32-seed1"),
+        "compare": args.compare,
+        "max_window_gap": {f"{second} vs {first}": max_gap(first, second), f"{yardstick} vs {first}": max_gap(first, yardstick)},
         "final_window_loss": {name: w[-1] for name, w in win.items()},
     }
     summary["validation_accuracy"] = {}
@@ -139,7 +154,8 @@ def main() -> None:
             "interval": [iv.low, iv.high] if iv is not None else None,
         }
     summary["agreement"] = {}
-    for label, adapter in (("base", None), ("fp32-seed0", root / "fp32-seed0"), ("bf16-seed0", root / "bf16-seed0")):
+    agreement_models = (("base", None), (first, root / first), (second, root / second)) if args.compare == "precision" else ()
+    for label, adapter in agreement_models:
         r32, p32 = evaluate(args, root, adapter, "test", "float32", args.agreement_n, f"agree-{label}-fp32")
         r16, p16 = evaluate(args, root, adapter, "test", "bfloat16", args.agreement_n, f"agree-{label}-bf16")
         rau, pau = evaluate(args, root, adapter, "test", "auto", args.agreement_n, f"agree-{label}-auto")
@@ -155,18 +171,21 @@ def main() -> None:
         }
     summary["wall_s"] = time.time() - t0
     (root / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot(curves, args.window, root / "loss.png")
+    title = "SmolLM2-135M LoRA on FPB: " + ("fp32 vs bf16" if args.compare == "precision" else "bf16, prefix sharing auto vs off")
+    plot(curves, args.window, root / "loss.png", title)
 
     print(f"{args.steps} steps each; train time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
     print("loss, mean per window of", args.window, "steps:")
     for name, w in win.items():
         print(f"  {name:11s} " + " ".join(f"{x:.3f}" for x in w))
-    print(f"  largest window gap: bf16 vs fp32 {summary['max_window_gap_bf16_vs_fp32']:.3f}; "
-          f"fp32 seed 1 vs seed 0 {summary['max_window_gap_fp32_seed1_vs_seed0']:.3f}")
+    print("  largest window gap: " + "; ".join(f"{k} {v:.3f}" for k, v in summary["max_window_gap"].items()))
     print("FPB validation accuracy (fp32 eval):")
     for name, v in summary["validation_accuracy"].items():
         iv = v["interval"]
         print(f"  {name:11s} {v['accuracy']:.3f}" + (f"  [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "") + f"  n={v['n']}")
+    if not summary["agreement"]:
+        print(f"written to {root}")
+        return
     print(f"eval agreement with --dtype float32, FPB test first {args.agreement_n} (bfloat16 | auto = bf16 + fp32 re-check):")
     for label, v in summary["agreement"].items():
         print(f"  {label:11s} bf16 {v['identical']}/{v['n']} = {100 * v['share']:.1f}%  auto {v['identical_auto']}/{v['n']} "

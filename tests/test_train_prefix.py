@@ -79,6 +79,46 @@ def test_shared_prefix_loss_and_lora_gradients_equal_the_unshared_computation(ti
     assert any(float(g.abs().max()) > 1e-3 for g in got.values())  # the comparison is not of zeros
 
 
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_packed_shared_prefix_loss_and_lora_gradients_equal_the_unshared_computation(tiny_model_dir, attention):
+    """The packed form (prefix once, then every row's suffix without padding, one masked sequence)
+    is what the trainer runs: the same loss and gradients, under both attentions it packs for."""
+    from fincocktail.training.loss import _body_and_head
+    from fincocktail.training.prefix import can_pack
+
+    model = _lora_model(tiny_model_dir)
+    model.get_base_model().set_attn_implementation(attention)
+    items = _items(model.config.vocab_size)
+    batch = collate(items, pad_id=0)
+    lengths = batch.attention_mask.sum(dim=1)
+    assert len(set(lengths.tolist())) > 1  # rows of different lengths: padding is really left out
+    assert can_pack(_body_and_head(model)[0], lengths)
+
+    expected = _reference(model, batch)
+    expected.backward()
+    want = _grads(model)
+    loss, count = answer_loss_sum(model, batch.input_ids, batch.labels, shared_prefix=common_prefix(items), lengths=lengths)
+    loss.backward()
+    got = _grads(model)
+
+    assert count == sum(e.n_target for e in items)
+    assert float(loss) == pytest.approx(float(expected), abs=1e-5)
+    for name in want:
+        assert torch.allclose(got[name], want[name], atol=1e-5, rtol=1e-5), name
+    assert any(float(g.abs().max()) > 1e-3 for g in got.values())
+
+
+def test_packing_is_refused_where_a_custom_mask_would_change_the_attention():
+    from types import SimpleNamespace
+
+    from fincocktail.training.prefix import can_pack
+
+    lengths = torch.tensor([40, 30])
+    assert can_pack(SimpleNamespace(config=SimpleNamespace(_attn_implementation="sdpa", sliding_window=None)), lengths)
+    assert not can_pack(SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2")), lengths)
+    assert not can_pack(SimpleNamespace(config=SimpleNamespace(_attn_implementation="eager", sliding_window=32)), lengths)
+
+
 def test_the_shared_prefix_stops_before_the_shortest_prompt_ends():
     rows = [Encoded([5, 6, 7, 8, 9], n_prompt=3), Encoded([5, 6, 7, 1, 2, 3], n_prompt=4)]
     assert common_prefix(rows) == 2  # token 3 (index 2) predicts the first answer token of row 0: the suffix must hold it
@@ -143,3 +183,14 @@ def test_a_training_run_shares_prefixes_only_when_asked_and_records_them(sharing
         assert card["shared_prefix_tokens"] > 4 * 3 * 10 and card["config"]["prefix_sharing"] == "on"
     else:
         assert card["shared_prefix_tokens"] == 0 and "prefix_sharing" not in card["config"]
+
+
+def test_prefix_sharing_on_and_off_in_yaml_mean_the_modes(tmp_path):
+    """PyYAML reads a bare `off` as false: a config file (or `--set prefix_sharing=off`) that writes it means the mode."""
+    import yaml
+
+    for word, mode in (("off", "off"), ("on", "on"), ("auto", "auto")):
+        raw = yaml.safe_load(f"model: m\ncocktail: {{ingredients: [fpb]}}\nprefix_sharing: {word}\n")
+        assert parse_train_config(raw, source="run.yaml").prefix_sharing == mode
+    with pytest.raises(Exception, match="prefix_sharing"):
+        parse_train_config({"model": "m", "cocktail": {"ingredients": ["fpb"]}, "prefix_sharing": "sometimes"}, source="run.yaml")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from fincocktail.errors import ModelError
 from fincocktail.training.data import IGNORE_INDEX
-from fincocktail.training.prefix import suffix_hidden
+from fincocktail.training.prefix import can_pack, packed_hidden, suffix_hidden
 
 
 def _base_model(model: Any) -> Any:
@@ -58,19 +58,25 @@ def answer_loss_sum(
     attention_mask: torch.Tensor | None = None,
     head_weight: torch.Tensor | None = None,
     shared_prefix: int = 0,
+    lengths: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over answer tokens and their count; logits only where a label exists.
 
     A sum, not a mean: only the loop knows how many answer tokens the whole step has.
     `head_weight` (from `fp32_head_weight`) replaces the LM head's own weight, in float32.
     `shared_prefix` > 0: the first that many tokens, the same in every row and all prompt
-    (`training.prefix.prefix_to_share`), run once and the rows continue from their cache.
+    (`training.prefix.prefix_to_share`), run once: with the rows' real `lengths`, packed into
+    one sequence (`prefix.packed_hidden`); without, or where the model's attention cannot take
+    that mask, the rows continue from the prefix's cache (`prefix.suffix_hidden`).
     """
     body, head = _body_and_head(model)
     if shared_prefix > 0:
         if attention_mask is not None:
             raise ValueError("shared-prefix training runs right-padded batches without a mask")
-        hidden = suffix_hidden(body, input_ids, shared_prefix)
+        if lengths is not None and can_pack(body, lengths):
+            hidden = packed_hidden(body, input_ids, shared_prefix, lengths)
+        else:
+            hidden = suffix_hidden(body, input_ids, shared_prefix)
         labels = labels[:, shared_prefix:]  # the suffixes' labels, aligned with `hidden`
     else:
         hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state

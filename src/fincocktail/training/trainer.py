@@ -485,7 +485,7 @@ def _optimizer_step(
         with parts.autocast:
             loss_sum, _ = answer_loss_sum(
                 parts.model, b.input_ids.to(parts.device), b.labels.to(parts.device), head_weight=parts.head_weight,
-                shared_prefix=b.shared_prefix,
+                shared_prefix=b.shared_prefix, lengths=b.attention_mask.sum(dim=1) if b.shared_prefix else None,
             )
         (loss_sum / max(n_target, 1)).backward()
         loss_total += float(loss_sum.detach())
