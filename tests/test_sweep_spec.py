@@ -122,6 +122,19 @@ def test_estimates_follow_sizes_and_throughput(tmp_path):
     assert run.est_seconds == pytest.approx(1 + 12000 / 100 + 50 / 5)
 
 
+def test_estimates_count_shared_prefix_training_as_measured_faster(tmp_path):
+    from fincocktail.training.prefix import ESTIMATED_SPEEDUP
+
+    common = dict(tasks=["fpb"], general=None, math=None, design={"base": False}, train_caps={"fpb": 100},
+                  eval={"tasks": ["fpb"], "max_examples": 50, "selection_split": None},
+                  estimates={"tokens_per_s": 100, "eval_examples_per_s": 5, "overhead_s": 1, "tasks": {"fpb": {"mean_tokens": 60}}})
+    (off,) = plan_of(tmp_path, training={"prefix_sharing": "off"}, **common).runs
+    (auto,) = plan_of(tmp_path, training={"prefix_sharing": "auto"}, **common).runs
+    assert ESTIMATED_SPEEDUP > 1 and off.est_tokens == auto.est_tokens == 6000
+    assert off.est_seconds == pytest.approx(1 + 6000 / 100 + 50 / 5)
+    assert auto.est_seconds == pytest.approx(1 + 6000 / (100 * ESTIMATED_SPEEDUP) + 50 / 5)
+
+
 @pytest.mark.parametrize(
     "changes, where",
     [

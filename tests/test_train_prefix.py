@@ -108,6 +108,46 @@ def test_packed_shared_prefix_loss_and_lora_gradients_equal_the_unshared_computa
     assert any(float(g.abs().max()) > 1e-3 for g in got.values())
 
 
+def test_shared_prefix_on_a_sliding_window_model_equals_the_unshared_computation():
+    """Gemma-3 style (sliding and full layers, a mask per layer type): rows within the window
+    are packed, with the same loss and gradients; rows that could outgrow it are refused before
+    training (the cache form would keep only the window's last keys)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from fincocktail.training.loss import _body_and_head
+    from fincocktail.errors import ConfigError
+    from fincocktail.training.prefix import can_pack, check_sliding_window
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              num_key_value_heads=1, head_dim=16, sliding_window=64, max_position_embeddings=256,
+                              layer_types=["sliding_attention", "full_attention"])
+    model = get_peft_model(Gemma3ForCausalLM(config), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.2)
+    model.train()
+    items = _items(config.vocab_size)
+    batch = collate(items, pad_id=0)
+    lengths = batch.attention_mask.sum(dim=1)
+    assert can_pack(_body_and_head(model)[0], lengths)
+    check_sliding_window(config, 64, "auto")
+    with pytest.raises(ConfigError, match="sliding window of 64 tokens; set max_length: 64 or prefix_sharing: off"):
+        check_sliding_window(config, 65, "auto")
+    check_sliding_window(config, 512, "off")
+
+    expected = _reference(model, batch)
+    expected.backward()
+    want = _grads(model)
+    loss, _ = answer_loss_sum(model, batch.input_ids, batch.labels, shared_prefix=common_prefix(items), lengths=lengths)
+    loss.backward()
+    got = _grads(model)
+    assert float(loss) == pytest.approx(float(expected), abs=1e-5)
+    for name in want:
+        assert torch.allclose(got[name], want[name], atol=1e-5, rtol=1e-5), name
+
+
 def test_packing_is_refused_where_a_custom_mask_would_change_the_attention():
     from types import SimpleNamespace
 
@@ -117,6 +157,8 @@ def test_packing_is_refused_where_a_custom_mask_would_change_the_attention():
     assert can_pack(SimpleNamespace(config=SimpleNamespace(_attn_implementation="sdpa", sliding_window=None)), lengths)
     assert not can_pack(SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2")), lengths)
     assert not can_pack(SimpleNamespace(config=SimpleNamespace(_attn_implementation="eager", sliding_window=32)), lengths)
+    # a Qwen2-style config carries a window it does not use
+    assert can_pack(SimpleNamespace(config=SimpleNamespace(_attn_implementation="eager", sliding_window=32, use_sliding_window=False)), lengths)
 
 
 def test_the_shared_prefix_stops_before_the_shortest_prompt_ends():

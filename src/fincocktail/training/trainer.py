@@ -51,6 +51,7 @@ from fincocktail.training.checkpoints import (
 from fincocktail.training.config import TrainConfig, resolve_cocktail
 from fincocktail.training.data import Batch, Schedule, padding_fraction
 from fincocktail.training.loss import answer_loss_sum, base_config, fp32_head_weight
+from fincocktail.training.prefix import check_sliding_window
 from fincocktail.training.memory import peak_rss_mb, step_trimmer
 from fincocktail.training.run_card import (
     RUN_CARD,
@@ -163,6 +164,7 @@ def _train(
         raise ConfigError(f"prompt_style: {exc}") from None
     manifest = write_manifest(data, run_dir / "data_manifest.json")
     attention = resolve_attention(config, device, dtype)
+    check_sliding_window(base_config(model), config.max_length, config.prefix_sharing)
     model = _prepare_model(config, model, device, attention)
     autocast = mixed_precision(model, device, dtype)
 
