@@ -56,27 +56,28 @@ def _grads(model) -> dict[str, torch.Tensor]:
     return out
 
 
-def test_shared_prefix_loss_and_lora_gradients_equal_the_unshared_computation(tiny_model_dir):
-    model = _lora_model(tiny_model_dir)
-    items = _items(model.config.vocab_size)
-    batch = collate(items, pad_id=0)
-    shared = common_prefix(items)
-    assert shared == 12
-
+def _assert_equals_unshared(model, items, batch, lengths=None):
+    """Loss, answer-token count and LoRA gradients of the shared forward equal the unshared reference's."""
     expected = _reference(model, batch)
     expected.backward()
     want = _grads(model)
-
-    loss, count = answer_loss_sum(model, batch.input_ids, batch.labels, shared_prefix=shared)
+    loss, count = answer_loss_sum(model, batch.input_ids, batch.labels, shared_prefix=common_prefix(items), lengths=lengths)
     loss.backward()
     got = _grads(model)
-
     assert count == sum(e.n_target for e in items)
     assert float(loss) == pytest.approx(float(expected), abs=1e-5)
     assert want.keys() == got.keys() and len(want) > 0
     for name in want:
         assert torch.allclose(got[name], want[name], atol=1e-5, rtol=1e-5), name
     assert any(float(g.abs().max()) > 1e-3 for g in got.values())  # the comparison is not of zeros
+
+
+def test_shared_prefix_loss_and_lora_gradients_equal_the_unshared_computation(tiny_model_dir):
+    model = _lora_model(tiny_model_dir)
+    items = _items(model.config.vocab_size)
+    batch = collate(items, pad_id=0)
+    assert common_prefix(items) == 12
+    _assert_equals_unshared(model, items, batch)  # no lengths: the cache form
 
 
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
@@ -93,19 +94,7 @@ def test_packed_shared_prefix_loss_and_lora_gradients_equal_the_unshared_computa
     lengths = batch.attention_mask.sum(dim=1)
     assert len(set(lengths.tolist())) > 1  # rows of different lengths: padding is really left out
     assert can_pack(_body_and_head(model)[0], lengths)
-
-    expected = _reference(model, batch)
-    expected.backward()
-    want = _grads(model)
-    loss, count = answer_loss_sum(model, batch.input_ids, batch.labels, shared_prefix=common_prefix(items), lengths=lengths)
-    loss.backward()
-    got = _grads(model)
-
-    assert count == sum(e.n_target for e in items)
-    assert float(loss) == pytest.approx(float(expected), abs=1e-5)
-    for name in want:
-        assert torch.allclose(got[name], want[name], atol=1e-5, rtol=1e-5), name
-    assert any(float(g.abs().max()) > 1e-3 for g in got.values())
+    _assert_equals_unshared(model, items, batch, lengths)
 
 
 def test_shared_prefix_on_a_sliding_window_model_equals_the_unshared_computation():
@@ -136,16 +125,7 @@ def test_shared_prefix_on_a_sliding_window_model_equals_the_unshared_computation
     with pytest.raises(ConfigError, match="sliding window of 64 tokens; set max_length: 64 or prefix_sharing: off"):
         check_sliding_window(config, 65, "auto")
     check_sliding_window(config, 512, "off")
-
-    expected = _reference(model, batch)
-    expected.backward()
-    want = _grads(model)
-    loss, _ = answer_loss_sum(model, batch.input_ids, batch.labels, shared_prefix=common_prefix(items), lengths=lengths)
-    loss.backward()
-    got = _grads(model)
-    assert float(loss) == pytest.approx(float(expected), abs=1e-5)
-    for name in want:
-        assert torch.allclose(got[name], want[name], atol=1e-5, rtol=1e-5), name
+    _assert_equals_unshared(model, items, batch, lengths)
 
 
 def test_packing_is_refused_where_a_custom_mask_would_change_the_attention():
