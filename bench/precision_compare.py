@@ -34,7 +34,6 @@ COMPARISONS = {
     "precision": {"fp32-seed0": ("fp32", 0, "off"), "bf16-seed0": ("bf16", 0, "off"), "fp32-seed1": ("fp32", 1, "off")},
     "prefix": {"off-seed0": ("bf16", 0, "off"), "auto-seed0": ("bf16", 0, "auto"), "off-seed1": ("bf16", 1, "off")},
 }
-RUNS = COMPARISONS["precision"]
 
 
 def train_cmd(args: argparse.Namespace, precision: str, seed: int, out: Path, sharing: str = "off") -> list[str]:
@@ -48,10 +47,10 @@ def train_cmd(args: argparse.Namespace, precision: str, seed: int, out: Path, sh
     return cmd
 
 
-def train_all(args: argparse.Namespace, root: Path) -> dict[str, float]:
-    """fp32 and bf16 (seed 0) in parallel, then fp32 seed 1; returns train seconds per run."""
+def train_all(args: argparse.Namespace, root: Path, runs: dict[str, tuple[str, int, str]]) -> dict[str, float]:
+    """The first two runs (seed 0) in parallel, then the yardstick (seed 1); returns train seconds per run."""
     seconds: dict[str, float] = {}
-    names = list(RUNS)
+    names = list(runs)
     batches = [names[:2], names[2:]]
     for batch in batches:
         procs = {}
@@ -59,7 +58,7 @@ def train_all(args: argparse.Namespace, root: Path) -> dict[str, float]:
             out = root / name
             if (out / "run_card.json").is_file() and json.loads((out / "run_card.json").read_text()).get("status") == "complete":
                 continue
-            precision, seed, sharing = RUNS[name]
+            precision, seed, sharing = runs[name]
             print(f"training {name} ({args.steps} steps) ...", file=sys.stderr, flush=True)
             log = open(root / f"{name}.log", "w")
             procs[name] = (subprocess.Popen(train_cmd(args, precision, seed, out, sharing), stdout=log, stderr=subprocess.STDOUT), log)
@@ -67,7 +66,7 @@ def train_all(args: argparse.Namespace, root: Path) -> dict[str, float]:
             if proc.wait() != 0:
                 raise SystemExit(f"training {name} failed; see {root / (name + '.log')}")
             log.close()
-    for name in RUNS:
+    for name in runs:
         card = json.loads((root / name / "run_card.json").read_text())
         seconds[name] = card["train_time_s"]
     return seconds
@@ -122,17 +121,16 @@ def main() -> None:
     parser.add_argument("--compare", choices=list(COMPARISONS), default="precision",
                         help="precision: fp32 vs bf16; prefix: bf16 with prefix_sharing auto vs off")
     args = parser.parse_args()
-    global RUNS
-    RUNS = COMPARISONS[args.compare]
-    first, second, yardstick = list(RUNS)
+    runs = COMPARISONS[args.compare]
+    first, second, yardstick = list(runs)
     import torch
 
     torch.set_num_threads(1)
     root = args.out
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    seconds = train_all(args, root)
-    curves = {name: losses(root / name) for name in RUNS}
+    seconds = train_all(args, root, runs)
+    curves = {name: losses(root / name) for name in runs}
     win = {name: windows(values, args.window) for name, values in curves.items()}
 
     def max_gap(a: str, b: str) -> float:
@@ -146,7 +144,7 @@ def main() -> None:
         "final_window_loss": {name: w[-1] for name, w in win.items()},
     }
     summary["validation_accuracy"] = {}
-    for name in RUNS:
+    for name in runs:
         result, _ = evaluate(args, root, root / name, "validation", "float32", None, f"val-{name}")
         iv = result.interval
         summary["validation_accuracy"][name] = {

@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-
-LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+from train_throughput import LORA, TARGETS  # the same LoRA as the throughput bench (this folder is on sys.path)
 
 
 def main() -> None:
@@ -38,7 +37,7 @@ def main() -> None:
 
     cfg = parse_train_config({
         "model": str(resolve_model(args.model)), "cocktail": {"ingredients": ["fpb"]}, "data_dir": str(find_data_dir(args.data_dir)),
-        "lora": LORA, "batch_size": 8, "max_steps": args.steps, "checkpoint_every": 10**9, "contamination_check": False,
+        "lora": {**LORA, "target_modules": TARGETS}, "batch_size": 8, "max_steps": args.steps, "checkpoint_every": 10**9, "contamination_check": False,
         "precision": "bf16", "prefix_sharing": "auto", "threads": args.threads,
     }, source="bench")
     times: dict[str, list[float]] = {k: [] for k in ("packed", "cache form", "unshared", "suffixes alone", "prefix alone")}

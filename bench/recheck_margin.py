@@ -19,14 +19,11 @@ import tempfile
 from pathlib import Path
 
 
-def _gap(logprobs: dict[str, float]) -> float:
-    top = sorted(logprobs.values(), reverse=True)
-    return top[0] - top[1] if len(top) > 1 else float("inf")
-
-
 def margin(row: dict) -> float:
-    """The margin `auto` tests: the smaller of the raw and the length-normalised one."""
-    return min(_gap(row["choice_logprobs"]), _gap(row["choice_logprobs_norm"]))
+    """The margin `auto` tests (`evaluation.choice.close_margin`), from a predictions row."""
+    from fincocktail.evaluation.choice import close_margin
+
+    return close_margin(list(row["choice_logprobs"].values()), list(row["choice_logprobs_norm"].values()))
 
 
 def best(row: dict) -> str:

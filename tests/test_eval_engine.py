@@ -373,3 +373,12 @@ def test_the_eval_dtype_has_one_default_everywhere():
         "EvalSettings": EvalSettings.model_fields["dtype"].default,
     }
     assert set(defaults.values()) == {"float32"}, defaults
+
+
+def test_the_close_call_margin_is_the_smaller_top_two_gap_of_either_ranking():
+    from fincocktail.evaluation.choice import close_margin
+
+    # raw: best -1.0, runner-up -1.2 -> 0.2; normalised: -0.5 vs -0.6 -> 0.1 (the order differs from raw's)
+    assert close_margin([-1.0, -3.0, -1.2], [-0.5, -0.6, -2.0]) == pytest.approx(0.1)
+    assert close_margin([-4.0, -1.0], [-2.0, -1.0]) == pytest.approx(1.0)
+    assert close_margin([-1.0], [-1.0]) == float("inf")  # one choice: never a close call

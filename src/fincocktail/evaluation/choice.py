@@ -36,6 +36,17 @@ class ChoiceScores:
         return [lp / max(n, 1) for lp, n in zip(self.logprobs, self.n_tokens)]
 
 
+def close_margin(logprobs: Sequence[float], logprobs_norm: Sequence[float]) -> float:
+    """Nats between the two best choices, raw or length-normalised, whichever is smaller: how
+    close a call is for either ranking (what `--dtype auto` compares with its re-check margin)."""
+
+    def gap(scores: Sequence[float]) -> float:
+        top = sorted(scores, reverse=True)
+        return top[0] - top[1] if len(top) > 1 else float("inf")
+
+    return min(gap(logprobs), gap(logprobs_norm))
+
+
 def pick(scores: Sequence[float]) -> tuple[int, bool]:
     """Index of the best score and whether it was tied; ties go to the first choice listed.
 

@@ -339,11 +339,6 @@ cocktail adapter on TFNS) of the examples.
 """
 
 
-def _margin(scores: Sequence[float]) -> float:
-    top = sorted(scores, reverse=True)
-    return top[0] - top[1] if len(top) > 1 else float("inf")
-
-
 class _LocalBackend(_Backend):
     def __init__(self, loaded: Any, batch_size: int, max_prompt_tokens: int | None = None, tokens: TokenCache | None = None):
         from fincocktail.evaluation.forward import Scorer
@@ -369,7 +364,7 @@ class _LocalBackend(_Backend):
         return pair.prompt, ids, False
 
     def choice(self, task, examples, demos, style, tick):
-        from fincocktail.evaluation.choice import ChoiceItem, pick, score_choices
+        from fincocktail.evaluation.choice import ChoiceItem, close_margin, pick, score_choices
 
         memo: dict[str, list[int]] = {}
 
@@ -390,7 +385,7 @@ class _LocalBackend(_Backend):
         t0 = time.perf_counter()
         scores = score_choices(self.scorer, items, self.tok.pad_token_id, self.batch_size, on_batch=tick)
         if self.reference is not None:
-            close = [i for i, sc in enumerate(scores) if min(_margin(sc.logprobs), _margin(sc.logprobs_norm)) < CHECK_MARGIN]
+            close = [i for i, sc in enumerate(scores) if close_margin(sc.logprobs, sc.logprobs_norm) < CHECK_MARGIN]
             rescored = score_choices(self.reference, [items[i] for i in close], self.tok.pad_token_id, self.batch_size)
             for i, sc in zip(close, rescored):
                 scores[i] = sc

@@ -154,4 +154,7 @@ def suffix_hidden(body: Any, input_ids: torch.Tensor, shared: int) -> torch.Tens
     return body(input_ids=input_ids[:, shared:], position_ids=positions, past_key_values=batch, use_cache=True).last_hidden_state
 
 
-__all__ = ["ESTIMATED_SPEEDUP", "MIN_PREFIX_TOKENS", "MIN_SAVED_SHARE", "can_pack", "common_prefix", "packed_hidden", "prefix_to_share", "suffix_hidden"]
+__all__ = [
+    "ESTIMATED_SPEEDUP", "MIN_PREFIX_TOKENS", "MIN_SAVED_SHARE", "can_pack", "check_sliding_window", "common_prefix",
+    "packed_hidden", "prefix_to_share", "sliding_window", "suffix_hidden",
+]
