@@ -112,6 +112,41 @@ def test_generation_with_a_shared_prefix_matches_plain_generation(lively, monkey
     assert [g.text for g in padded] == [g.text for g in plain]
 
 
+@pytest.mark.parametrize("room", [8, 2])  # room for every step; too little (the cache grows)
+def test_the_decoding_cache_is_written_in_place_and_gives_a_full_forwards_states(lively, room):
+    from fincocktail.evaluation.forward import prefill_rows
+
+    tok, model = lively.tokenizer, lively.model
+    rows = [tok(p)["input_ids"] for p in PROMPTS[:3]]
+    feed = [[11, 12, 13, 14, 15], [21, 22, 23, 24, 25], [31, 32, 33, 34, 35]]  # fixed tokens, not the model's
+    scorer = Scorer(model)
+    with torch.inference_mode():
+        last, cache, mask = prefill_rows(scorer, rows, None, 0, room=room)
+        width = mask.shape[1]
+        buffers = [layer._k.data_ptr() for layer in cache.layers]
+        pos = torch.tensor([len(r) for r in rows])
+        for step in range(5):
+            if step == 1:  # drop the middle row, as decoding drops finished ones
+                keep = torch.tensor([0, 2])
+                cache.reorder_cache(keep)
+                mask, pos, last = mask[keep], pos[keep], last[keep]
+                buffers = [layer._k.data_ptr() for layer in cache.layers]
+            live = [0, 2] if step >= 1 else [0, 1, 2]
+            ids = torch.tensor([[feed[r][step]] for r in live])
+            mask = torch.cat([mask, torch.ones((len(live), 1), dtype=torch.long)], dim=1)
+            hidden, cache = scorer.hidden(ids, mask, pos.unsqueeze(1), past_key_values=cache, use_cache=True)
+            pos = pos + 1
+            last = hidden[:, -1, :]
+            now = [layer._k.data_ptr() for layer in cache.layers]
+            assert (now != buffers) == (step == room), f"step {step}: the buffer moves only when it runs out of room"
+            buffers = now
+        for b, r in enumerate([0, 2]):
+            full = torch.tensor([rows[r] + feed[r][:5]])
+            want = model.get_decoder()(input_ids=full).last_hidden_state[0, -1]
+            torch.testing.assert_close(last[b], want, atol=1e-5, rtol=1e-5)
+        assert all(layer.keys.shape[2] == width + 5 for layer in cache.layers)
+
+
 def test_bf16_generation_with_an_fp32_recheck_gives_fp32_greedy_outputs(lively):
     import copy
 

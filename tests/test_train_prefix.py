@@ -216,3 +216,24 @@ def test_prefix_sharing_on_and_off_in_yaml_mean_the_modes(tmp_path):
         assert parse_train_config(raw, source="run.yaml").prefix_sharing == mode
     with pytest.raises(Exception, match="prefix_sharing"):
         parse_train_config({"model": "m", "cocktail": {"ingredients": ["fpb"]}, "prefix_sharing": "sometimes"}, source="run.yaml")
+
+
+def test_a_sliding_window_too_short_for_max_length_is_refused_before_data_and_weights_are_read(tiny_model_dir, tmp_path):
+    """The window is in config.json: the refusal needs neither the data (the folder given does
+    not exist) nor the weights (the model folder holds none)."""
+    import shutil
+
+    from fincocktail.errors import ConfigError
+
+    model_dir = tmp_path / "windowed"
+    model_dir.mkdir()
+    for f in tiny_model_dir.iterdir():
+        if f.is_file() and not f.name.endswith((".safetensors", ".bin")):
+            shutil.copy(f, model_dir / f.name)
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "sliding_window": 32}))
+    raw = {"model": str(model_dir), "cocktail": {"ingredients": ["fa"]}, "data_dir": str(tmp_path / "no-data"), "max_length": 64,
+           "prefix_sharing": "auto"}
+    with pytest.raises(ConfigError, match="sliding window of 32 tokens; set max_length: 32 or prefix_sharing: off"):
+        train(parse_train_config(raw, source="run.yaml"), tmp_path / "run", resolver=resolver, progress=False)
+    assert not (tmp_path / "run" / "data_manifest.json").exists()

@@ -124,7 +124,7 @@ def _generate_batch(scorer, tokenizer, prompts, max_new_tokens, stop, stop_ids, 
     margins = [float("inf")] * n
     if max_new_tokens <= 0:
         return [Generation("", 0, "length") for _ in range(n)], margins
-    stacked = prefill_rows(scorer, prompts, prefix, shared)
+    stacked = prefill_rows(scorer, prompts, prefix, shared, room=max_new_tokens)
     if stacked is not None:
         last, cache, mask = stacked
     else:

@@ -6,6 +6,7 @@ accepts a registry name, a local Hugging Face folder, or a hub id.
 
 from fincocktail.models.loading import (
     load_model_and_tokenizer,
+    load_text_config,
     load_tokenizer,
     resolve_model,
     spec_for,
@@ -41,6 +42,7 @@ __all__ = [
     "is_pulled",
     "list_models",
     "load_model_and_tokenizer",
+    "load_text_config",
     "load_tokenizer",
     "model_path",
     "pull",

@@ -136,6 +136,19 @@ def load_tokenizer(
     return tokenizer
 
 
+def load_text_config(name_or_path: str | os.PathLike, trust_remote_code: bool = False) -> Any:
+    """The text model's HF config alone, read without the weights: for refusals that depend on
+    the architecture (a sliding window) before data is read and the model is loaded."""
+    from transformers import AutoConfig
+
+    path = resolve_model(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
+    except damaged_file_errors() as exc:
+        raise ModelError(f"cannot read the model config in {path}: {type(exc).__name__}: {_first_line(exc)[:200]}") from None
+    return getattr(config, "text_config", None) or config
+
+
 def load_model_and_tokenizer(
     name_or_path: str | os.PathLike,
     dtype: Dtype = "float32",

@@ -33,6 +33,7 @@ from fincocktail.cocktail import (
 )
 from fincocktail.errors import ConfigError
 from fincocktail.fileio import FolderLock
+from fincocktail.models import load_text_config
 from fincocktail.models.precision import cpu_features
 from fincocktail.prompts import TokenCache
 from fincocktail.tasks.base import Example, Task
@@ -144,6 +145,9 @@ def _train(
     resume_from, checkpoint = _newest_checkpoint(config, run_dir, resume, fingerprint, console)
     run_dir.mkdir(parents=True, exist_ok=True)
 
+    if config.prefix_sharing != "off":  # the window is in the model's config: no need to wait for the weights
+        check_sliding_window(load_text_config(config.model), config.max_length, config.prefix_sharing)
+
     from fincocktail.paths import find_data_dir
 
     data_dir = find_data_dir(config.data_dir)
@@ -164,7 +168,6 @@ def _train(
         raise ConfigError(f"prompt_style: {exc}") from None
     manifest = write_manifest(data, run_dir / "data_manifest.json")
     attention = resolve_attention(config, device, dtype)
-    check_sliding_window(base_config(model), config.max_length, config.prefix_sharing)
     model = _prepare_model(config, model, device, attention)
     autocast = mixed_precision(model, device, dtype)
 
