@@ -134,7 +134,7 @@ def test_the_decoding_cache_is_written_in_place_and_gives_a_full_forwards_states
             live = [0, 2] if step >= 1 else [0, 1, 2]
             ids = torch.tensor([[feed[r][step]] for r in live])
             mask = torch.cat([mask, torch.ones((len(live), 1), dtype=torch.long)], dim=1)
-            hidden, cache = scorer.hidden(ids, mask, pos.unsqueeze(1), past_key_values=cache, use_cache=True)
+            hidden, cache = scorer.hidden(ids, mask, pos.unsqueeze(1), cache=cache, use_cache=True)
             pos = pos + 1
             last = hidden[:, -1, :]
             now = [layer._k.data_ptr() for layer in cache.layers]

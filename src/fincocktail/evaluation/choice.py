@@ -113,7 +113,7 @@ def _score_batch(scorer: Scorer, batch: list[ChoiceItem], pad_id: int, prefix: A
         cache.reorder_cache(src.to(scorer.device))
         mask2 = torch.cat([mask[src], cmask], dim=1)
         pos2 = (shared + padded.lengths[src]).unsqueeze(1) + torch.arange(width).unsqueeze(0)
-        h2, _ = scorer.hidden(ids, mask2, pos2, past_key_values=cache, use_cache=True)
+        h2, _ = scorer.hidden(ids, mask2, pos2, cache=cache, use_cache=True)
         sel_r, sel_t, targets = [], [], []
         for r, (b, j) in enumerate(rows):
             toks = batch[b].choice_ids[j]

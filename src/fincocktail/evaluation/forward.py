@@ -14,6 +14,8 @@ from typing import Any, Sequence
 
 import torch
 
+from fincocktail.models.kv_cache import cache_kwargs, output_cache
+
 
 @dataclass
 class Padded:
@@ -53,16 +55,16 @@ class Scorer:
         self.softcap = getattr(getattr(base, "config", None), "final_logit_softcapping", None)
         self._w32: torch.Tensor | None = None
 
-    def hidden(self, input_ids, attention_mask, position_ids, past_key_values=None, use_cache=False):
+    def hidden(self, input_ids, attention_mask, position_ids, cache=None, use_cache=False):
         """Last hidden states (and the cache); a None mask means no padding (SDPA's causal fast path)."""
         out = self.body(
             input_ids=input_ids.to(self.device),
             attention_mask=attention_mask.to(self.device) if attention_mask is not None else None,
             position_ids=position_ids.to(self.device),
-            past_key_values=past_key_values,
             use_cache=use_cache,
+            **cache_kwargs(self.body, cache),
         )
-        return out.last_hidden_state, (out.past_key_values if use_cache else None)
+        return out.last_hidden_state, (output_cache(out) if use_cache else None)
 
     def log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
         """Float32 log-softmax over the vocabulary for hidden states of shape [N, H]."""
@@ -117,7 +119,7 @@ def run_prompts(scorer: Scorer, padded: Padded, prefix: Any, shared: int, use_ca
         cache.batch_repeat_interleave(padded.input_ids.shape[0])
         mask = torch.cat([torch.ones((padded.input_ids.shape[0], shared), dtype=torch.long), mask], dim=1)
         use_cache = True
-    hidden, cache = scorer.hidden(padded.input_ids, mask, padded.position_ids + shared, past_key_values=cache, use_cache=use_cache)
+    hidden, cache = scorer.hidden(padded.input_ids, mask, padded.position_ids + shared, cache=cache, use_cache=use_cache)
     return hidden, cache, mask
 
 
@@ -189,7 +191,7 @@ def prefill_rows(
         ids = torch.tensor([list(row[shared:])], dtype=torch.long)
         pos = torch.arange(shared, len(row)).unsqueeze(0)
         cache = copy.deepcopy(prefix) if prefix is not None else None
-        hidden, cache = scorer.hidden(ids, None, pos, past_key_values=cache, use_cache=True)
+        hidden, cache = scorer.hidden(ids, None, pos, cache=cache, use_cache=True)
         lasts.append(hidden[:, -1, :])
         caches.append(cache)
     layers = [getattr(c, "layers", None) for c in caches]

@@ -174,7 +174,7 @@ def _generate_batch(scorer, tokenizer, prompts, max_new_tokens, stop, stop_ids, 
         feed = [tokens[r] if results[row] is None else pad_id for r, row in enumerate(present)]
         ids = torch.tensor(feed, dtype=torch.long).unsqueeze(1)
         mask = torch.cat([mask, torch.ones((len(present), 1), dtype=torch.long)], dim=1)
-        hidden, cache = scorer.hidden(ids, mask, next_pos.unsqueeze(1), past_key_values=cache, use_cache=True)
+        hidden, cache = scorer.hidden(ids, mask, next_pos.unsqueeze(1), cache=cache, use_cache=True)
         next_pos = next_pos + 1
         last = hidden[:, -1, :]
     return results, margins  # type: ignore[return-value]

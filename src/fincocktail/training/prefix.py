@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fincocktail.errors import ConfigError, ModelError
+from fincocktail.models.kv_cache import cache_kwargs, output_cache
 
 if TYPE_CHECKING:
     from fincocktail.training.config import PrefixSharing
@@ -141,7 +142,7 @@ def suffix_hidden(body: Any, input_ids: torch.Tensor, shared: int) -> torch.Tens
     from transformers.cache_utils import DynamicCache
 
     out = body(input_ids=input_ids[:1, :shared], use_cache=True)
-    cache = out.past_key_values
+    cache = output_cache(out)
     rows = input_ids.shape[0]
     layers = getattr(cache, "layers", None)
     if layers is None:
@@ -151,7 +152,7 @@ def suffix_hidden(body: Any, input_ids: torch.Tensor, shared: int) -> torch.Tens
         keys, values = layer.keys, layer.values
         batch.update(keys.expand(rows, *keys.shape[1:]), values.expand(rows, *values.shape[1:]), i)
     positions = torch.arange(shared, input_ids.shape[1], device=input_ids.device).unsqueeze(0).expand(rows, -1)
-    return body(input_ids=input_ids[:, shared:], position_ids=positions, past_key_values=batch, use_cache=True).last_hidden_state
+    return body(input_ids=input_ids[:, shared:], position_ids=positions, use_cache=True, **cache_kwargs(body, batch)).last_hidden_state
 
 
 __all__ = [
