@@ -95,11 +95,12 @@ def part2_generate(loaded, reference, args, data_dir: Path, tmp: Path) -> dict:
         fp32, s_fp32, _ = _ours(reference, "finqa", args.finqa_n, "generate", args.batch_size, data_dir, tmp / "finqa32")
         out["identical_extracted_vs_own_fp32"] = sum(o["extracted"] == r["extracted"] for o, r in zip(ours, fp32)) / m
         out["fincocktail_fp32_ex_per_s"] = m / s_fp32
+        out["fp32_ratio"] = s_lm / s_fp32
     print(
-        f"FinQA generate, {m} ex: fincocktail {out['fincocktail_ex_per_s']:.2f} ex/s ({out['rechecked_fp32']} rows re-decoded in fp32), "
-        f"lm-eval {out['lmeval_ex_per_s']:.2f} ex/s, ratio {out['ratio']:.2f}x (target >= 2.5), identical outputs to lm-eval {same:.1%}"
+        f"FinQA generate, {m} ex: fincocktail {out['fincocktail_ex_per_s']:.3f} ex/s ({out['rechecked_fp32']} rows re-decoded in fp32), "
+        f"lm-eval {out['lmeval_ex_per_s']:.3f} ex/s, ratio {out['ratio']:.2f}x (target >= 2.5), identical outputs to lm-eval {same:.1%}"
         + (f", extracted answers identical to fincocktail fp32 {out['identical_extracted_vs_own_fp32']:.1%} (target >= 99%; "
-           f"fincocktail fp32 {out['fincocktail_fp32_ex_per_s']:.2f} ex/s)" if "identical_extracted_vs_own_fp32" in out else "")
+           f"fincocktail fp32 {out['fincocktail_fp32_ex_per_s']:.3f} ex/s, ratio {out['fp32_ratio']:.2f}x)" if "identical_extracted_vs_own_fp32" in out else "")
     )
     return out
 
