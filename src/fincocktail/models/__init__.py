@@ -10,6 +10,7 @@ from fincocktail.models.loading import (
     load_tokenizer,
     resolve_model,
     spec_for,
+    text_config,
 )
 from fincocktail.models.provision import (
     MARKER_FILE,
@@ -50,4 +51,5 @@ __all__ = [
     "require_model_spec",
     "resolve_model",
     "spec_for",
+    "text_config",
 ]

@@ -136,6 +136,11 @@ def load_tokenizer(
     return tokenizer
 
 
+def text_config(config: Any) -> Any:
+    """The text model's part of an HF config (a multimodal model's `text_config`, else the config itself)."""
+    return getattr(config, "text_config", None) or config
+
+
 def load_text_config(name_or_path: str | os.PathLike, trust_remote_code: bool = False) -> Any:
     """The text model's HF config alone, read without the weights: for refusals that depend on
     the architecture (a sliding window) before data is read and the model is loaded."""
@@ -146,7 +151,7 @@ def load_text_config(name_or_path: str | os.PathLike, trust_remote_code: bool = 
         config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
     except damaged_file_errors() as exc:
         raise ModelError(f"cannot read the model config in {path}: {type(exc).__name__}: {_first_line(exc)[:200]}") from None
-    return getattr(config, "text_config", None) or config
+    return text_config(config)
 
 
 def load_model_and_tokenizer(

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from fincocktail.errors import ModelError
+from fincocktail.models import text_config
 from fincocktail.training.data import IGNORE_INDEX
 from fincocktail.training.prefix import can_pack, packed_hidden, suffix_hidden
 
@@ -33,8 +34,7 @@ def _body_and_head(model: Any) -> tuple[Any, Any]:
 
 def base_config(model: Any) -> Any:
     """The text model's HF config, under peft's wrapper and a multimodal model's outer config."""
-    config = _base_model(model).config
-    return getattr(config, "text_config", None) or config
+    return text_config(_base_model(model).config)
 
 
 def fp32_head_weight(model: Any) -> torch.Tensor | None:
