@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from fincocktail.report.analysis import Analysis
 from fincocktail.report.findings import NON_SUPERIORITY_MARGIN, findings, holm, needed_examples, needed_seeds
@@ -91,23 +92,37 @@ def test_a_null_effect_is_inconclusive_and_says_what_would_settle_it(tmp_path):
     assert all(c.needed_examples is None or c.needed_examples > N for c in f.for_claim("a") + f.for_claim("b"))
 
 
-def test_the_variance_adds_seed_and_test_sample_parts(tmp_path):
-    data = study(tmp_path, {"cocktail": 0.05})
-    an = Analysis(data)
-    c = next(c for c in findings(an).contrasts if c.claim == "a" and c.task == "fpb")
-    # independent computation from the files
-    def load(rid):
-        rows = [json.loads(x) for x in (tmp_path / f"{rid}-fpb.jsonl").read_text().splitlines()]
-        return np.array([float(r["correct"]) for r in rows])
+def _load(tmp_path, rid, task="fpb"):
+    rows = [json.loads(x) for x in (tmp_path / f"{rid}-{task}.jsonl").read_text().splitlines()]
+    return np.array([float(r["correct"]) for r in rows])
 
-    a = np.array([load(f"cocktail-{s}") for s in range(3)])
-    b = np.array([load(f"single-fpb-{s}") for s in range(3)])
+
+def test_the_variance_adds_seed_and_test_sample_parts_paired_by_seed(tmp_path):
+    data = study(tmp_path, {"cocktail": 0.05})
+    c = next(c for c in findings(Analysis(data), decision="primary").contrasts if c.claim == "a" and c.task == "fpb")
+    # independent computation from the files: the same seeds on both sides, so per-seed differences
+    a = np.array([_load(tmp_path, f"cocktail-{s}") for s in range(3)])
+    b = np.array([_load(tmp_path, f"single-fpb-{s}") for s in range(3)])
     effect = a.mean() - b.mean()
     d = a.mean(axis=0) - b.mean(axis=0)
+    seed_part = (a.mean(axis=1) - b.mean(axis=1)).var(ddof=1) / 3
+    se = math.sqrt(seed_part + d.var(ddof=1) / len(d))
+    df = se**4 / (seed_part**2 / 2 + (d.var(ddof=1) / len(d)) ** 2 / (len(d) - 1))
+    assert c.effect == pytest.approx(effect) and c.se == pytest.approx(se) and c.design == "paired"
+    assert c.low == pytest.approx(effect - stats.t.ppf(0.975, df) * se)
+    assert c.seeds == (3, 3) and c.n_examples == N and c.seed_variance == "measured" and c.metric == "accuracy"
+
+
+def test_different_seed_sets_fall_back_to_the_unpaired_variance(tmp_path):
+    data = study(tmp_path, {"cocktail": 0.05})
+    data = ReportData([RunRecord(**{**r.__dict__, "seed": r.seed + 10}) if r.run_id.startswith("cocktail-") and r.run_id[-2] == "-"
+                       else r for r in data.runs], data.metrics)
+    c = next(c for c in findings(Analysis(data), decision="primary").contrasts if c.claim == "a" and c.task == "fpb")
+    a = np.array([_load(tmp_path, f"cocktail-{s}") for s in range(3)])
+    b = np.array([_load(tmp_path, f"single-fpb-{s}") for s in range(3)])
+    d = a.mean(axis=0) - b.mean(axis=0)
     se = math.sqrt(a.mean(axis=1).var(ddof=1) / 3 + b.mean(axis=1).var(ddof=1) / 3 + d.var(ddof=1) / len(d))
-    assert c.effect == pytest.approx(effect) and c.se == pytest.approx(se)
-    assert c.low == pytest.approx(effect - 1.959964 * se, abs=1e-5)
-    assert c.seeds == (3, 3) and c.n_examples == N and c.seed_variance == "measured"
+    assert c.design == "unpaired" and c.se == pytest.approx(se)
 
 
 def test_one_seed_borrows_the_pooled_seed_variance(tmp_path):
@@ -168,12 +183,18 @@ def test_seed_noise_makes_a_verdict_ask_for_seeds(tmp_path):
     (c,) = findings(Analysis(ReportData(runs, metrics))).contrasts
     assert c.verdict == "inconclusive" and c.needed_examples is None and c.needed_seeds is not None
     score = {m.run_id: m.value for m in metrics}
-    seed_sum = np.var([score["c0"], score["c1"]], ddof=1) + np.var([score["s0"], score["s1"]], ddof=1)
+    # seeds 0 and 1 on both sides: paired, so the seed part is the per-seed differences' variance over k
+    seed_sum = np.var([score["c0"] - score["s0"], score["c1"] - score["s1"]], ddof=1)
     corr = {rid: (latent < p).astype(float) for rid, p in (("s0", .5), ("s1", .6), ("c0", .62), ("c1", .78))}
     d = (corr["c0"] + corr["c1"]) / 2 - (corr["s0"] + corr["s1"]) / 2
     sample = d.var(ddof=1) / len(d)
     k = c.needed_seeds
-    assert k > 2 and math.sqrt(seed_sum / k + sample) * z <= abs(c.effect) < math.sqrt(seed_sum / (k - 1) + sample) * z
+
+    def t_needed(seeds):  # the verdict reads t at seeds - 1 degrees of freedom (one contrast: no Holm factor)
+        return stats.t.ppf(0.975, seeds - 1) + stats.t.ppf(0.8, seeds - 1)
+
+    assert k > 2 and math.sqrt(seed_sum / k + sample) * t_needed(k) <= abs(c.effect)
+    assert abs(c.effect) < math.sqrt(seed_sum / (k - 1) + sample) * t_needed(k - 1)
 
 
 def test_report_opens_with_findings(tmp_path):

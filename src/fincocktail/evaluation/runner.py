@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from statistics import fmean
 from typing import Any, Callable, Literal, Sequence
 
 from pydantic import BaseModel, Field, field_validator
@@ -33,6 +35,7 @@ from fincocktail.evaluation.dtypes import DEFAULT_EVAL_DTYPE, EvalDtype
 from fincocktail.evaluation.fewshot import build_pair, chat_messages, choice_target, select_demos
 from fincocktail.evaluation.judge import JUDGED_KINDS, apply_judge
 from fincocktail.evaluation.results import TaskResult, result_json
+from fincocktail.metrics.likelihood import GENERATIVE_LIKELIHOOD_METRIC, LIKELIHOOD_METRIC, gold_log_probability
 from fincocktail.prompts import TokenCache, encoder_for
 from fincocktail.tasks.base import Example, Task
 from fincocktail.tasks.sampling import Sample, SampleMethod, draw_sample
@@ -233,6 +236,7 @@ class _Row:
     cached: bool | None = None
     rescored: bool = False
     truncated: bool = False  # the prompt lost tokens from the left (max_prompt_tokens)
+    gold_logprob_per_token: float | None = None  # generate mode: the gold answer's teacher-forced log-likelihood
 
 
 @dataclass
@@ -253,6 +257,8 @@ def _finish_task(task, mode, sample: Sample, rows: list[_Row], timing: _Timing, 
     if mode == "choice":
         norm = task.score([r.pred_norm for r in rows], examples)
         metrics[f"norm_{task.metric}"] = norm[task.metric]
+    likelihood = _likelihood(mode, rows)
+    metrics.update(likelihood.metrics)
     failures = sum(p is None for p in preds) / len(preds)
     metrics["parse_failure_rate"] = failures
     metrics["strict_parse_failure_rate"] = sum(r.strict is None for r in rows) / len(rows)
@@ -285,7 +291,7 @@ def _finish_task(task, mode, sample: Sample, rows: list[_Row], timing: _Timing, 
         sample=sample.describe(),
     )
     lines = []
-    for r, ok in zip(rows, correct):
+    for r, ok, lik in zip(rows, correct, likelihood.per_row):
         line: dict[str, Any] = {
             "id": r.example.id,
             "prompt_sha256": hashlib.sha256(r.prompt.encode("utf-8")).hexdigest()[:16],
@@ -299,16 +305,46 @@ def _finish_task(task, mode, sample: Sample, rows: list[_Row], timing: _Timing, 
         }
         if mode == "choice":
             line.update(choice_logprobs=r.logprobs, choice_logprobs_norm=r.logprobs_norm, prediction_norm=r.pred_norm, tie=r.tie)
+            if lik is not None:
+                line[LIKELIHOOD_METRIC] = lik
             if r.rescored:
                 line["rescored_fp32"] = True
         else:
             line["output_tokens"] = r.output_tokens
+            if lik is not None:
+                line[GENERATIVE_LIKELIHOOD_METRIC] = lik
             if r.cached is not None:
                 line["cached"] = r.cached
         lines.append(json.dumps(line, ensure_ascii=False))
     write_text_atomic(out_dir / f"{safe_name(task.id)}.predictions.jsonl", "\n".join(lines) + "\n")
     _json_file(out_dir / f"{safe_name(task.id)}.metrics.json", result_json(result))
     return result
+
+
+@dataclass
+class _Likelihood:
+    metrics: dict[str, float]
+    per_row: list[float | None]
+
+
+def _likelihood(mode: str, rows: list[_Row]) -> _Likelihood:
+    """The likelihood metric (`metrics.likelihood`) of each row and its means for the metrics file.
+
+    Choice rows: the gold choice's probability over the choices (and the mean of its log); rows
+    whose gold answer is not among the choices have none, and then the task reports none.
+    Generate rows: the gold answer's log-likelihood per token, where the backend scored it (an
+    API model gives none).
+    """
+    if mode == "choice":
+        logs = [gold_log_probability(r.logprobs, str(r.example.target)) if r.logprobs else -math.inf for r in rows]
+        if not rows or any(math.isinf(v) for v in logs):
+            return _Likelihood({}, [None] * len(rows))
+        probs = [math.exp(v) for v in logs]
+        return _Likelihood({LIKELIHOOD_METRIC: fmean(probs), "gold_logprob": fmean(logs)}, list(probs))
+    per = [r.gold_logprob_per_token for r in rows]
+    if not rows or any(v is None for v in per):
+        return _Likelihood({}, [None] * len(rows))
+    return _Likelihood({GENERATIVE_LIKELIHOOD_METRIC: fmean(per)}, list(per))  # type: ignore[arg-type]
 
 
 # --- backends --------------------------------------------------------------------------------
@@ -425,8 +461,24 @@ class _LocalBackend(_Backend):
             _read_answer(task, row, g.text)
             row.output_tokens = g.n_tokens
             row.rescored = row.rescored or g.rechecked
+        self._gold_loglik(task, rows, prompts, style, demos)
         tokens = sum(len(p) for p in prompts) + sum(g.n_tokens for g in gens)
         return rows, _Timing(seconds, tokens)
+
+    def _gold_loglik(self, task, rows: list[_Row], prompts: list[list[int]], style, demos) -> None:
+        """Teacher-forced log-likelihood per token of each gold answer: one forward of prompt + answer
+        (no generation), in fp32 when there is a reference, the same scoring choice mode uses."""
+        from fincocktail.evaluation.choice import ChoiceItem, score_choices
+
+        items = []
+        for row, ids in zip(rows, prompts):
+            gold = self.encode(self.tok, build_pair(task, row.example, style, self.tok, demos), False)[1]
+            if not gold:
+                return  # an example without a gold answer (nothing to score): the task reports no likelihood
+            items.append(ChoiceItem(ids, [gold]))
+        scores = score_choices(self.reference or self.scorer, items, self.tok.pad_token_id, self.batch_size)
+        for row, sc in zip(rows, scores):
+            row.gold_logprob_per_token = sc.logprobs_norm[0]
 
     def describe(self):
         dtype = str(getattr(self.loaded.model, "dtype", "")).removeprefix("torch.")

@@ -60,11 +60,12 @@ def likelihood_of_row(row: Mapping) -> float | None:
     return None
 
 
-def likelihood_by_id(path: str | Path | None) -> dict[str, float] | None:
-    """{example id: likelihood} from a predictions file; None when the file or the values are missing."""
+def likelihood_by_id(path: str | Path | None) -> tuple[str, dict[str, float]] | None:
+    """(metric name, {example id: likelihood}) from a predictions file; None when the file or a value is missing."""
     if path is None or not Path(path).is_file():
         return None
     out: dict[str, float] = {}
+    name = LIKELIHOOD_METRIC
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
@@ -72,8 +73,10 @@ def likelihood_by_id(path: str | Path | None) -> dict[str, float] | None:
                 value = likelihood_of_row(row)
                 if value is None:
                     return None
+                if row.get(LIKELIHOOD_METRIC) is None and not row.get("choice_logprobs"):
+                    name = GENERATIVE_LIKELIHOOD_METRIC
                 out[str(row["id"])] = value
-    return out or None
+    return (name, out) if out else None
 
 
 __all__ = [

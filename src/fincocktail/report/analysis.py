@@ -5,9 +5,9 @@ Rules, stated once here and in the report:
 - Whenever the report picks a best recipe (best single-task, best cocktail, ...), it picks on the
   *validation* score of the task in question and reports that recipe's *test* score. If no
   validation score exists it falls back to test and says so.
-- A cocktail's effect on task T is its test score on T minus the single-task (T only) recipe's.
-  With >= 2 seeds on both sides, the 95% interval is Welch's t-interval across seeds; with one
-  seed it is a paired bootstrap over test examples of per-example correctness.
+- A cocktail's effect on task T is its test score on T minus the single-task (T only) recipe's,
+  with the interval Findings gives such a pair (`contrast_stats`: seed and test-sample noise,
+  paired by seed where both recipes share their seeds).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Iterable
 
 import numpy as np
 
+from fincocktail.report.contrast_stats import Side, contrast, pooled_seed_variance
 from fincocktail.report.records import MetricRecord, ReportData, RunRecord
 from fincocktail.tasks.builtin import FINANCIAL_TASKS, KNOWLEDGE_TASKS
 
@@ -56,7 +57,8 @@ class Delta:
     value: float
     low: float
     high: float
-    method: str  # "seeds" or "bootstrap"
+    method: str  # the design: "paired", "unpaired" or "zero-shot" (contrast_stats.Design)
+    seed_noise: str = "measured"  # measured / pooled / none (a one-seed side with nothing to pool)
 
     @property
     def significant(self) -> bool:
@@ -237,22 +239,27 @@ class Analysis:
 
     # ----- deltas --------------------------------------------------------------------------
     def delta(self, rec: tuple, ref: tuple, task: str) -> Delta | None:
-        a_runs, b_runs = self.recipes[rec], self.recipes[ref]
-        a = [self.metric(r.run_id, task) for r in a_runs]
-        b = [self.metric(r.run_id, task) for r in b_runs]
-        a = [m for m in a if m is not None]
-        b = [m for m in b if m is not None]
-        if not a or not b:
+        """Recipe minus reference on the task's primary metric, with the interval Findings gives the
+        same pair (`contrast_stats`: paired by seed where both share their seeds)."""
+        sides = [self._side(self.recipes[r], task) for r in (rec, ref)]
+        if sides[0] is None or sides[1] is None:
             return None
-        value = mean(m.value for m in a) - mean(m.value for m in b)
-        label, ref_label = self.recipe_label(rec), self.recipe_label(ref)
-        if len(a) >= 2 and len(b) >= 2:
-            low, high = welch_interval([m.value for m in a], [m.value for m in b])
-            return Delta(task, label, ref_label, value, low, high, "seeds")
-        iv = paired_bootstrap(a[0].predictions, b[0].predictions, seed=self.seed)
-        if iv is None:
-            return Delta(task, label, ref_label, value, float("nan"), float("nan"), "none")
-        return Delta(task, label, ref_label, value, iv[0], iv[1], "bootstrap")
+        st = contrast(sides[0], sides[1], self._pooled(task))
+        low, high = st.interval() if st.se > 0 or st.n_examples or st.seed_noise == "measured" else (float("nan"),) * 2
+        return Delta(task, self.recipe_label(rec), self.recipe_label(ref), st.effect, low, high, st.design, st.seed_noise)
+
+    def _side(self, runs: list[RunRecord], task: str) -> Side | None:
+        got = [(r, m) for r in runs if (m := self.metric(r.run_id, task)) is not None]
+        if not got:
+            return None
+        examples = [_correct_by_id(m.predictions) for _, m in got]
+        return Side(scores={r.seed: m.value for r, m in got}, trained=any(r.kind not in ("base", "api") for r, _ in got),
+                    examples=None if any(e is None for e in examples) else examples)  # type: ignore[arg-type]
+
+    def _pooled(self, task: str) -> tuple[float, float] | None:
+        groups = [[m.value for r in runs if (m := self.metric(r.run_id, task)) is not None]
+                  for runs in self.recipes.values() if any(r.kind not in ("base", "api") for r in runs)]
+        return pooled_seed_variance(groups)
 
 
 def any_test_selected(rows: list[dict]) -> bool:
@@ -266,18 +273,6 @@ def _t_quantile(df: int) -> float:
     return float(t.ppf(0.975, df))
 
 
-def welch_interval(a: list[float], b: list[float]) -> tuple[float, float]:
-    """95% Welch t-interval for mean(a) - mean(b)."""
-    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
-    se = math.sqrt(va + vb)
-    diff = mean(a) - mean(b)
-    if se == 0:
-        return diff, diff
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = _t_quantile(max(1, int(df))) * se
-    return diff - half, diff + half
-
-
 def _correct_by_id(path: Path | None) -> dict[str, float] | None:
     if path is None or not Path(path).is_file():
         return None
@@ -288,19 +283,3 @@ def _correct_by_id(path: Path | None) -> dict[str, float] | None:
                 row = json.loads(line)
                 out[str(row["id"])] = float(bool(row["correct"]))
     return out
-
-
-def paired_bootstrap(a_path: Path | None, b_path: Path | None, n_boot: int = 2000, seed: int = 0
-                     ) -> tuple[float, float] | None:
-    """95% percentile interval of the mean per-example correctness difference, resampling examples."""
-    a, b = _correct_by_id(a_path), _correct_by_id(b_path)
-    if not a or not b:
-        return None
-    ids = sorted(set(a) & set(b))
-    if not ids:
-        return None
-    diff = np.array([a[i] - b[i] for i in ids])
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(diff), size=(n_boot, len(diff)))
-    means = diff[idx].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))

@@ -14,17 +14,25 @@ picked after looking at test scores:
   (c) the largest cocktail that has a +math variant  vs  the same cocktail without it;
   (d) the largest plain cocktail  vs  the zero-shot base model.
 
-How sure: the effect is the difference of the two recipes' mean scores over their seeds. Its
-variance adds the two sources of noise: seed to seed (the between-seed variance of each
-recipe's score, divided by its number of seeds; a one-seed recipe borrows the pooled
-between-seed variance of the task's other recipes; the zero-shot base has no seed and adds none) and test sample (the variance of the
-per-example paired differences of seed-averaged correctness, divided by the number of
-examples; for metrics that are not a mean over examples, such as headline's average F1, the
-per-example correctness stands in for it). A normal approximation gives the 95% interval and a two-sided p-value; the p-values
-of all contrasts of a report form one family, adjusted by Holm's step-down method. A verdict
-needs an adjusted p < 0.05; otherwise it is *inconclusive*, with the number of test examples
-that would make the observed effect detectable (80% power at the Bonferroni level, the
-conservative end of Holm's).
+How sure (`report.contrast_stats`): the effect is the difference of the two recipes' mean
+scores over their seeds. Where both recipes were trained on the same seeds the contrast is
+*paired by seed* (the variance of the per-seed differences over the seeds: what one seed does to
+both recipes cancels); otherwise (different seed sets, the zero-shot base) each trained side adds
+its between-seed variance over its seeds, and a one-seed recipe borrows the task's pooled
+between-seed variance. Both add the test-sample part (the per-example paired differences of
+seed-averaged values over the examples). The reference is Student's t with Welch-Satterthwaite
+degrees of freedom; the p-values of all contrasts of a report form one family, adjusted by
+Holm's step-down method. A verdict needs an adjusted p < 0.05 *and* measured seed noise: a
+one-seed recipe with nothing to pool from is "inconclusive: seed noise not measured", whatever
+its p. Otherwise it is *inconclusive*, with the test examples (or seeds) that would make the
+observed effect detectable (80% power at the Bonferroni level, the conservative end of Holm's).
+
+Every contrast is computed on two metrics: the task's primary metric (the study's) and the
+likelihood metric (`metrics.likelihood`: the gold choice's probability, or the gold answer's
+log-likelihood per token), each in its own Holm family. Verdicts of claims (a)-(c) rest on the
+likelihood metric where every run has it (DECISION_METRIC): on real runs its paired seed and
+sample parts were several times smaller than accuracy's (docs/results.md), so it decides with
+the runs a CPU can afford. Claim (d) rests on the primary metric, whose points its margin is in.
 
 Claim (d) predicts *no gain*, which a non-significant difference cannot show. It is tested
 for non-superiority: supported when the gain is shown to be below NON_SUPERIORITY_MARGIN
@@ -34,15 +42,17 @@ for non-superiority: supported when the gain is shown to be below NON_SUPERIORIT
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from statistics import mean, variance
+from statistics import mean
 from typing import Literal, Sequence
 
-import numpy as np
 from scipy.stats import norm
+from scipy.stats import t as student_t
 
+from fincocktail.metrics.likelihood import likelihood_by_id
 from fincocktail.report.analysis import Analysis, _correct_by_id
+from fincocktail.report.contrast_stats import ContrastStats, Side, contrast, pooled_seed_variance
 from fincocktail.report.records import UNTRAINED_KINDS, RunRecord
 from fincocktail.tasks.builtin import KNOWLEDGE_TASKS, NUMERICAL_TASKS
 
@@ -50,6 +60,9 @@ ALPHA = 0.05
 POWER = 0.8
 NON_SUPERIORITY_MARGIN = 0.03  # claim (d): a gain below 3 points of the metric counts as "no gain"
 Verdict = Literal["supported", "contradicted", "inconclusive"]
+MetricKind = Literal["primary", "likelihood"]
+DECISION_METRIC: MetricKind = "likelihood"
+"""What verdicts of claims (a)-(c) rest on by default (module docstring; docs/results.md measures why)."""
 
 CLAIMS: dict[str, str] = {
     "a": "A cocktail of related tasks beats single-task fine-tuning",
@@ -57,11 +70,12 @@ CLAIMS: dict[str, str] = {
     "c": "Math data improves numerical reasoning",
     "d": "Task fine-tuning does not raise domain knowledge",
 }
+METRIC_LABELS = {"gold_prob": "gold prob", "gold_logprob_per_token": "gold log-lik/token"}
 
 
 @dataclass(frozen=True)
 class Contrast:
-    """One paired comparison behind a verdict: recipe A minus recipe B on one task's test rows."""
+    """One comparison behind a verdict: recipe A minus recipe B on one task's test rows, on one metric."""
 
     claim: str
     task: str
@@ -81,13 +95,40 @@ class Contrast:
     needed_examples: int | None = None  # inconclusive: test examples that would settle it
     same_score: float | None = None  # every run of both recipes got this score on every row (a floor or ceiling)
     needed_seeds: int | None = None  # inconclusive with seeds the limit: seeds per trained recipe that would settle it
+    metric: str = ""  # the metric's name (accuracy, gold_prob, ...)
+    kind: MetricKind = "primary"
+    design: str = "unpaired"  # paired / unpaired / zero-shot (contrast_stats.Design)
+    df: float = math.inf
+    seed_se: float = 0.0  # the seed part of the standard error
+    sample_se: float = 0.0  # the test-sample part
+    other: Contrast | None = None  # the same contrast on the other metric (its own Holm family)
+
+    @property
+    def metric_label(self) -> str:
+        return METRIC_LABELS.get(self.metric, self.metric)
+
+    @property
+    def why_inconclusive(self) -> str:
+        if self.verdict != "inconclusive":
+            return ""
+        if self.seed_variance == "none":
+            return "seed noise not measured"
+        if self.same_score is not None:
+            return f"floor: every run {self.same_score:.3f} on the same rows"
+        if self.needed_examples:
+            return f"needs ~{self.needed_examples:,} test examples"
+        if self.needed_seeds:
+            return f"needs ~{self.needed_seeds} seeds per recipe"
+        return "beyond 50 seeds"
 
 
 @dataclass(frozen=True)
 class Findings:
-    contrasts: list[Contrast]
+    contrasts: list[Contrast]  # the verdict-bearing contrasts, each with `other` on the other metric
     untested: dict[str, str]  # claim -> why this sweep cannot test it
     family_size: int
+    decision: MetricKind = DECISION_METRIC
+    families: dict[str, int] = field(default_factory=dict)  # metric kind -> contrasts in its Holm family
 
     def for_claim(self, claim: str) -> list[Contrast]:
         return [c for c in self.contrasts if c.claim == claim]
@@ -96,9 +137,18 @@ class Findings:
         if claim in self.untested:
             return f"not tested: {self.untested[claim]}"
         cs = self.for_claim(claim)
-        counts = {v: [c.task + (f" (every run {c.same_score:.3f})" if c.same_score is not None else "") for c in cs if c.verdict == v]
+        counts = {v: [c.task + (f" (every run {c.same_score:.3f})" if c.same_score is not None else "")
+                      + ("" if c.verdict != "inconclusive" or c.seed_variance != "none" else " (seed noise not measured)")
+                      for c in cs if c.verdict == v]
                   for v in ("supported", "contradicted", "inconclusive")}
-        return "; ".join(f"{v} on {', '.join(ts)}" for v, ts in counts.items() if ts)
+        text = "; ".join(f"{v} on {', '.join(ts)}" for v, ts in counts.items() if ts)
+        metrics = sorted({c.metric_label for c in cs})
+        others = [c.other for c in cs if c.other is not None]
+        if others:
+            o = {v: [c.task for c in others if c.verdict == v] for v in ("supported", "contradicted")}
+            beside = "; ".join(f"{v} on {', '.join(ts)}" for v, ts in o.items() if ts) or "nothing decided"
+            text += f" [on {', '.join(metrics)}; {others[0].metric_label}: {beside}]"
+        return text
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -111,19 +161,6 @@ def holm(pvalues: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
         adjusted[i] = running
     return adjusted
-
-
-def paired_variance(a: list[dict[str, float]], b: list[dict[str, float]]) -> tuple[float, int]:
-    """(variance of the mean paired difference over test examples, number of common examples).
-
-    Each side is a list of per-run {example id: correctness}; runs of one recipe are averaged
-    per example first, so this is the test-sample part of the variance of mean(A) - mean(B).
-    """
-    ids = sorted(set.intersection(*(set(r) for r in a + b)))
-    if len(ids) < 2:
-        return float("nan"), len(ids)
-    d = np.array([mean(r[i] for r in a) - mean(r[i] for r in b) for i in ids])
-    return float(np.var(d, ddof=1) / len(ids)), len(ids)
 
 
 def needed_examples(effect: float, seed_part: float, sample_var_per_example: float, z_needed: float) -> int | None:
@@ -140,95 +177,99 @@ def needed_examples(effect: float, seed_part: float, sample_var_per_example: flo
 MAX_SEEDS = 50  # beyond this, "more seeds" is no plan: the contrast is reported without a seed count
 
 
-def needed_seeds(effect: float, seed_variance_sum: float, sample_part: float, z_needed: float, have: int) -> int | None:
+def needed_seeds(effect: float, seed_variance_sum: float, sample_part: float, z_needed: float, have: int,
+                 family: int | None = None) -> int | None:
     """Seeds per trained recipe at which `effect` would be detected, the test rows unchanged.
 
-    `seed_variance_sum` is the between-seed variance of one run's score summed over the trained
-    sides (the seed part of the variance is that over the number of seeds); None when the test
-    sample alone is too noisy, or more than MAX_SEEDS would be needed.
+    `seed_variance_sum` is the seed part of the variance times the number of seeds (the variance
+    of the per-seed differences when paired); None when the test sample alone is too noisy, or
+    more than MAX_SEEDS would be needed. With `family` (the Holm family's size) the detection
+    threshold is read from Student's t at seeds - 1 degrees of freedom, as the verdict reads it;
+    otherwise from `z_needed`.
     """
     if effect == 0 or seed_variance_sum <= 0:
         return None
-    room = (abs(effect) / z_needed) ** 2 - sample_part
-    if room <= 0:
+    if (abs(effect) / z_needed) ** 2 - sample_part <= 0:
         return None
-    k = max(have + 1, math.ceil(seed_variance_sum / room))
-    return k if k <= MAX_SEEDS else None
+    for k in range(have + 1, MAX_SEEDS + 1):
+        z = z_needed if family is None else float(
+            student_t.ppf(1 - ALPHA / (2 * family), k - 1) + student_t.ppf(POWER, k - 1))
+        if math.sqrt(seed_variance_sum / k + sample_part) * z <= abs(effect):
+            return k
+    return None
 
 
 class _Tester:
-    def __init__(self, an: Analysis):
+    """Reads each run's per-example values on one metric kind and turns recipe pairs into contrasts."""
+
+    def __init__(self, an: Analysis, kind: MetricKind = "primary"):
         self.an = an
-        self._pooled: dict[str, float | None] = {}
+        self.kind = kind
+        self._pooled: dict[str, tuple[float, float] | None] = {}
+        self._values: dict[tuple[str, str], tuple[str, float, dict[str, float] | None] | None] = {}
 
-    def values(self, runs: list[RunRecord], task: str) -> list[tuple[RunRecord, float, Path | None]]:
-        out = []
-        for r in runs:
-            m = self.an.metric(r.run_id, task)
-            if m is not None:
-                out.append((r, m.value, m.predictions))
-        return out
+    def value(self, run: RunRecord, task: str) -> tuple[str, float, dict[str, float] | None] | None:
+        """(metric name, the run's score, per-example values or None) on this tester's metric."""
+        key = (run.run_id, task)
+        if key not in self._values:
+            m = self.an.metric(run.run_id, task)
+            got = None
+            if m is not None and self.kind == "primary":
+                got = (m.metric, m.value, _correct_by_id(m.predictions))
+            elif m is not None:
+                lik = likelihood_by_id(m.predictions)
+                if lik is not None:
+                    got = (lik[0], mean(lik[1].values()), lik[1])
+            self._values[key] = got
+        return self._values[key]
 
-    def pooled_seed_variance(self, task: str) -> float | None:
-        """Between-seed variance of a task's score, pooled over the recipes with 2+ seeds."""
+    def side(self, runs: list[RunRecord], task: str) -> tuple[str, Side, list[RunRecord]] | None:
+        vals = [(r, self.value(r, task)) for r in runs]
+        got = [(r, v) for r, v in vals if v is not None]
+        if not got:
+            return None
+        trained = not all(r.kind in UNTRAINED_KINDS for r, _ in got)
+        examples = [v[2] for _, v in got]
+        side = Side(scores={r.seed: v[1] for r, v in got}, trained=trained,
+                    examples=None if any(e is None for e in examples) else examples)  # type: ignore[arg-type]
+        return got[0][1][0], side, [r for r, _ in got]
+
+    def pooled_seed_variance(self, task: str) -> tuple[float, float] | None:
+        """Between-seed variance of a task's score, pooled over the trained recipes with 2+ seeds."""
         if task not in self._pooled:
-            num = den = 0.0
+            groups = []
             for runs in self.an.recipes.values():
-                vals = [v for _, v, _ in self.values(runs, task)]
-                if len(vals) >= 2:
-                    num += variance(vals) * (len(vals) - 1)
-                    den += len(vals) - 1
-            self._pooled[task] = num / den if den else None
+                if any(r.kind not in UNTRAINED_KINDS for r in runs):
+                    groups.append([v[1] for r in runs if (v := self.value(r, task)) is not None])
+            self._pooled[task] = pooled_seed_variance(groups)
         return self._pooled[task]
 
-    def contrast(self, claim: str, task: str, rec: tuple, ref: tuple) -> tuple[Contrast, tuple[float, float, float]] | None:
-        """The contrast, and (seed part of its variance, per-example variance of the paired differences,
-        one run's between-seed variance summed over the trained sides)."""
-        a = self.values(self.an.recipes[rec], task)
-        b = self.values(self.an.recipes[ref], task)
-        if not a or not b:
+    def contrast(self, claim: str, task: str, rec: tuple, ref: tuple) -> tuple[Contrast, ContrastStats] | None:
+        """The contrast (before Holm) and the statistics behind it."""
+        a = self.side(self.an.recipes[rec], task)
+        b = self.side(self.an.recipes[ref], task)
+        if a is None or b is None:
             return None
-        effect = mean(v for _, v, _ in a) - mean(v for _, v, _ in b)
-        seed_part, seed_sum, how = 0.0, 0.0, "measured"
-        pooled = self.pooled_seed_variance(task)
-        for side in (a, b):
-            if all(r.kind in UNTRAINED_KINDS for r, _, _ in side):
-                continue  # nothing was trained: a zero-shot model has no seed to vary, only its test sample
-            if len(side) >= 2:
-                v = variance([v for _, v, _ in side])
-                seed_part += v / len(side)
-                seed_sum += v
-            elif pooled is not None:
-                seed_part += pooled
-                seed_sum += pooled
-                how = "pooled"
-            else:
-                how = "none"
-        per_run_a = [_correct_by_id(p) for _, _, p in a]
-        per_run_b = [_correct_by_id(p) for _, _, p in b]
-        if any(x is None for x in per_run_a + per_run_b):
-            sample_part, n = float("nan"), 0
-        else:
-            sample_part, n = paired_variance(per_run_a, per_run_b)  # type: ignore[arg-type]
-        se = math.sqrt(seed_part + (sample_part if not math.isnan(sample_part) else 0.0))
+        st = contrast(a[1], b[1], self.pooled_seed_variance(task))
         same: float | None = None
-        z = norm.ppf(1 - ALPHA / 2)
-        measured = n > 0 or how == "measured"
-        if not se > 0 and not measured:  # no per-example files and no seed spread: nothing to measure the noise by
-            p, how = 1.0, "none"
-        elif not se > 0:  # measured, and no noise at all: every run gave the same answers
-            p = float(effect >= NON_SUPERIORITY_MARGIN) if claim == "d" else float(effect == 0)
-            if effect == 0:
-                same = mean(v for _, v, _ in b)
+        low, high = st.interval(1 - ALPHA)
+        measured = st.n_examples > 0 or st.seed_noise == "measured"
+        how = st.seed_noise if measured else "none"
+        if not st.se > 0 and not measured:  # no per-example files and no seed spread: nothing to measure the noise by
+            p = 1.0
         elif claim == "d":
-            p = float(norm.cdf((effect - NON_SUPERIORITY_MARGIN) / se))
+            p = st.p_below(NON_SUPERIORITY_MARGIN)
         else:
-            p = float(2 * norm.sf(abs(effect) / se))
+            p = st.p_two_sided()
+        if not st.se > 0 and measured and st.effect == 0:  # every run gave the same answers
+            same = mean(b[1].scores.values())
         return Contrast(
             claim=claim, task=task, recipe=self.an.recipe_label(rec), reference=self.an.recipe_label(ref),
-            effect=effect, se=se, low=effect - z * se, high=effect + z * se, p=p, n_examples=n,
-            seeds=(len(a), len(b)), runs=tuple(r.run_id for r, _, _ in a + b), seed_variance=how, same_score=same,
-        ), (seed_part, sample_part * n if n else 0.0, seed_sum)
+            effect=st.effect, se=st.se, low=low, high=high, p=p, n_examples=st.n_examples,
+            seeds=(len(a[1].scores), len(b[1].scores)), runs=tuple(r.run_id for r in a[2] + b[2]),
+            seed_variance=how, same_score=same, metric=a[0], kind=self.kind, design=st.design, df=st.df,
+            seed_se=math.sqrt(st.seed_part), sample_se=math.sqrt(st.sample_part),
+        ), st
 
 
 def _largest(an: Analysis, recipes: list[tuple]) -> tuple | None:
@@ -242,27 +283,18 @@ def _plain(rec: tuple) -> tuple:
     return (rec[0], rec[1], rec[2], 0.0, 0.0)
 
 
-def findings(an: Analysis) -> Findings:
-    """Every claim's contrasts with Holm-adjusted verdicts (see the module docstring)."""
-    tester = _Tester(an)
-    raw: list[tuple[Contrast, tuple[float, float, float]]] = []
+def design_pairs(an: Analysis) -> tuple[list[tuple[str, str, tuple, tuple]], dict[str, str]]:
+    """The contrasts the design fixes before any score is seen: (claim, task, recipe, reference), and
+    the claims it cannot test with why."""
+    pairs: list[tuple[str, str, tuple, tuple]] = []
     untested: dict[str, str] = {}
-
-    def add(claim: str, task: str, rec: tuple | None, ref: tuple | None) -> None:
-        if rec is None or ref is None or rec not in an.recipes or ref not in an.recipes:
-            return
-        got = tester.contrast(claim, task, rec, ref)
-        if got is not None:
-            raw.append(got)
-
     financial = an.financial_eval_tasks
-    # (a) cocktail vs single-task, per task
-    for task in financial:
+    for task in financial:  # (a) cocktail vs single-task, per task
         singles = an.recipes_of("single", single_of=task, general=False, math_=False)
         cocktails = an.recipes_of("cocktail", task=task, general=False, math_=False)
         if singles and cocktails:
-            add("a", task, _largest(an, cocktails), singles[0])
-    if not any(c.claim == "a" for c, _ in raw):
+            pairs.append(("a", task, _largest(an, cocktails), singles[0]))  # type: ignore[arg-type]
+    if not any(p[0] == "a" for p in pairs):
         untested["a"] = "needs a single-task run and a cocktail containing the same task"
     # (b), (c): a booster variant vs the same cocktail without it
     for claim, booster, tasks in (("b", "general", financial), ("c", "math", [t for t in an.eval_tasks if t in NUMERICAL_TASKS])):
@@ -272,41 +304,72 @@ def findings(an: Analysis) -> Findings:
             untested[claim] = (f"needs a cocktail with and without {booster} data" if boosted is None
                                else "needs a numerical-reasoning task (finqa, convfinqa, gsm8k) in the evaluation")
             continue
-        for task in tasks:
-            add(claim, task, boosted, _plain(boosted))
-        if not any(c.claim == claim for c, _ in raw):
-            untested[claim] = "the boosted cocktail was not evaluated on these tasks"
+        pairs += [(claim, task, boosted, _plain(boosted)) for task in tasks]
     # (d) the main cocktail vs the base model on the knowledge tasks
     base = an.recipes_of("base")
     main = _largest(an, an.recipes_of("cocktail", general=False, math_=False)) or _largest(an, an.recipes_of("single"))
     knowledge = [t for t in an.eval_tasks if t in KNOWLEDGE_TASKS]
     if base and main and knowledge:
-        for task in knowledge:
-            add("d", task, main, base[0])
-    if not any(c.claim == "d" for c, _ in raw):
-        untested["d"] = "needs the zero-shot base and a fine-tuned run evaluated on cfa / financebench"
+        pairs += [("d", task, main, base[0]) for task in knowledge]
+    return pairs, untested
 
+
+def _verdicts(raw: list[tuple[Contrast, ContrastStats]]) -> list[Contrast]:
+    """Holm over one family, then each contrast's verdict and what would settle it."""
     adjusted = holm([c.p for c, _ in raw]) if raw else []
     m = max(1, len(raw))
     z_needed = norm.ppf(1 - ALPHA / (2 * m)) + norm.ppf(POWER)
     out: list[Contrast] = []
-    for (c, (seed_part, per_example_var, seed_sum)), p_adj in zip(raw, adjusted):
+    for (c, st), p_adj in zip(raw, adjusted):
         verdict: Verdict = "inconclusive"
-        if c.claim == "d":
+        if c.seed_variance == "none":
+            pass  # a verdict whose seed noise was not measured is not a verdict
+        elif c.claim == "d":
             if p_adj < ALPHA:
                 verdict = "supported"
             elif c.low > 0:
                 verdict = "contradicted"
-            distance = NON_SUPERIORITY_MARGIN - c.effect  # how far the effect is from the margin it must beat
-        else:
-            if p_adj < ALPHA:
-                verdict = "supported" if c.effect > 0 else "contradicted"
-            distance = c.effect
+        elif p_adj < ALPHA:
+            verdict = "supported" if c.effect > 0 else "contradicted"
+        distance = NON_SUPERIORITY_MARGIN - c.effect if c.claim == "d" else c.effect
         needed = seeds = None
-        if verdict == "inconclusive" and (c.claim != "d" or distance > 0):
-            needed = needed_examples(distance, seed_part, per_example_var, z_needed)
+        if verdict == "inconclusive" and c.seed_variance != "none" and (c.claim != "d" or distance > 0):
+            # more test rows leave the seeds' degrees of freedom as they are: read t there, not z
+            z_rows = float(student_t.ppf(1 - ALPHA / (2 * m), st.df) + student_t.ppf(POWER, st.df))
+            needed = needed_examples(distance, st.seed_part, st.per_example_variance, z_rows)
             if needed is None and c.n_examples:
-                seeds = needed_seeds(distance, seed_sum, per_example_var / c.n_examples, z_needed, max(c.seeds))
-        out.append(Contrast(**{**c.__dict__, "p_holm": p_adj, "verdict": verdict, "needed_examples": needed,
-                               "needed_seeds": seeds}))
-    return Findings(out, untested, len(raw))
+                seeds = needed_seeds(distance, st.seed_variance_sum, st.sample_part, z_needed, max(c.seeds), family=m)
+        out.append(replace(c, p_holm=p_adj, verdict=verdict, needed_examples=needed, needed_seeds=seeds))
+    return out
+
+
+def findings(an: Analysis, decision: MetricKind = DECISION_METRIC) -> Findings:
+    """Every claim's contrasts on both metrics (see the module docstring).
+
+    The verdict-bearing contrasts (the decision metric for (a)-(c), the primary metric for (d), the
+    primary metric wherever the runs have no likelihood values) form one Holm family; the same
+    contrasts on the other metric form a second family, shown beside them.
+    """
+    pairs, untested = design_pairs(an)
+    testers = {kind: _Tester(an, kind) for kind in ("primary", "likelihood")}
+    lead_raw: list[tuple[Contrast, ContrastStats]] = []
+    other_raw: list[tuple[Contrast, ContrastStats] | None] = []
+    for claim, task, rec, ref in pairs:
+        got = {kind: testers[kind].contrast(claim, task, rec, ref) for kind in ("primary", "likelihood")}
+        lead_kind: MetricKind = "primary" if claim == "d" else decision
+        if got[lead_kind] is None:  # no likelihood values (an API model, files from before the metric)
+            lead_kind = "primary"
+        lead = got[lead_kind]
+        if lead is None:
+            continue
+        lead_raw.append(lead)
+        other_raw.append(got["likelihood" if lead_kind == "primary" else "primary"])
+    leads = _verdicts(lead_raw)
+    present = [o for o in other_raw if o is not None]
+    others = iter(_verdicts(present))
+    out = [replace(c, other=next(others) if o is not None else None) for c, o in zip(leads, other_raw)]
+    for claim in ("a", "b", "c", "d"):
+        if claim not in untested and not any(c.claim == claim for c in out):
+            untested[claim] = {"d": "needs the zero-shot base and a fine-tuned run evaluated on cfa / financebench"}.get(
+                claim, "the compared recipes were not evaluated on these tasks")
+    return Findings(out, untested, len(out), decision, {"verdicts": len(out), "beside": len(present)})

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from fincocktail.report.analysis import Analysis, Delta, any_test_selected
-from fincocktail.report.findings import ALPHA, CLAIMS, NON_SUPERIORITY_MARGIN, Findings, findings
+from fincocktail.report.findings import ALPHA, CLAIMS, NON_SUPERIORITY_MARGIN, Contrast, Findings, findings
 from fincocktail.report.plots import all_plots
 from fincocktail.report.published import PUBLISHED_SOURCE
 from fincocktail.report.records import ReportData
@@ -26,18 +26,36 @@ TEST_SELECTION_NOTE = (
     "headline metric on the test split; intervals are 95%."
 )
 FINDINGS_NOTE = (
-    "Each claim is tested per task by one paired contrast fixed by the design (not chosen on test): "
+    "Each claim is tested per task by one contrast fixed by the design (not chosen on test): "
     "(a) the largest cocktail containing the task vs its single-task run; (b) / (c) the largest cocktail "
     "with general / math data vs the same cocktail without; (d) the largest cocktail vs the zero-shot model. "
-    "Effect = difference of the recipes' mean test scores over seeds, on the same test rows. Its 95% interval "
-    "adds seed-to-seed variance (between-seed variance / seeds; a one-seed recipe borrows the task's pooled "
-    "between-seed variance; the zero-shot model has no seed and adds none) and test-sample variance (paired per-example differences). p-values of all "
-    f"contrasts form one family, adjusted by Holm's step-down method; a verdict needs adjusted p < {ALPHA:g}, "
-    "otherwise it is inconclusive, with the test examples (or, where the seeds are the limit, the seeds per "
-    "recipe) that would detect the observed effect (80% power, at the family's Bonferroni level). "
+    "Effect = difference of the recipes' mean test scores over seeds, on the same test rows. Where both recipes "
+    "were trained on the same seeds the contrast is paired by seed (variance of the per-seed differences / seeds); "
+    "otherwise each side adds its between-seed variance / seeds (a one-seed recipe borrows the task's pooled "
+    "between-seed variance; the zero-shot model has no seed). The test-sample variance of the paired per-example "
+    "differences is added; intervals use Student's t with Welch-Satterthwaite degrees of freedom. "
+    "Verdicts of (a)-(c) rest on the likelihood metric (the gold answer's probability over the choices, or its "
+    "log-likelihood per token) where every run has it: on real runs its paired noise was several times smaller "
+    "than accuracy's (docs/results.md); (d) rests on the primary metric, whose points its margin is in. The "
+    "verdict-bearing contrasts form one Holm family and the same contrasts on the other metric a second. "
+    f"A verdict needs adjusted p < {ALPHA:g} and measured seed noise (a one-seed recipe with nothing to pool from "
+    "is inconclusive whatever its p); an inconclusive one names the test examples (or seeds per recipe) that "
+    "would detect the observed effect (80% power, at the family's Bonferroni level). "
     f"Claim (d) is a non-superiority test: supported when the gain is shown to be below {NON_SUPERIORITY_MARGIN:g}, "
     "contradicted when the 95% interval lies above 0."
 )
+
+
+def _verdict_text(c: Contrast) -> str:
+    text = f"**{c.verdict}**" if c.verdict != "inconclusive" else "inconclusive"
+    return text + (f" ({c.why_inconclusive})" if c.why_inconclusive else "")
+
+
+def _beside(c: Contrast | None) -> str:
+    if c is None:
+        return "–"
+    return (f"{c.metric_label}: {c.effect:+.3f} [{c.low:+.3f}, {c.high:+.3f}], p {c.p_holm:.3g}, "
+            f"{c.verdict}" + (f" ({c.why_inconclusive})" if c.why_inconclusive else ""))
 
 
 def findings_table(f: Findings) -> Table:
@@ -45,25 +63,15 @@ def findings_table(f: Findings) -> Table:
     for key, text in CLAIMS.items():
         cs = f.for_claim(key)
         if not cs:
-            rows.append([f"({key}) {text}", "–", "–", "–", "–", "–", f"not tested: {f.untested.get(key, 'no runs')}", "–"])
+            rows.append([f"({key}) {text}", "–", "–", "–", "–", "–", "–", f"not tested: {f.untested.get(key, 'no runs')}", "–", "–"])
         for c in cs:
-            verdict = f"**{c.verdict}**" if c.verdict != "inconclusive" else "inconclusive"
-            if c.verdict == "inconclusive":
-                if c.same_score is not None:
-                    verdict += (f" (every run of both recipes was right or wrong on the same rows, score {c.same_score:.3f}: "
-                                "nothing to tell apart at this size)")
-                elif c.needed_examples:
-                    verdict += f" (needs ~{c.needed_examples:,} test examples)"
-                elif c.needed_seeds:
-                    verdict += f" (needs ~{c.needed_seeds} seeds per recipe)"
-                else:
-                    verdict += " (too small to settle with up to 50 seeds per recipe at this test size)"
-            seeds = f"{c.seeds[0]} vs {c.seeds[1]} seeds" + ("" if c.seed_variance == "measured" else f" ({c.seed_variance} seed variance)")
-            rows.append([f"({key}) {text}", c.task, f"{c.recipe} vs {c.reference}", f"{c.effect:+.3f}",
-                         f"[{c.low:+.3f}, {c.high:+.3f}]", f"{c.p_holm:.3g}", verdict, f"{seeds}, n={c.n_examples}"])
-    return Table("Findings: the study's claims, tested", ["claim", "task", "comparison", "effect", "95% interval",
-                 "p (Holm)", "verdict", "behind it"], rows,
-                 note=f"{f.family_size} contrasts in one Holm family. " + FINDINGS_NOTE)
+            seeds = f"{c.seeds[0]} vs {c.seeds[1]} seeds, {c.design}" + ("" if c.seed_variance == "measured" else f" ({c.seed_variance} seed variance)")
+            rows.append([f"({key}) {text}", c.task, f"{c.recipe} vs {c.reference}", c.metric_label, f"{c.effect:+.3f}",
+                         f"[{c.low:+.3f}, {c.high:+.3f}]", f"{c.p_holm:.3g}", _verdict_text(c), _beside(c.other),
+                         f"{seeds}, n={c.n_examples}; se seed {c.seed_se:.3f} / sample {c.sample_se:.3f}"])
+    return Table("Findings: the study's claims, tested", ["claim", "task", "comparison", "verdict metric", "effect", "95% interval",
+                 "p (Holm)", "verdict", "the other metric (its own Holm family)", "behind it"], rows,
+                 note=f"{f.family_size} verdict-bearing contrasts in one Holm family. " + FINDINGS_NOTE)
 
 
 def claim_summary(f: Findings) -> list[str]:
@@ -101,13 +109,30 @@ def selection_note(rows: list[dict]) -> str:
     return TEST_SELECTION_NOTE if any_test_selected(rows) else SELECTION_NOTE
 
 
-def _delta_table(title: str, deltas: list[Delta], note: str = "") -> Table:
+def _delta_table(title: str, deltas: list[Delta], found: Findings, note: str = "") -> Table:
+    """Deltas on the primary metric with the interval Findings computes for the same pair; a row that is a
+    Findings contrast shows that contrast's Holm-adjusted p and verdict on this metric, so the two never
+    disagree; the others are exploratory (no correction, no verdict)."""
+    by_pair: dict[tuple[str, str, str], Contrast] = {}
+    for c in found.contrasts:
+        for m in (c, c.other):
+            if m is not None and m.kind == "primary":
+                by_pair[(m.task, m.recipe, m.reference)] = m
     rows = []
     for d in deltas:
         iv = "n/a" if math.isnan(d.low) else f"[{d.low:+.3f}, {d.high:+.3f}]"
-        mark = "**yes**" if d.significant else "no"
-        rows.append([d.task, d.recipe, d.reference, f"{d.value:+.3f}", iv, d.method, mark])
-    return Table(title, ["task", "recipe", "vs", "delta", "95% interval", "interval from", "excludes 0"], rows, note)
+        design = d.method + ("" if d.seed_noise == "measured" else f", {d.seed_noise} seed variance")
+        c = by_pair.get((d.task, d.recipe, d.reference))
+        if c is not None:
+            verdict = f"Findings ({c.claim}): p {c.p_holm:.3g}, " + _verdict_text(c)
+        elif d.seed_noise == "none":
+            verdict = "exploratory (seed noise not measured)"
+        else:
+            verdict = "exploratory (not corrected)"
+        rows.append([d.task, d.recipe, d.reference, f"{d.value:+.3f}", iv, design, verdict])
+    return Table(title, ["task", "recipe", "vs", "delta", "95% interval", "design", "verdict"], rows,
+                 (note + " " if note else "") + "Primary metric; intervals as in Findings (seed + test-sample noise, "
+                 "paired by seed where possible). Only rows that are Findings contrasts carry a verdict.")
 
 
 def cost_table(an: Analysis) -> Table:
@@ -122,9 +147,9 @@ def all_tables(an: Analysis, found: Findings, main_rows: list[dict]) -> list[Tab
     return [
         findings_table(found),
         main_table(an, main_rows),
-        _delta_table("Cocktail effect (cocktail minus the task's single-task recipe)", an.cocktail_effects()),
-        _delta_table("Ingredient ablation (with general / math data minus without)", an.ablations()),
-        _delta_table("Domain knowledge check (fine-tuned minus base, CFA / FinanceBench)", an.knowledge_check(),
+        _delta_table("Cocktail effect (cocktail minus the task's single-task recipe)", an.cocktail_effects(), found),
+        _delta_table("Ingredient ablation (with general / math data minus without)", an.ablations(), found),
+        _delta_table("Domain knowledge check (fine-tuned minus base, CFA / FinanceBench)", an.knowledge_check(), found,
                      note="The study found task fine-tuning does not raise broad domain knowledge."),
         cost_table(an),
     ]
