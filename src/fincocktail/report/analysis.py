@@ -18,10 +18,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean, stdev
-from typing import Iterable
+from typing import Iterable, Literal
 
 import numpy as np
 
+from fincocktail.metrics.likelihood import likelihood_by_id
 from fincocktail.report.contrast_stats import Side, contrast, pooled_seed_variance
 from fincocktail.report.records import MetricRecord, ReportData, RunRecord
 from fincocktail.tasks.builtin import FINANCIAL_TASKS, KNOWLEDGE_TASKS
@@ -65,10 +66,15 @@ class Delta:
         return self.low > 0 or self.high < 0
 
 
+SelectionMetric = Literal["primary", "likelihood"]
+
+
 class Analysis:
-    def __init__(self, data: ReportData, primary_metric: dict[str, str] | None = None, seed: int = 0):
+    def __init__(self, data: ReportData, primary_metric: dict[str, str] | None = None, seed: int = 0,
+                 selection: SelectionMetric = "primary"):
         self.data = data
         self.seed = seed
+        self.selection = selection
         self.primary = dict(primary_metric or {})
         for m in data.metrics:  # tasks without a declared metric use the first one seen
             self.primary.setdefault(m.task, m.metric)
@@ -116,7 +122,7 @@ class Analysis:
 
     # ----- selection -----------------------------------------------------------------------
     def best(self, recipes: list[tuple], task: str) -> tuple[tuple, Score] | None:
-        """The recipe with the best validation score on `task`, and its test score."""
+        """The recipe with the best validation score on `task` (on `self.selection`'s metric), and its test score."""
         scored = []
         for rec in recipes:
             runs = self.recipes[rec]
@@ -125,9 +131,14 @@ class Analysis:
                 continue
             val = self.score(runs, task, "validation")
             key = val.value if val is not None else test.value
-            scored.append((val is not None, key, rec, test))
+            scored.append([val is not None, key, rec, test])
         if not scored:
             return None
+        if self.selection == "likelihood":  # every candidate on the likelihood metric, or none of them
+            liks = [self.validation_likelihood(self.recipes[s[2]], task) for s in scored]
+            if all(v is not None for v in liks):
+                for s, v in zip(scored, liks):
+                    s[1] = v
         # Prefer recipes that have a validation score; never let a test-only score win over them.
         has_val = any(s[0] for s in scored)
         pool = [s for s in scored if s[0]] if has_val else scored
@@ -135,6 +146,17 @@ class Analysis:
         on = "validation" if has_val else ("test" if len(pool) > 1 else "only")
         return rec, Score(test.value, test.low, test.high, test.n_seeds, test.run_ids,
                           label=self.recipe_label(rec), selected_on=on)
+
+    def validation_likelihood(self, runs: Iterable[RunRecord], task: str) -> float | None:
+        """Mean over seeds of the runs' validation likelihood (metrics.likelihood, read from the predictions)."""
+        values = []
+        for r in runs:
+            m = self.metric(r.run_id, task, "validation")
+            got = likelihood_by_id(m.predictions) if m is not None else None
+            if got is None:
+                return None
+            values.append(mean(got[1].values()))
+        return mean(values) if values else None
 
     def recipes_of(self, kind: str, task: str | None = None, general: bool | None = None,
                    math_: bool | None = None, single_of: str | None = None) -> list[tuple]:

@@ -45,7 +45,19 @@ def latest_sweep_dir(root: Path = Path("sweeps")) -> Path:
     return stores[-1].parent
 
 
-def build_report(results_dir: Path, out: Path | None = None, title: str | None = None) -> BuiltReport:
+def planned_selection_metric(results_dir: Path) -> str:
+    """The sweep file's `eval.selection_metric` as its plan.json recorded it ("primary" when absent)."""
+    import json
+
+    try:
+        plan = json.loads((Path(results_dir) / "plan.json").read_text(encoding="utf-8"))
+        return str(plan["sweep"]["eval"].get("selection_metric") or "primary")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "primary"
+
+
+def build_report(results_dir: Path, out: Path | None = None, title: str | None = None,
+                 selection_metric: str | None = None) -> BuiltReport:
     from fincocktail.report.records import from_store
     from fincocktail.sweep.store import ResultsStore
 
@@ -56,8 +68,9 @@ def build_report(results_dir: Path, out: Path | None = None, title: str | None =
     data.published = PUBLISHED
     data.results_dir = Path(results_dir)
     out = Path(out) if out else results_dir / "report"
-    html, md = write_report(data, out)
-    return BuiltReport(html, md, Analysis(data))
+    selection = selection_metric or planned_selection_metric(results_dir)
+    html, md = write_report(data, out, selection=selection)  # type: ignore[arg-type]
+    return BuiltReport(html, md, Analysis(data, selection=selection))  # type: ignore[arg-type]
 
 
 SHORT = {"base zero-shot": "base", "best single-task": "single", "best cocktail": "cocktail",

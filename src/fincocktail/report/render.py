@@ -7,7 +7,7 @@ import html
 import math
 from pathlib import Path
 
-from fincocktail.report.analysis import Analysis, Delta, any_test_selected
+from fincocktail.report.analysis import Analysis, Delta, SelectionMetric, any_test_selected
 from fincocktail.report.findings import ALPHA, CLAIMS, NON_SUPERIORITY_MARGIN, Contrast, Findings, findings
 from fincocktail.report.plots import all_plots
 from fincocktail.report.published import PUBLISHED_SOURCE
@@ -185,11 +185,12 @@ def mixture_search_section(data: ReportData, an: Analysis, main: Table, out: Pat
     return section(data, an, main, out)
 
 
-def write_report(data: ReportData, out: Path, primary_metric: dict[str, str] | None = None) -> tuple[Path, Path]:
+def write_report(data: ReportData, out: Path, primary_metric: dict[str, str] | None = None,
+                 selection: SelectionMetric = "primary") -> tuple[Path, Path]:
     """Write report.md, plots/*.png and report.html into `out`; return (html, md) paths."""
     out = Path(out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    an = Analysis(data, primary_metric)
+    an = Analysis(data, primary_metric, selection=selection)
     found = findings(an)
     main_rows = an.main_table()
     tables = all_tables(an, found, main_rows)
@@ -198,7 +199,9 @@ def write_report(data: ReportData, out: Path, primary_metric: dict[str, str] | N
     for name, png in plots.items():
         (out / "plots" / f"{name}.png").write_bytes(png)
 
-    note = selection_note(main_rows)
+    note = selection_note(main_rows) + (" Recipes are ranked on validation by the gold answer's likelihood where every "
+                                        "candidate has it (eval.selection_metric: likelihood), else by the primary metric."
+                                        if selection == "likelihood" else "")
     summary = claim_summary(found)
     md = [f"# {data.title}", ""]
     md += [md_section(tables[0]), *[f"- {line}" for line in summary], ""]

@@ -156,6 +156,12 @@ class EvalSpec(_Strict):
         description="auto: on a CPU with native bf16, choice scoring in bf16 with close calls re-checked in fp32 "
         "(the same predictions as fp32), generation in fp32",
     )
+    selection_metric: Literal["primary", "likelihood"] = Field(
+        default="primary",
+        description="what the report ranks recipes by on validation: the task's primary metric, or the gold answer's "
+        "likelihood (less noisy on small selection samples; falls back to primary where a run lacks it). Not part of "
+        "run ids: it changes which recipe a report picks, not what a run computes",
+    )
     scope: Literal["all", "needed"] = Field(
         default="all",
         description="needed: each run is evaluated on the tasks it trained on plus `always`; zero-shot rows and the "
