@@ -63,7 +63,18 @@ def test_paired_interval_matches_scipy_bootstrap():
 def test_compare_two_eval_runs(two_runs):
     root, out = two_runs
     cmp = compare_runs([load_run(out["a"]), load_run(out["b"])], TASKS, root, n_resamples=500)
-    (d,) = cmp.deltas
+    d, lik = cmp.deltas
+    # the likelihood measure beside accuracy: the gold probability recomputed from the choices' log-probs
+    assert lik.measure == "gold_prob" and lik.mcnemar is None
+
+    def gold_prob(r):
+        lp = np.array(list(r["choice_logprobs"].values()))
+        return float(np.exp(r["choice_logprobs"][r["gold"]] - np.logaddexp.reduce(lp)))
+
+    pa = np.array([gold_prob(r) for r in _rows(out["a"])])
+    pb = np.array([gold_prob(r) for r in _rows(out["b"])])
+    assert lik.value_a == pytest.approx(pa.mean()) and lik.delta == pytest.approx(pb.mean() - pa.mean())
+    assert lik.low <= lik.delta <= lik.high
     ra, rb = _rows(out["a"]), _rows(out["b"])
     acc_a = np.mean([r["correct"] for r in ra])
     acc_b = np.mean([r["correct"] for r in rb])
@@ -132,7 +143,7 @@ def test_sweep_run_folder_and_different_tasks(two_runs, tmp_path):
     with pytest.raises(ConfigError, match=r"different tasks \(only B has fother\): pass --tasks fsent"):
         compare_runs([load_run(out["a"]), load_run(sweep_run)], both, root)
     cmp = compare_runs([load_run(out["a"]), load_run(sweep_run)], both, root, tasks=["fsent"], n_resamples=200)
-    assert [d.task for d in cmp.deltas] == ["fsent"]
+    assert [(d.task, d.measure) for d in cmp.deltas] == [("fsent", "accuracy"), ("fsent", "gold_prob")]
 
 
 def test_compare_cli_on_real_fpb(tiny_model_dir, lively_model_dir, data_dir, tmp_path):

@@ -14,7 +14,9 @@ the signal and the between-example variance cancels. Per task and measure:
   the two runs answer differently.
 
 An LLM judge's verdicts (`judge` in the prediction lines) are a second measure, compared the
-same way, when every run has them.
+same way, when every run has them; so is the likelihood metric (`metrics.likelihood`: the gold
+choice's probability, or the gold answer's log-likelihood per token), which moves with every
+example rather than only those that flip, and so tells two close runs apart on fewer rows.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 from fincocktail.compare.runs import RunResults, TaskPredictions
 from fincocktail.errors import ConfigError
 from fincocktail.evaluation.bootstrap import resample_indices
+from fincocktail.metrics.likelihood import GENERATIVE_LIKELIHOOD_METRIC, LIKELIHOOD_METRIC, likelihood_of_row
 from fincocktail.tasks.base import Example, Task
 
 CLASSIFICATION_KINDS = ("classification", "multiple_choice")
@@ -227,6 +230,14 @@ def _disagreements(ids, rows_a, rows_b, verdict: Callable[[dict], Any]) -> list[
     return out
 
 
+def _likelihoods(rows: list[dict[str, Any]]) -> tuple[str, np.ndarray] | None:
+    values = [likelihood_of_row(r) for r in rows]
+    if not rows or any(v is None for v in values):
+        return None
+    name = LIKELIHOOD_METRIC if rows[0].get("choice_logprobs") or rows[0].get(LIKELIHOOD_METRIC) is not None else GENERATIVE_LIKELIHOOD_METRIC
+    return name, np.array(values, dtype=float)
+
+
 def _judge_verdicts(rows: list[dict[str, Any]]) -> np.ndarray | None:
     values = [((r.get("judge") or {}).get("verdict")) for r in rows]
     if any(v is None for v in values):
@@ -260,6 +271,7 @@ def compare_runs(
         examples = _examples_for(task, preds[0].split, data_dir, ids)
         scored = [_metric_fn(task, examples, rows) for rows in aligned]
         judged = [_judge_verdicts(rows) for rows in aligned]
+        likelihoods = [_likelihoods(rows) for rows in aligned]
         judge_models = {str((rows[0].get("judge") or {}).get("judge")) for rows in aligned} if all(j is not None for j in judged) else set()
         if len(judge_models) > 1:
             notes.append(f"{task_id}: the runs were judged by different judges ({', '.join(sorted(judge_models))}): judge scores not compared")
@@ -279,6 +291,14 @@ def compare_runs(
                                          [r.get("extracted") for r in aligned[0]], [r.get("extracted") for r in aligned[k]]) if classification else None,
                 n_disagree=len(dis), disagreements=dis,
             ))
+            la, lb = likelihoods[0], likelihoods[k]
+            if la is not None and lb is not None and la[0] == lb[0]:
+                llow, lhigh = paired_interval(la[1], lb[1], len(ids), n_resamples, seed)
+                deltas.append(TaskDelta(
+                    task=task_id, measure=la[0], reference=labels[0], other=labels[k], n=len(ids),
+                    value_a=float(la[1].mean()), value_b=float(lb[1].mean()), delta=float(lb[1].mean() - la[1].mean()),
+                    low=llow, high=lhigh,
+                ))
             ja, jb = judged[0], judged[k]
             if ja is not None and jb is not None and len(judge_models) == 1:
                 jlow, jhigh = paired_interval(ja, jb, len(ids), n_resamples, seed)
