@@ -39,9 +39,11 @@ def result_rows(out_dir: Path, split: str | None, all_metrics: bool) -> list[dic
     store = ResultsStore.in_dir(out_dir, create=False)
     runs = {r.run_id: r for r in store.runs(status="done")}
     rows = []
-    for m in store.metrics(split=split, headline_only=not all_metrics):
+    from fincocktail.metrics.likelihood import LIKELIHOOD_KEYS
+
+    for m in store.metrics(split=split):
         r = runs.get(m.run_id)
-        if r is None:
+        if r is None or not (all_metrics or m.headline or m.metric in LIKELIHOOD_KEYS):  # headline + likelihood by default
             continue
         rows.append(
             {
@@ -76,7 +78,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="One JSON object per metric, as a list."),
         as_csv: bool = typer.Option(False, "--csv", help="CSV on stdout, one line per metric."),
         split: str | None = typer.Option("test", "--split", help="Split to show ('all' for every split)."),
-        all_metrics: bool = typer.Option(False, "--all-metrics", help="Every metric, not only each task's headline one."),
+        all_metrics: bool = typer.Option(False, "--all-metrics", help="Every metric, not only each task's headline one and its likelihood (gold_prob / gold_logprob_per_token)."),
     ) -> None:
         """Metrics of a sweep's finished runs (headline metric per task, 95% interval)."""
         if as_json and as_csv:

@@ -100,13 +100,14 @@ def satterthwaite(parts: Sequence[tuple[float, float]]) -> float:
     return total * total / den
 
 
-def contrast(a: Side, b: Side, pooled: tuple[float, float] | None = None) -> ContrastStats:
-    """A minus B, paired by seed where both trained on the same two or more seeds.
+def contrast(a: Side, b: Side, pooled: tuple[float, float] | None = None, pair: bool = True) -> ContrastStats:
+    """A minus B, paired by seed where both trained on the same two or more seeds (and `pair`).
 
-    `pooled` is the task's (pooled between-seed variance, its df), borrowed by a one-seed side.
+    `pooled` is the task's (pooled between-seed variance, its df), borrowed by a one-seed side;
+    `pair=False` forces the unpaired variance (what the noise bench compares pairing with).
     """
     common = sorted(set(a.scores) & set(b.scores))
-    paired = a.trained and b.trained and len(common) >= 2 and set(a.scores) == set(b.scores)
+    paired = pair and a.trained and b.trained and len(common) >= 2 and set(a.scores) == set(b.scores)
     parts: list[tuple[float, float]] = []
     seed_sum, noise = 0.0, "measured"
     if paired:
