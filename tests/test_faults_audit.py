@@ -1,0 +1,77 @@
+"""Faults of issue 25's audit: simulated scores taken for real, path escapes, YAML alias bombs,
+`--out` that is a file, options checked before loading, typos that are usage errors, damaged
+stores, HTML in model cards, exports that verify what they copy, partly loaded adapters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from fault_helpers import assert_one_line_error, cli
+
+SWEEP = {
+    "name": "audit",
+    "tasks": ["fpb", "tfns"],
+    "models": ["smollm2-135m-instruct"],
+    "training": {"max_steps": 2},
+    "eval": {"tasks": ["fpb"], "max_examples": 5},
+}  # base + 2 single + 1 cocktail
+
+
+def _sweep_file(tmp_path: Path, **over) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({**SWEEP, **over}), encoding="utf-8")
+    return path
+
+
+# -- 1. simulated results never satisfy a real run ----------------------------------------------
+
+
+def test_simulated_results_never_satisfy_a_real_run(tmp_path, capsys, monkeypatch, data_dir):
+    from fincocktail.sweep.execute import read_result
+
+    sweep = _sweep_file(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    res = cli(capsys, monkeypatch, "sweep", "run", str(sweep), "--simulate", "-q")
+    assert res.code == 0, res.err
+    assert "SIMULATED" in res.out and str(Path("sweeps/audit/simulated")) in " ".join(res.out.split())
+    assert not Path("sweeps/audit/results.sqlite").exists()  # the real sweep's store is untouched
+
+    shown = cli(capsys, monkeypatch, "results", "--out", "sweeps/audit/simulated")
+    assert shown.code == 0 and "SIMULATED" in shown.out
+    rows = json.loads(cli(capsys, monkeypatch, "results", "--out", "sweeps/audit/simulated", "--json").out)
+    assert rows and all(r["simulated"] for r in rows)
+    status = cli(capsys, monkeypatch, "sweep", "status", "--out", "sweeps/audit/simulated")
+    assert "SIMULATED" in status.out
+    report = cli(capsys, monkeypatch, "report", "--sweep", "sweeps/audit/simulated", "--out", str(tmp_path / "rep"))
+    assert report.code == 0, report.err
+    assert (tmp_path / "rep" / "report.md").read_text().startswith("# SIMULATED")
+
+    # the same folder named for a real run: refused before anything trains
+    out = tmp_path / "sweeps" / "audit" / "simulated"
+    real = cli(capsys, monkeypatch, "sweep", "run", str(sweep), "--out", str(out), "--data-dir", str(data_dir), "-q")
+    assert_one_line_error(real, str(out / "results.sqlite"), "simulated", code=2)
+    # a store from before the mark (no 'contents' recorded) is recognised by its run cards
+    import sqlite3
+
+    with sqlite3.connect(out / "results.sqlite") as conn:
+        conn.execute("DELETE FROM meta WHERE key = 'contents'")
+    real = cli(capsys, monkeypatch, "sweep", "run", str(sweep), "--out", str(out), "--data-dir", str(data_dir), "-q")
+    assert_one_line_error(real, "simulated", code=2)
+    # and a simulated result.json found without its store is not trusted by a real run
+    run_dir = next((out / "runs").iterdir())
+    assert read_result(run_dir) is not None and read_result(run_dir, trust_simulated=False) is None
+
+
+def test_mix_search_simulate_keeps_its_own_store_and_marks_its_outputs(tmp_path, capsys, monkeypatch):
+    sweep = _sweep_file(tmp_path, tasks=["fpb", "fiqa_sa", "tfns"], out=str(tmp_path / "out"),
+                        eval={"tasks": ["fpb", "tfns"], "max_examples": 5})
+    res = cli(capsys, monkeypatch, "mix", "search", str(sweep), "--budget", "1", "--batch", "1", "--simulate", "-q")
+    assert res.code == 0, res.err
+    assert "SIMULATED" in res.out
+    assert not (tmp_path / "out" / "results.sqlite").exists()
+    folder = tmp_path / "out" / "simulated" / "mix" / "mean"
+    assert json.loads((folder / "summary.json").read_text())["simulated"] is True
+    assert (folder / "mixtures.md").read_text().startswith("SIMULATED")
