@@ -75,3 +75,23 @@ def test_mix_search_simulate_keeps_its_own_store_and_marks_its_outputs(tmp_path,
     folder = tmp_path / "out" / "simulated" / "mix" / "mean"
     assert json.loads((folder / "summary.json").read_text())["simulated"] is True
     assert (folder / "mixtures.md").read_text().startswith("SIMULATED")
+
+
+# -- 12. names that would escape their folder -----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../x", "a/b", ".hidden"])
+def test_a_sweep_name_that_is_not_one_path_component_is_a_config_error(tmp_path, capsys, monkeypatch, name):
+    sweep = _sweep_file(tmp_path, name=name)
+    monkeypatch.chdir(tmp_path)
+    res = cli(capsys, monkeypatch, "sweep", "run", str(sweep), "--simulate", "-q")
+    assert_one_line_error(res, str(sweep), "name", "one path component", code=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]  # no store, no runs anywhere
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "..", "a/b"])
+def test_a_mix_search_name_that_escapes_out_is_a_config_error(tmp_path, capsys, monkeypatch, name):
+    sweep = _sweep_file(tmp_path, tasks=["fpb", "fiqa_sa", "tfns"], out=str(tmp_path / "o" / "out"))
+    res = cli(capsys, monkeypatch, "mix", "search", str(sweep), "--budget", "1", "--simulate", "-q", "--name", name)
+    assert_one_line_error(res, "--name", "one path component", code=2)
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "o" / "out" / "simulated" / "mix").exists()

@@ -7,9 +7,23 @@ into a user's home by accident.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from fincocktail.errors import DataError
+
+
+# A name that becomes a folder (a sweep's, a mix search's): one path component, like a task id.
+# Why: `..`, `.` or `a/b` would put a store or folder outside the one the user named.
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+NAME_RULE = "one path component: letters, digits, '_', '-' and '.', not starting with '.'"
+
+
+def check_name(value: str) -> str:
+    """`value` if it is safe as one folder name (`NAME_RE`), else a ValueError saying what is expected."""
+    if not NAME_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid name: expected {NAME_RULE}")
+    return value
 
 
 def home() -> Path:
