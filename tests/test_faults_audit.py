@@ -95,3 +95,45 @@ def test_a_mix_search_name_that_escapes_out_is_a_config_error(tmp_path, capsys, 
     res = cli(capsys, monkeypatch, "mix", "search", str(sweep), "--budget", "1", "--simulate", "-q", "--name", name)
     assert_one_line_error(res, "--name", "one path component", code=2)
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "o" / "out" / "simulated" / "mix").exists()
+
+
+# -- 8. YAML alias bombs ---------------------------------------------------------------------------
+
+
+def _alias_bomb(levels: int = 6, width: int = 9) -> str:
+    """`a0: &a0 [x, x, ...]`, `a1: &a1 [*a0, *a0, ...]`, ...: width**levels values in a few hundred bytes."""
+    lines = [f"a0: &a0 [{', '.join(['x'] * width)}]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("reader", ["train", "cocktail", "sweep", "user task", "recursive"])
+def test_a_yaml_alias_bomb_is_refused_by_every_reader(tmp_path, capsys, monkeypatch, reader):
+    import resource
+
+    from fincocktail.cocktail import load_cocktail
+    from fincocktail.errors import ConfigError
+    from fincocktail.sweep.spec import load_plan
+    from fincocktail.tasks.custom import parse_spec
+    from fincocktail.training.config import load_train_config
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text("model: x\n" + _alias_bomb() if reader != "recursive" else "a: &a [x, *a]\n", encoding="utf-8")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if reader == "train":
+        res = cli(capsys, monkeypatch, "train", str(path), "--out", str(tmp_path / "run"))
+        assert_one_line_error(res, str(path), "aliases", "expand", code=2)
+    else:
+        load = {"cocktail": load_cocktail, "sweep": load_plan, "user task": parse_spec, "recursive": load_train_config}[reader]
+        with pytest.raises(ConfigError, match=r"bomb\.yaml: its YAML aliases \(\*name\) expand to more than"):
+            load(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # kB: nothing was expanded
+
+
+def test_yaml_with_a_few_aliases_still_loads(tmp_path):
+    from fincocktail.fileio import load_yaml
+
+    path = tmp_path / "ok.yaml"
+    path.write_text("base: &b {r: 8, alpha: 16}\nlora: *b\nother: {<<: *b, r: 4}\n", encoding="utf-8")
+    assert load_yaml(path) == {"base": {"r": 8, "alpha": 16}, "lora": {"r": 8, "alpha": 16}, "other": {"r": 4, "alpha": 16}}
