@@ -137,3 +137,32 @@ def test_yaml_with_a_few_aliases_still_loads(tmp_path):
     path = tmp_path / "ok.yaml"
     path.write_text("base: &b {r: 8, alpha: 16}\nlora: *b\nother: {<<: *b, r: 4}\n", encoding="utf-8")
     assert load_yaml(path) == {"base": {"r": 8, "alpha": 16}, "lora": {"r": 8, "alpha": 16}, "other": {"r": 4, "alpha": 16}}
+
+
+# -- 16. --out that is an existing file -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "sweep run", "report", "export model", "export lm-eval"])
+@pytest.mark.parametrize("where", ["file", "under a file"])
+def test_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys, monkeypatch, data_dir, command, where):
+    from fincocktail.sweep.executors import run_sweep
+    from fincocktail.sweep.spec import load_plan
+
+    REPO = Path(__file__).resolve().parents[1]
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file\n", encoding="utf-8")
+    out = blocker if where == "file" else blocker / "sub"
+    sweep = _sweep_file(tmp_path)
+    args = {
+        "train": ["train", str(REPO / "configs/train/smollm2_fpb_lora.yaml"), "--out", str(out)],
+        "eval": ["eval", "--model", "smollm2-135m-instruct", "--tasks", "fpb", "--out", str(out)],
+        "sweep run": ["sweep", "run", str(sweep), "--simulate", "--out", str(out), "-q"],
+        "report": ["report", "--sweep", str(tmp_path / "done"), "--out", str(out)],
+        "export model": ["export", "model", str(tmp_path / "run"), "--out", str(out)],
+        "export lm-eval": ["export", "lm-eval", str(out), "--tasks", "fpb", "--data-dir", str(data_dir)],
+    }[command]
+    if command == "report":
+        run_sweep(load_plan(sweep), tmp_path / "done", runner="simulate", progress=False)
+    res = cli(capsys, monkeypatch, *args)
+    assert_one_line_error(res, str(out), "is a file, not a folder", code=2)
+    assert blocker.read_text() == "a file\n"

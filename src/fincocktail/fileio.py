@@ -117,6 +117,19 @@ def _safe_load_bounded(text: str, path: Path) -> Any:
         loader.dispose()
 
 
+def check_out_dir(path: str | os.PathLike, option: str = "--out") -> None:
+    """Refuse an output folder that is (or lies under) an existing file, before any work starts.
+
+    Why: `mkdir` would fail only after a model load or a training run, with a traceback.
+    """
+    given = Path(path).expanduser()
+    for candidate in (given, *given.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise ConfigError(f"{option} {path}: {candidate} is a file, not a folder; name a new or existing folder")
+            return
+
+
 def load_yaml(path: str | os.PathLike) -> Any:
     """`yaml.safe_load` a file; a missing file, bad encoding, syntax error or alias bomb is a one-line ConfigError."""
     path = Path(path)
@@ -240,7 +253,7 @@ def first_line(exc: BaseException) -> str:
 
 
 __all__ = [
-    "FolderLock", "damaged_file_errors", "first_line", "format_validation_error", "load_yaml", "lock_held",
+    "FolderLock", "check_out_dir", "damaged_file_errors", "first_line", "format_validation_error", "load_yaml", "lock_held",
     "safe_name", "sha256_file", "validate_mapping", "write_json_atomic", "write_text_atomic",
 ]
 

@@ -82,6 +82,10 @@ def register(app: typer.Typer) -> None:
 
         from fincocktail.evaluation.runner import run_eval, summary_table
 
+        from fincocktail.fileio import check_out_dir
+
+        if out is not None:
+            check_out_dir(out)
         if mode not in ("auto", "choice", "generate"):
             raise ConfigError(f"--mode {mode!r}: expected auto, choice or generate")
         if style not in (None, "instruction", "chat"):
@@ -122,9 +126,11 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from fincocktail.evaluation.export_lmeval import export_lmeval
+        from fincocktail.fileio import check_out_dir
         from fincocktail.paths import find_data_dir
         from fincocktail.tasks.registry import get_task
 
+        check_out_dir(directory, "DIR")
         if style not in ("instruction", "chat"):
             raise ConfigError(f"--style {style!r}: expected instruction or chat")
         tokenizer = None

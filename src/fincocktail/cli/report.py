@@ -16,7 +16,10 @@ def register(app: typer.Typer) -> None:
         title: Optional[str] = typer.Option(None, "--title", help="Report title."),
     ) -> None:
         """Write report.html (self-contained) and report.md for a sweep's finished runs."""
+        from fincocktail.fileio import check_out_dir
         from fincocktail.report.build import build_report, latest_sweep_dir, print_main_table, sweep_dir
 
+        if out is not None:
+            check_out_dir(out)
         results = sweep_dir(sweep) if sweep else latest_sweep_dir()
         print_main_table(build_report(results, out, title))

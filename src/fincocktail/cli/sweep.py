@@ -49,6 +49,7 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Execute a sweep. Finished runs are skipped; interrupted runs resume from their checkpoint."""
+    from fincocktail.fileio import check_out_dir
     from fincocktail.paths import find_data_dir
     from fincocktail.sweep.executors import make_executor, run_sweep
     from fincocktail.sweep.plan import format_seconds
@@ -63,6 +64,7 @@ def run(
     if chosen_runner == "real":
         resolved_data = str(find_data_dir(data_dir or p.spec.data_dir))
     out_dir = out or (p.out_dir / SIMULATED_DIR if chosen_runner == "simulate" else p.out_dir)
+    check_out_dir(out_dir)
     summary = run_sweep(
         p,
         out_dir=out_dir,
