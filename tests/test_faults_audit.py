@@ -166,3 +166,18 @@ def test_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys, monkeypatch, d
     res = cli(capsys, monkeypatch, *args)
     assert_one_line_error(res, str(out), "is a file, not a folder", code=2)
     assert blocker.read_text() == "a file\n"
+
+
+# -- 17. serve options are checked before the model loads -----------------------------------------
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "65536"])
+def test_serve_with_an_impossible_port_fails_before_loading_the_model(capsys, monkeypatch, port):
+    import fincocktail.evaluation.loading as loading
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(loading, "load_for_eval", never)
+    res = cli(capsys, monkeypatch, "serve", "--model", "smollm2-135m-instruct", "--port", port)
+    assert_one_line_error(res, f"--port {port}", "0 to 65535", code=2)
