@@ -181,3 +181,41 @@ def test_serve_with_an_impossible_port_fails_before_loading_the_model(capsys, mo
     monkeypatch.setattr(loading, "load_for_eval", never)
     res = cli(capsys, monkeypatch, "serve", "--model", "smollm2-135m-instruct", "--port", port)
     assert_one_line_error(res, f"--port {port}", "0 to 65535", code=2)
+
+
+# -- 18. typos are usage errors (exit 2), found before anything loads -----------------------------
+
+
+@pytest.mark.parametrize("case", ["train config model", "train --model folder", "models pull", "eval --model",
+                                  "eval --adapter", "eval --data-dir", "data check --data-dir"])
+def test_typos_are_usage_errors_with_exit_2_before_any_load(tmp_path, capsys, monkeypatch, case):
+    import fincocktail.evaluation.runner as runner
+    import fincocktail.training.trainer as trainer
+
+    def never(*args, **kwargs):
+        raise AssertionError("work started before the typo was found")
+
+    import fincocktail.evaluation.loading as loading
+
+    monkeypatch.setattr(trainer, "train", never)
+    monkeypatch.setattr(loading, "_load_base", never)
+    if case != "eval --data-dir":  # that one is found inside run_eval, before any model loads
+        monkeypatch.setattr(runner, "run_eval", never)
+    REPO = Path(__file__).resolve().parents[1]
+    config = tmp_path / "train.yaml"
+    data = yaml.safe_load((REPO / "configs/train/smollm2_fpb_lora.yaml").read_text())
+    config.write_text(yaml.safe_dump({**data, "model": "smollm2-135m-instruc"}), encoding="utf-8")
+    eval_args = ["eval", "--model", "smollm2-135m-instruct", "--tasks", "fpb", "--out", str(tmp_path / "ev")]
+    args, needle = {
+        "train config model": (["train", str(config), "--out", str(tmp_path / "run")], "unknown model 'smollm2-135m-instruc'"),
+        "train --model folder": (["train", str(config), "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "run")],
+                                 "does not exist"),
+        "models pull": (["models", "pull", "nosuch"], "unknown model 'nosuch'"),
+        "eval --model": (["eval", "--model", "nosuch", "--tasks", "fpb"], "unknown model 'nosuch'"),
+        "eval --adapter": ([*eval_args, "--adapter", str(tmp_path / "nope")], f"--adapter {tmp_path / 'nope'}: no such folder"),
+        "eval --data-dir": ([*eval_args, "--data-dir", str(tmp_path / "nope")], f"--data-dir {tmp_path / 'nope'}: no such folder"),
+        "data check --data-dir": (["data", "check", "--data-dir", str(tmp_path / "nope")], "no such folder"),
+    }[case]
+    monkeypatch.setenv("FINCOCKTAIL_DATA", str(tmp_path / "nope"))
+    res = cli(capsys, monkeypatch, *args)
+    assert_one_line_error(res, needle, code=2)

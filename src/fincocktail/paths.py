@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from fincocktail.errors import DataError
+from fincocktail.errors import ConfigError, DataError
 
 
 # A name that becomes a folder (a sweep's, a mix search's): one path component, like a task id.
@@ -66,6 +66,9 @@ def find_data_dir(explicit: str | os.PathLike | None = None) -> Path:
         if path.is_dir():
             return path.resolve()
     tried = ", ".join(f"{why} ({path})" for why, path in candidates)
+    if candidates[0][0] == "--data-dir":  # an option naming nothing is a usage error (exit 2); the variable is environment
+        why, path = candidates[0]
+        raise ConfigError(f"{why} {path}: no such folder; pass the folder that holds the datasets (see `fincocktail data check`)")
     raise DataError(
         f"no data folder found (tried {tried}); put the datasets in ./data, pass --data-dir DIR, "
         "or set FINCOCKTAIL_DATA (see `fincocktail data check` and `fincocktail data fetch`)"

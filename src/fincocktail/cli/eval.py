@@ -38,6 +38,20 @@ def _config(**kwargs):
         raise ConfigError(format_validation_error(exc, "", label=lambda loc: "--" + loc.replace("_", "-"))) from None
 
 
+def _check_model_and_adapter(model: str, adapter: str | None) -> None:
+    """A typo in --model or --adapter is a usage error found before anything loads."""
+    from fincocktail.evaluation.api import is_api_model
+
+    if is_api_model(model):
+        return
+    from fincocktail.evaluation.loading import adapter_folder
+    from fincocktail.models.loading import check_model_name
+
+    check_model_name(model)
+    if adapter is not None:
+        adapter_folder(adapter)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
@@ -86,6 +100,7 @@ def register(app: typer.Typer) -> None:
 
         if out is not None:
             check_out_dir(out)
+        _check_model_and_adapter(model, adapter)
         if mode not in ("auto", "choice", "generate"):
             raise ConfigError(f"--mode {mode!r}: expected auto, choice or generate")
         if style not in (None, "instruction", "chat"):

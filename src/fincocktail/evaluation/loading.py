@@ -46,7 +46,9 @@ def adapter_folder(run_dir: str | Path) -> Path:
     for cand in (root / "adapter", root):
         if (cand / "adapter_config.json").is_file():
             return cand
-    raise ModelError(
+    if not root.exists():  # a typo: a usage error (exit 2), like any option naming nothing
+        raise ConfigError(f"--adapter {run_dir}: no such folder; pass a training run folder or a peft adapter folder")
+    raise ConfigError(
         f"--adapter {run_dir}: no adapter_config.json in {root / 'adapter'} or {root}; "
         "pass a training run folder or a peft adapter folder"
     )
