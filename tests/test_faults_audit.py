@@ -219,3 +219,26 @@ def test_typos_are_usage_errors_with_exit_2_before_any_load(tmp_path, capsys, mo
     monkeypatch.setenv("FINCOCKTAIL_DATA", str(tmp_path / "nope"))
     res = cli(capsys, monkeypatch, *args)
     assert_one_line_error(res, needle, code=2)
+
+
+# -- 20. a store emptied to 0 bytes is damaged, not "retry in a moment" ---------------------------
+
+
+@pytest.mark.parametrize("command", ["sweep status", "results", "report"])
+def test_a_store_truncated_to_0_bytes_is_called_damaged_with_the_fix(tmp_path, capsys, monkeypatch, command):
+    from fincocktail.sweep.executors import run_sweep
+    from fincocktail.sweep.spec import load_plan
+
+    out = tmp_path / "out"
+    run_sweep(load_plan(_sweep_file(tmp_path)), out, runner="simulate", progress=False)
+    for side in out.glob("results.sqlite-*"):
+        side.unlink()
+    (out / "results.sqlite").write_bytes(b"")  # no sweep is running: nothing will fill it
+    args = {
+        "sweep status": ["sweep", "status", "--out", str(out)],
+        "results": ["results", "--out", str(out)],
+        "report": ["report", "--sweep", str(out), "--out", str(tmp_path / "report")],
+    }[command]
+    res = cli(capsys, monkeypatch, *args)
+    line = assert_one_line_error(res, str(out / "results.sqlite"), "the results store is damaged", "0 bytes", "move it away")
+    assert "retry in a moment" not in line

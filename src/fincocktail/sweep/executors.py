@@ -23,10 +23,9 @@ from fincocktail.fileio import FolderLock, lock_held
 from fincocktail.redact import redact
 from fincocktail.sweep.execute import RunResult, execute_run, read_result, run_dir_for
 from fincocktail.sweep.spec import Plan, RunSpec, canonical_json
-from fincocktail.sweep.store import ResultsStore, RunOutcome
+from fincocktail.sweep.store import SWEEP_LOCK, ResultsStore, RunOutcome
 from fincocktail.threads import set_threads
 
-SWEEP_LOCK = ".sweep.lock"
 
 Event = Callable[[str, RunSpec, "RunResult | None"], None]  # ("start" | "end", run, result)
 

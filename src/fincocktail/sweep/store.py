@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from fincocktail.errors import ConfigError, FincocktailError
+from fincocktail.fileio import lock_held
 from fincocktail.redact import redact
 
 STORE_FILE = "results.sqlite"
+SWEEP_LOCK = ".sweep.lock"  # held by the `sweep run` writing this folder (sweep.executors)
 SIMULATED_DIR = "simulated"  # `--simulate` writes under OUT/simulated/ unless given its own --out
 SIMULATED_MARK = "SIMULATED (fake scores, not measured)"
 SCHEMA_VERSION = 1
@@ -213,7 +215,7 @@ class ResultsStore:
         conn.row_factory = sqlite3.Row
         return conn
 
-    def _damaged(self, exc: BaseException) -> FincocktailError:
+    def _damaged(self, exc: BaseException | str) -> FincocktailError:
         """The one-line error for a store SQLite cannot read (truncated, overwritten, not a database)."""
         return FincocktailError(
             f"{self.path}: the results store is damaged ({exc}); move it away and rerun `fincocktail sweep run` "
@@ -229,6 +231,9 @@ class ResultsStore:
             if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
                 raise
             if isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc):
+                if not lock_held(self.path.parent, SWEEP_LOCK):  # nobody is creating it: it was emptied or truncated
+                    size = self.path.stat().st_size if self.path.is_file() else 0
+                    raise self._damaged(f"it holds no tables, {size} bytes") from None
                 raise StoreNotReady(
                     f"{self.path}: the results store has no tables yet (a starting sweep is creating it); "
                     "retry in a moment, or run `fincocktail sweep run` to create it"
