@@ -242,3 +242,89 @@ def test_a_store_truncated_to_0_bytes_is_called_damaged_with_the_fix(tmp_path, c
     res = cli(capsys, monkeypatch, *args)
     line = assert_one_line_error(res, str(out / "results.sqlite"), "the results store is damaged", "0 bytes", "move it away")
     assert "retry in a moment" not in line
+
+
+# -- exports: escaped cards (11), clean failures (6), verified copies (3) -------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_model_dir, data_dir, tmp_path_factory) -> Path:
+    """A finished 2-step LoRA run of the tiny model on real FPB rows (seconds)."""
+    import torch
+
+    from fincocktail.training.config import parse_train_config
+    from fincocktail.training.trainer import train
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("audit-run")
+    cfg = parse_train_config({
+        "model": str(tiny_model_dir), "data_dir": str(data_dir), "batch_size": 4, "lr": 1e-2, "max_steps": 2, "epochs": 1,
+        "lora": {"r": 4, "alpha": 8}, "checkpoint_every": 100,
+        "cocktail": {"name": "fpb_only", "seed": 0, "ingredients": [{"task": "fpb", "count": 8}]},
+    }, source="run.yaml")
+    train(cfg, root / "run", progress=False)
+    torch.set_num_threads(before)
+    return root / "run"
+
+
+def _body(card: str) -> str:
+    return card.split("\n---\n", 1)[1]  # the Markdown after the YAML header
+
+
+def test_user_text_in_the_model_card_is_escaped(tiny_run, tmp_path, capsys, monkeypatch):
+    from fincocktail.export.modelcard import SourceLicence, render_card
+
+    hostile = "<script>alert(1)</script>"
+    res = cli(capsys, monkeypatch, "export", "model", str(tiny_run), "--out", str(tmp_path / "x"), "--name", hostile)
+    assert res.code == 0, res.err
+    body = _body((tmp_path / "x" / "README.md").read_text())
+    assert "<script" not in body and "# &lt;script&gt;alert(1)&lt;/script&gt;" in body
+    # a user task's licence, a cocktail name and a file name from the run card
+    card = {"config": {"method": "lora", "lr": "1e-2 | <b>x</b>"},
+            "data_manifest": {"name": "mix`<img src=x onerror=alert(2)>", "sources": {"mine": {
+                "examples_per_epoch": [3], "files_sha256": {"mine/<svg onload=alert(3)>.csv": "ab|cd"}}}}}
+    text = render_card(name="ok", base_model="m", base_hub_id=None, base_licence="<iframe src=x>", base_note="",
+                       base_weights="w", method="lora", merged=False, train_card=card, scores=[],
+                       licences=[SourceLicence("mine", (), "<img src=x onerror=alert(4)>", None)])
+    body = _body(text)
+    for tag in ("<script", "<img", "<svg", "<iframe", "<b>"):
+        # outside code spans, HTML is escaped; inside them a backtick can no longer close the span
+        outside = "".join(part for i, part in enumerate(body.split("`")) if i % 2 == 0)
+        assert tag not in outside, (tag, body)
+    assert "&lt;img src=x onerror=alert(4)&gt;" in body
+    for line in body.splitlines():
+        if line.startswith("| mine |"):
+            assert line.count(" | ") - line.count("\\| ") == 7  # eight cells: no '|' of user text opened a ninth
+
+
+@pytest.mark.parametrize("out_exists", [False, True])
+def test_a_failed_export_leaves_nothing_in_out_and_a_rerun_works(tiny_run, tmp_path, capsys, monkeypatch, out_exists):
+    out = tmp_path / "exported"
+    if out_exists:
+        out.mkdir()
+    res = cli(capsys, monkeypatch, "export", "model", str(tiny_run), "--out", str(out), "--eval", str(tmp_path / "runs" / "nope"))
+    assert_one_line_error(res, "nope", code=2)
+    assert (out.is_dir() and not any(out.iterdir())) if out_exists else not out.exists()
+    res = cli(capsys, monkeypatch, "export", "model", str(tiny_run), "--out", str(out))
+    assert res.code == 0, res.err
+    assert (out / "adapter_model.safetensors").is_file() and (out / "README.md").is_file()
+
+
+def test_a_truncated_adapter_is_refused_by_export_and_nothing_is_copied(tiny_run, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from fincocktail.export.model import verify_safetensors
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    weights = run / "adapter" / "adapter_model.safetensors"
+    verify_safetensors(weights)  # whole: passes
+    weights.write_bytes(weights.read_bytes()[:3000])
+    for merge in ([], ["--merge"]):
+        res = cli(capsys, monkeypatch, "export", "model", str(run), "--out", str(tmp_path / "x"), *merge)
+        assert_one_line_error(res, str(weights), "truncated", code=1)
+        assert not (tmp_path / "x").exists()
+    weights.write_bytes(b"\xff" * 8 + b"{}")  # a header length no file can hold
+    res = cli(capsys, monkeypatch, "export", "model", str(run), "--out", str(tmp_path / "x"))
+    assert_one_line_error(res, str(weights), "damaged safetensors file")
