@@ -328,3 +328,36 @@ def test_a_truncated_adapter_is_refused_by_export_and_nothing_is_copied(tiny_run
     weights.write_bytes(b"\xff" * 8 + b"{}")  # a header length no file can hold
     res = cli(capsys, monkeypatch, "export", "model", str(run), "--out", str(tmp_path / "x"))
     assert_one_line_error(res, str(weights), "damaged safetensors file")
+
+
+# -- 2. a partly loaded adapter is an error, not a silent score -----------------------------------
+
+
+@pytest.mark.parametrize("edit", ["config drops a target module", "weights lack a target module"])
+def test_an_adapter_whose_config_disagrees_with_its_weights_is_a_one_line_error(tiny_run, tiny_model_dir, data_dir, tmp_path,
+                                                                                capsys, monkeypatch, edit):
+    import shutil
+
+    from fincocktail.errors import ModelError
+    from fincocktail.evaluation.loading import load_for_eval
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    cfg_path = run / "adapter" / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    targets = sorted(cfg["target_modules"])
+    assert len(targets) >= 2
+    if edit == "config drops a target module":  # its weights become unexpected keys, dropped by peft
+        cfg["target_modules"] = [t for t in targets if t != "q_proj"]
+        cfg_path.write_text(json.dumps(cfg))
+    else:  # the config's q_proj layers get no weights: missing keys, left at their init
+        from safetensors.torch import load_file, save_file
+
+        weights = run / "adapter" / "adapter_model.safetensors"
+        save_file({k: v for k, v in load_file(str(weights)).items() if "q_proj" not in k}, str(weights))
+    load_for_eval(str(tiny_model_dir), tiny_run, "float32")  # the intact adapter loads
+    with pytest.raises(ModelError, match=r"adapter: the adapter would load only in part \(\d+ weight\(s\)"):
+        load_for_eval(str(tiny_model_dir), run, "float32")
+    res = cli(capsys, monkeypatch, "eval", "--model", str(tiny_model_dir), "--adapter", str(run), "--tasks", "fpb", "--limit", "2",
+              "--data-dir", str(data_dir), "--out", str(tmp_path / "ev"), "--no-progress")
+    assert_one_line_error(res, str(run / "adapter"), "would load only in part", code=1)
