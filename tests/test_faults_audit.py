@@ -361,3 +361,30 @@ def test_an_adapter_whose_config_disagrees_with_its_weights_is_a_one_line_error(
     res = cli(capsys, monkeypatch, "eval", "--model", str(tiny_model_dir), "--adapter", str(run), "--tasks", "fpb", "--limit", "2",
               "--data-dir", str(data_dir), "--out", str(tmp_path / "ev"), "--no-progress")
     assert_one_line_error(res, str(run / "adapter"), "would load only in part", code=1)
+
+
+# -- 19. -q hides progress, never warnings about the user's data ---------------------------------
+
+
+def test_quiet_resume_past_an_unreadable_checkpoint_still_warns(tiny_model_dir, data_dir, tmp_path, capsys, monkeypatch, one_thread):
+    from test_faults_train import _interrupt_after_checkpoint, _Interrupted
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": str(tiny_model_dir), "data_dir": str(data_dir), "batch_size": 4, "lr": 1e-2, "max_steps": 6, "epochs": 1,
+        "checkpoint_every": 2, "keep_checkpoints": 2, "lora": {"r": 4, "alpha": 8},
+        "cocktail": {"name": "fpb_only", "seed": 0, "ingredients": [{"task": "fpb", "count": 32}]},
+    }), encoding="utf-8")
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _interrupt_after_checkpoint(m, at_step=4)
+        with pytest.raises(_Interrupted):
+            cli(capsys, m, "train", str(config), "--out", str(run_dir), "-q")
+    damaged = run_dir / "checkpoints" / "step-00000004" / "optimizer.pt"
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    res = cli(capsys, monkeypatch, "train", str(config), "--out", str(run_dir), "-q", "--resume")
+    assert res.code == 0, res.err
+    err = " ".join(res.err.split())
+    assert "warning" in err and "unreadable checkpoint" in err and "step-00000004" in err
+    assert "resuming from" not in err  # progress stays hidden
+    assert json.loads((run_dir / "run_card.json").read_text())["resumed_from"] == "step-00000002"
