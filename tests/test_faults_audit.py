@@ -39,6 +39,8 @@ def test_simulated_results_never_satisfy_a_real_run(tmp_path, capsys, monkeypatc
     assert "SIMULATED" in res.out and str(Path("sweeps/audit/simulated")) in " ".join(res.out.split())
     assert not Path("sweeps/audit/results.sqlite").exists()  # the real sweep's store is untouched
 
+    hint = cli(capsys, monkeypatch, "results")  # no real sweep: the simulated one is never picked silently
+    assert_one_line_error(hint, "no results store under ./sweeps", "simulated results are in", code=2)
     shown = cli(capsys, monkeypatch, "results", "--out", "sweeps/audit/simulated")
     assert shown.code == 0 and "SIMULATED" in shown.out
     rows = json.loads(cli(capsys, monkeypatch, "results", "--out", "sweeps/audit/simulated", "--json").out)

@@ -29,7 +29,9 @@ def find_out_dir(out: Path | None) -> Path:
     if len(found) == 1:
         return found[0]
     if not found:
-        raise ConfigError("no results store under ./sweeps; pass --out DIR (the folder given to `fincocktail sweep run`)")
+        fake = sorted(p.parent for p in Path("sweeps").glob(f"*/simulated/{STORE_FILE}"))
+        hint = f" (simulated results are in {', '.join(map(str, fake))}: pass that as --out)" if fake else ""
+        raise ConfigError(f"no results store under ./sweeps; pass --out DIR (the folder given to `fincocktail sweep run`){hint}")
     raise ConfigError(f"several sweeps under ./sweeps ({', '.join(p.name for p in found)}); pick one with --out DIR")
 
 
