@@ -75,7 +75,11 @@ def test_a_store_a_sweep_is_still_creating_is_not_called_damaged(tmp_path, capsy
     out = tmp_path / "out"
     out.mkdir()
     (out / "results.sqlite").write_bytes(b"")  # what a reader sees between sqlite's create and the schema
-    res = cli(capsys, monkeypatch, "sweep", "status", "--out", str(out))
+    from fincocktail.fileio import FolderLock
+    from fincocktail.sweep.executors import SWEEP_LOCK
+
+    with FolderLock(out, SWEEP_LOCK, "a sweep"):  # ... while the sweep creating it holds the folder
+        res = cli(capsys, monkeypatch, "sweep", "status", "--out", str(out))
     assert_one_line_error(res, "results.sqlite: the results store has no tables yet", "retry in a moment")
 
 

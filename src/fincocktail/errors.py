@@ -24,3 +24,9 @@ class DataError(FincocktailError):
 
 class ModelError(FincocktailError):
     """A model cannot be found, downloaded, verified or loaded."""
+
+
+class UnknownModelError(ModelError):
+    """A model name or folder that names nothing: a typo, so a usage error (exit 2), not a broken model."""
+
+    exit_code = 2

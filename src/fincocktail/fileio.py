@@ -69,13 +69,74 @@ def safe_name(name: str, empty: str = "model") -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or empty
 
 
+# Values a YAML document may expand to once its aliases (`*a`) are copied out. Why: a few
+# nested anchors (`b: &b [*a, *a, ...]`) expand to billions of values, and whatever copies or
+# serialises the config (overrides, run cards, hashes) would then eat all memory. Real config
+# files hold hundreds of values.
+MAX_YAML_VALUES = 100_000
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
+    """How many values `node` stands for with every alias expanded (shared nodes counted each time)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:  # an anchor inside itself (`&a [*a]`): it expands without end
+        return MAX_YAML_VALUES + 1
+    open_.add(key)
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        children: list[yaml.Node] = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    else:
+        children = []
+    for child in children:
+        total += _expanded_size(child, sizes, open_)
+        if total > MAX_YAML_VALUES:
+            break
+    open_.discard(key)
+    sizes[key] = total
+    return total
+
+
+def _safe_load_bounded(text: str, path: Path) -> Any:
+    """`yaml.safe_load`, but a document whose aliases expand past `MAX_YAML_VALUES` is refused before it is built."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}, set()) > MAX_YAML_VALUES:
+            raise ConfigError(
+                f"{path}: its YAML aliases (*name) expand to more than {MAX_YAML_VALUES} values; "
+                "write the values out or use fewer nested aliases"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def check_out_dir(path: str | os.PathLike, option: str = "--out") -> None:
+    """Refuse an output folder that is (or lies under) an existing file, before any work starts.
+
+    Why: `mkdir` would fail only after a model load or a training run, with a traceback.
+    """
+    given = Path(path).expanduser()
+    for candidate in (given, *given.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise ConfigError(f"{option} {path}: {candidate} is a file, not a folder; name a new or existing folder")
+            return
+
+
 def load_yaml(path: str | os.PathLike) -> Any:
-    """`yaml.safe_load` a file; a missing file, bad encoding or syntax error is a one-line ConfigError."""
+    """`yaml.safe_load` a file; a missing file, bad encoding, syntax error or alias bomb is a one-line ConfigError."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return _safe_load_bounded(path.read_text(encoding="utf-8"), path)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not valid utf-8 text ({exc.reason})") from None
     except yaml.YAMLError as exc:
@@ -192,7 +253,7 @@ def first_line(exc: BaseException) -> str:
 
 
 __all__ = [
-    "FolderLock", "damaged_file_errors", "first_line", "format_validation_error", "load_yaml", "lock_held",
+    "FolderLock", "check_out_dir", "damaged_file_errors", "first_line", "format_validation_error", "load_yaml", "lock_held",
     "safe_name", "sha256_file", "validate_mapping", "write_json_atomic", "write_text_atomic",
 ]
 

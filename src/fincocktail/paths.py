@@ -7,9 +7,23 @@ into a user's home by accident.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-from fincocktail.errors import DataError
+from fincocktail.errors import ConfigError, DataError
+
+
+# A name that becomes a folder (a sweep's, a mix search's): one path component, like a task id.
+# Why: `..`, `.` or `a/b` would put a store or folder outside the one the user named.
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+NAME_RULE = "one path component: letters, digits, '_', '-' and '.', not starting with '.'"
+
+
+def check_name(value: str) -> str:
+    """`value` if it is safe as one folder name (`NAME_RE`), else a ValueError saying what is expected."""
+    if not NAME_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid name: expected {NAME_RULE}")
+    return value
 
 
 def home() -> Path:
@@ -52,6 +66,9 @@ def find_data_dir(explicit: str | os.PathLike | None = None) -> Path:
         if path.is_dir():
             return path.resolve()
     tried = ", ".join(f"{why} ({path})" for why, path in candidates)
+    if candidates[0][0] == "--data-dir":  # an option naming nothing is a usage error (exit 2); the variable is environment
+        why, path = candidates[0]
+        raise ConfigError(f"{why} {path}: no such folder; pass the folder that holds the datasets (see `fincocktail data check`)")
     raise DataError(
         f"no data folder found (tried {tried}); put the datasets in ./data, pass --data-dir DIR, "
         "or set FINCOCKTAIL_DATA (see `fincocktail data check` and `fincocktail data fetch`)"

@@ -38,6 +38,20 @@ def _config(**kwargs):
         raise ConfigError(format_validation_error(exc, "", label=lambda loc: "--" + loc.replace("_", "-"))) from None
 
 
+def _check_model_and_adapter(model: str, adapter: str | None) -> None:
+    """A typo in --model or --adapter is a usage error found before anything loads."""
+    from fincocktail.evaluation.api import is_api_model
+
+    if is_api_model(model):
+        return
+    from fincocktail.evaluation.loading import adapter_folder
+    from fincocktail.models.loading import check_model_name
+
+    check_model_name(model)
+    if adapter is not None:
+        adapter_folder(adapter)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
@@ -82,6 +96,11 @@ def register(app: typer.Typer) -> None:
 
         from fincocktail.evaluation.runner import run_eval, summary_table
 
+        from fincocktail.fileio import check_out_dir
+
+        if out is not None:
+            check_out_dir(out)
+        _check_model_and_adapter(model, adapter)
         if mode not in ("auto", "choice", "generate"):
             raise ConfigError(f"--mode {mode!r}: expected auto, choice or generate")
         if style not in (None, "instruction", "chat"):
@@ -122,9 +141,11 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from fincocktail.evaluation.export_lmeval import export_lmeval
+        from fincocktail.fileio import check_out_dir
         from fincocktail.paths import find_data_dir
         from fincocktail.tasks.registry import get_task
 
+        check_out_dir(directory, "DIR")
         if style not in ("instruction", "chat"):
             raise ConfigError(f"--style {style!r}: expected instruction or chat")
         tokenizer = None

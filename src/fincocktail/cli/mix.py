@@ -53,18 +53,22 @@ def search(
     from fincocktail.search.search import SearchOptions, run_search
     from fincocktail.sweep.executors import make_executor
     from fincocktail.sweep.spec import load_plan
+    from fincocktail.sweep.store import SIMULATED_DIR, SIMULATED_MARK
 
     if simulate and runner:
         raise ConfigError("--simulate and --runner: give one of them")
     plan = load_plan(sweep_file)
     chosen = runner or ("simulate" if simulate else "real")
+    out = out or (plan.out_dir / SIMULATED_DIR if chosen == "simulate" else plan.out_dir)
     resolved = str(find_data_dir(data_dir or plan.spec.data_dir)) if chosen == "real" else None
     options = SearchOptions(tuple(objective), tuple(constraint), budget, batch, seed, model, _total(total), name)
-    result = run_search(plan, options, out or plan.out_dir, make_executor(executor, workers=workers, address=address),
+    result = run_search(plan, options, out, make_executor(executor, workers=workers, address=address),
                         chosen, resolved, progress=not quiet)
     summary = write_outputs(result)
     rec = summary.get("recommended")
     main = summary["objectives"][0]
+    if result.ctx.store is not None and result.ctx.store.simulated():
+        console.print(f"[bold yellow]{SIMULATED_MARK}[/]: these scores are hash-based, not measured", highlight=False)
     console.print(f"mix search {summary['name']}: {len(result.executed)} run(s) trained now, {summary['proposed']} proposed in "
                   f"all, {summary['surrogate']['mixtures']} mixtures known; outputs in {result.dir}", highlight=False)
     if rec:

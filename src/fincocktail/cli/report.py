@@ -18,11 +18,14 @@ def register(app: typer.Typer) -> None:
             None, "--selection-metric", help="Rank recipes on validation by 'primary' or 'likelihood' (default: the sweep file's eval.selection_metric, else primary)."),
     ) -> None:
         """Write report.html (self-contained) and report.md for a sweep's finished runs."""
+        from fincocktail.fileio import check_out_dir
         from fincocktail.report.build import build_report, latest_sweep_dir, print_main_table, sweep_dir
 
         from fincocktail.errors import ConfigError
 
         if selection_metric not in (None, "primary", "likelihood"):
             raise ConfigError(f"--selection-metric {selection_metric!r}: expected 'primary' or 'likelihood'")
+        if out is not None:
+            check_out_dir(out)
         results = sweep_dir(sweep) if sweep else latest_sweep_dir()
         print_main_table(build_report(results, out, title, selection_metric))

@@ -15,7 +15,7 @@ from fincocktail.errors import ConfigError
 
 FIELDS = (
     "run_id", "kind", "model", "cocktail", "train_tasks", "general", "math", "seed",
-    "task", "split", "metric", "value", "ci_low", "ci_high", "n", "predictions",
+    "task", "split", "metric", "value", "ci_low", "ci_high", "n", "predictions", "simulated",
 )
 
 
@@ -29,7 +29,9 @@ def find_out_dir(out: Path | None) -> Path:
     if len(found) == 1:
         return found[0]
     if not found:
-        raise ConfigError("no results store under ./sweeps; pass --out DIR (the folder given to `fincocktail sweep run`)")
+        fake = sorted(p.parent for p in Path("sweeps").glob(f"*/simulated/{STORE_FILE}"))
+        hint = f" (simulated results are in {', '.join(map(str, fake))}: pass that as --out)" if fake else ""
+        raise ConfigError(f"no results store under ./sweeps; pass --out DIR (the folder given to `fincocktail sweep run`){hint}")
     raise ConfigError(f"several sweeps under ./sweeps ({', '.join(p.name for p in found)}); pick one with --out DIR")
 
 
@@ -38,6 +40,7 @@ def result_rows(out_dir: Path, split: str | None, all_metrics: bool) -> list[dic
 
     store = ResultsStore.in_dir(out_dir, create=False)
     runs = {r.run_id: r for r in store.runs(status="done")}
+    simulated = store.simulated()
     rows = []
     from fincocktail.metrics.likelihood import LIKELIHOOD_KEYS
 
@@ -51,6 +54,7 @@ def result_rows(out_dir: Path, split: str | None, all_metrics: bool) -> list[dic
                 "train_tasks": "+".join(r.train_tasks), "general": r.general, "math": r.math, "seed": r.seed,
                 "task": m.task, "split": m.split, "metric": m.metric, "value": m.value,
                 "ci_low": m.ci_low, "ci_high": m.ci_high, "n": m.n, "predictions": m.predictions,
+                "simulated": simulated or bool((r.card or {}).get("simulated")),
             }
         )
     return rows
@@ -108,7 +112,11 @@ def _table(rows: list[dict[str, Any]], out_dir: Path) -> Any:
             tasks.append(key)
         entry = by_run.setdefault(r["run_id"], {"row": r, "values": {}})
         entry["values"][key] = r
-    table = Table(title=f"results: {out_dir} ({len(by_run)} finished runs)", title_justify="left")
+    from fincocktail.sweep.store import SIMULATED_MARK
+
+    fake = any(r["simulated"] for r in rows)
+    mark = f" {SIMULATED_MARK}" if fake else ""
+    table = Table(title=f"results: {out_dir} ({len(by_run)} finished runs){mark}", title_justify="left")
     for col in ("model", "cocktail", "seed"):
         table.add_column(col)
     multi_split = len({t[1] for t in tasks}) > 1

@@ -7,8 +7,18 @@ from typing import List, Optional
 
 import typer
 
-from fincocktail.errors import ModelError
+from fincocktail.errors import ConfigError, ModelError
 from fincocktail.evaluation.dtypes import DEFAULT_EVAL_DTYPE
+
+MAX_PORT = 65535
+
+
+def check_port(port: int) -> int:
+    """`port` if a socket can bind it (0 picks a free one). Why: checked before the model loads,
+    so a typo costs nothing instead of a load and an `OverflowError` traceback."""
+    if not 0 <= port <= MAX_PORT:
+        raise ConfigError(f"--port {port}: expected a TCP port from 0 to {MAX_PORT} (0 picks a free one)")
+    return port
 
 
 def register(app: typer.Typer) -> None:
@@ -36,6 +46,7 @@ def register(app: typer.Typer) -> None:
         from fincocktail.evaluation.loading import load_for_eval
         from fincocktail.evaluation.server import ChatService, make_server
 
+        check_port(port)
         specs = parse_adapter_specs(adapters, single_name=name)
         single_unnamed = len(adapters) == 1 and not split_spec(adapters[0])[0]  # then --name names that adapter
         base_name = (None if single_unnamed else name) or Path(model.rstrip("/")).name

@@ -49,10 +49,12 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Execute a sweep. Finished runs are skipped; interrupted runs resume from their checkpoint."""
+    from fincocktail.fileio import check_out_dir
     from fincocktail.paths import find_data_dir
     from fincocktail.sweep.executors import make_executor, run_sweep
     from fincocktail.sweep.plan import format_seconds
     from fincocktail.sweep.spec import load_plan
+    from fincocktail.sweep.store import SIMULATED_DIR, SIMULATED_MARK
 
     if simulate and runner:
         raise ConfigError("--simulate and --runner: give one of them")
@@ -61,7 +63,8 @@ def run(
     resolved_data = None
     if chosen_runner == "real":
         resolved_data = str(find_data_dir(data_dir or p.spec.data_dir))
-    out_dir = out or p.out_dir
+    out_dir = out or (p.out_dir / SIMULATED_DIR if chosen_runner == "simulate" else p.out_dir)
+    check_out_dir(out_dir)
     summary = run_sweep(
         p,
         out_dir=out_dir,
@@ -72,8 +75,9 @@ def run(
         only=only,
         mlflow_uri=mlflow,
     )
+    mark = f" [{SIMULATED_MARK}]" if chosen_runner == "simulate" else ""
     line = (
-        f"sweep {p.spec.name}: {len(summary.executed)} run(s) executed, {len(summary.skipped) + len(summary.recovered)} "
+        f"sweep {p.spec.name}{mark}: {len(summary.executed)} run(s) executed, {len(summary.skipped) + len(summary.recovered)} "
         f"already done, {len(summary.failed)} failed, in {format_seconds(summary.wall_s)}; results in {summary.out_dir}"
     )
     console.print(line, highlight=False)
@@ -92,7 +96,7 @@ def status(
     """Where a sweep stands: runs done / running / planned / failed, attempts, time left."""
     from fincocktail.sweep.plan import format_seconds, plan_table, status_json
     from fincocktail.sweep.spec import load_plan
-    from fincocktail.sweep.store import ResultsStore
+    from fincocktail.sweep.store import SIMULATED_MARK, ResultsStore
 
     if sweep_file is None and out is None:
         raise ConfigError("sweep status: give a sweep file or --out DIR")
@@ -110,7 +114,8 @@ def status(
         console.print(_runs_table(data["runs"], str(out_dir)))
     console.print(
         f"{counts['done']} done, {counts['running']} running, {counts['planned']} planned, {counts['failed']} failed; "
-        f"~{format_seconds(data['est_seconds_left'])} of estimated work left ({store.path})",
+        f"~{format_seconds(data['est_seconds_left'])} of estimated work left ({store.path})"
+        + (f" [{SIMULATED_MARK}]" if store.simulated() else ""),
         highlight=False,
     )
     if counts["running"] and not data["active"]:

@@ -46,7 +46,9 @@ def adapter_folder(run_dir: str | Path) -> Path:
     for cand in (root / "adapter", root):
         if (cand / "adapter_config.json").is_file():
             return cand
-    raise ModelError(
+    if not root.exists():  # a typo: a usage error (exit 2), like any option naming nothing
+        raise ConfigError(f"--adapter {run_dir}: no such folder; pass a training run folder or a peft adapter folder")
+    raise ConfigError(
         f"--adapter {run_dir}: no adapter_config.json in {root / 'adapter'} or {root}; "
         "pass a training run folder or a peft adapter folder"
     )
@@ -72,13 +74,40 @@ def apply_adapter(model: Any, adapter_dir: Path, adapter_name: str | None = None
             if bad:
                 raise ModelError(f"{weights}: the adapter holds NaN/inf weights ({bad[0]}), from a diverged run; {fix}")
         if adapter_name is None:
-            return PeftModel.from_pretrained(model, str(adapter_dir))
-        if isinstance(model, PeftModel):
+            peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
+        elif isinstance(model, PeftModel):
             model.load_adapter(str(adapter_dir), adapter_name=adapter_name)
-            return model
-        return PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=adapter_name)
+            peft_model = model
+        else:
+            peft_model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=adapter_name)
+        check_adapter_keys(peft_model, adapter_dir, adapter_name or "default")
+        return peft_model
     except damaged_file_errors() as exc:
         raise ModelError(f"cannot apply the adapter {adapter_dir}: {type(exc).__name__}: {first_line(exc)[:200]}; {fix}") from None
+
+
+def check_adapter_keys(peft_model: Any, adapter_dir: Path, adapter_name: str) -> None:
+    """The adapter's weights file and the layers its config made must match key for key.
+
+    Why: peft loads what matches and drops the rest (at most a warning that the CLI hides), so an
+    `adapter_config.json` whose `target_modules` disagree with its weights would be scored with
+    part of the adapter missing, silently. Any missing or unexpected key is a one-line error.
+    """
+    from peft.utils import get_peft_model_state_dict, load_peft_weights
+
+    stored = set(load_peft_weights(str(adapter_dir), device="cpu"))
+    expected = set(get_peft_model_state_dict(peft_model, adapter_name=adapter_name))
+    missing, unexpected = sorted(expected - stored), sorted(stored - expected)
+    if missing or unexpected:
+        what = []
+        if unexpected:
+            what.append(f"{len(unexpected)} weight(s) its config does not use, e.g. {unexpected[0]}")
+        if missing:
+            what.append(f"{len(missing)} weight(s) its config needs are missing, e.g. {missing[0]}")
+        raise ModelError(
+            f"{adapter_dir}: the adapter would load only in part ({'; '.join(what)}); adapter_config.json "
+            "(target_modules) does not match adapter_model weights: restore the run's own files or retrain it"
+        )
 
 
 def _load_base(name_or_path: str, dtype: str) -> tuple[Any, Any, str]:

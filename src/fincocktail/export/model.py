@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from fincocktail.errors import ConfigError
-from fincocktail.fileio import write_json_atomic
+from fincocktail.errors import ConfigError, ModelError
+from fincocktail.fileio import first_line, write_json_atomic
 from fincocktail.export.modelcard import EvalScore, SourceLicence, render_card, source_licences
 
 CARD_COPY = "fincocktail_run_card.json"
@@ -100,13 +100,62 @@ def _task_licences(manifest: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def export_model(run_dir: str | Path, out: str | Path, merge: bool = False, eval_dirs: Sequence[str | Path] = (), name: str | None = None) -> ExportResult:
-    from fincocktail.models import resolve_model, spec_for
+def verify_safetensors(path: Path) -> None:
+    """Refuse a `.safetensors` file whose header does not account for exactly its bytes.
 
+    Why: a copy cut short (a full disk, an interrupted sync) still has a readable header, and an
+    export that copies it unchecked hands out a model that fails, or loads silently wrong,
+    elsewhere. The header is JSON (never unpickled); its largest data offset must end the file.
+    """
+    fix = "retrain it, or export a complete run"
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 2 or 8 + n > size:
+                raise ValueError(f"header of {n} bytes in a file of {size}")
+            header = json.loads(fh.read(n))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: damaged safetensors file ({first_line(exc)[:120]}); {fix}") from None
+    expected = 8 + n + max(ends, default=0)
+    if expected != size:
+        raise ModelError(f"{path}: truncated or damaged safetensors file ({size} bytes, its header needs {expected}); {fix}")
+
+
+def _verify_weights(folder: Path) -> None:
+    """Every safetensors file under `folder` is whole (see `verify_safetensors`)."""
+    for path in sorted(folder.rglob("*.safetensors")):
+        verify_safetensors(path)
+
+
+def export_model(run_dir: str | Path, out: str | Path, merge: bool = False, eval_dirs: Sequence[str | Path] = (), name: str | None = None) -> ExportResult:
+    """Export a run into `out`; on any failure, what this call created in `out` is removed again.
+
+    Why: a half-written export folder would be refused by the rerun ("not empty") and could be
+    taken for a finished one.
+    """
     run_dir, out = Path(run_dir).expanduser(), Path(out).expanduser()
     train_dir, card = training_run(run_dir)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out {out}: the folder is not empty; choose a new one")
+    existed = out.exists()
+    try:
+        return _export(run_dir, train_dir, card, out, merge, eval_dirs, name)
+    except BaseException:
+        if existed:
+            for child in list(out.iterdir()) if out.is_dir() else []:
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _export(run_dir: Path, train_dir: Path, card: dict[str, Any], out: Path, merge: bool, eval_dirs: Sequence[str | Path],
+            name: str | None) -> ExportResult:
+    from fincocktail.models import resolve_model, spec_for
+
     config = card.get("config") or {}
     method = str(config.get("method", "lora"))
     weights = train_dir / (card.get("adapter_dir") or ("adapter" if method == "lora" else "model"))
@@ -115,6 +164,7 @@ def export_model(run_dir: str | Path, out: str | Path, merge: bool = False, eval
     base_model = str(config["model"])
     spec = spec_for(base_model)
     base_path = resolve_model(base_model)
+    _verify_weights(weights)  # before anything is copied or merged
     merged = merge and method == "lora"
     if merged:
         from fincocktail.evaluation.loading import load_for_eval
@@ -150,6 +200,7 @@ def export_model(run_dir: str | Path, out: str | Path, merge: bool = False, eval
         scores=scores,
         licences=licences,
     )
+    _verify_weights(out)  # what was copied or written is whole too
     (out / "README.md").write_text(text, encoding="utf-8")
     write_json_atomic(out / CARD_COPY, card)
     return ExportResult(out, merged, scores, licences)

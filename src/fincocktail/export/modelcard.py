@@ -10,6 +10,7 @@ stated at the top of the card, not in a footnote.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -71,6 +72,22 @@ class EvalScore:
     sample: dict[str, Any] | None = None  # the run card's: method, seed, n, population, sha256
 
 
+def _md(value: Any) -> str:
+    """User text (names, licences, paths) as inert Markdown text on one line.
+
+    Why: the card is rendered as HTML by the Hub and by Markdown viewers, so a `--name` or a
+    task licence holding `<script>` or `<img onerror=...>` must show as text, never run; a `|`
+    or a newline would break the tables it sits in.
+    """
+    text = " ".join(str(value).split())
+    return html.escape(text, quote=False).replace("|", "\\|")
+
+
+def _code(value: Any) -> str:
+    """User text inside a `code span` (HTML there is inert): a backtick would end the span, a `|` a table cell."""
+    return " ".join(str(value).split()).replace("`", "'").replace("|", "\\|")
+
+
 def _spdx(licence: str) -> str | None:
     return SPDX.get(licence.strip().lower())
 
@@ -117,13 +134,13 @@ def render_card(
                 for s in scores if s.subject == "this model"
             ],
         }]
-    lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "", f"# {name}", ""]
+    lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "", f"# {_md(name)}", ""]
     if non_commercial or restricted:
-        what = ", ".join(f"{s.task} ({s.licence})" for s in restricted)
+        what = ", ".join(f"{_md(s.task)} ({_md(s.licence)})" for s in restricted)
         lines += [
             "> **Warning: not for commercial use.** This model was trained on data whose licence does not allow "
             f"commercial use or states none: {what}. The training data's terms apply to the model; the base "
-            f"model's own licence ({base_licence}) does not lift them.",
+            f"model's own licence ({_md(base_licence)}) does not lift them.",
             "",
         ]
     kind = {"lora": "a LoRA adapter", "full": "a fully fine-tuned model"}.get(method, method)
@@ -134,49 +151,49 @@ def render_card(
         "",
         "## Base model",
         "",
-        f"- model: `{base_model}`" + (f" (from [{base_hub_id}](https://huggingface.co/{base_hub_id}))" if base_hub_id else ""),
-        f"- licence: {base_licence}" + (f" ({base_note})" if base_note else ""),
-        f"- weights trained on: {base_weights}",
+        f"- model: `{_code(base_model)}`" + (f" (from [{_md(base_hub_id)}](https://huggingface.co/{_md(base_hub_id)}))" if base_hub_id else ""),
+        f"- licence: {_md(base_licence)}" + (f" ({_md(base_note)})" if base_note else ""),
+        f"- weights trained on: {_md(base_weights)}",
         "",
         "## Training data (the cocktail)",
         "",
-        f"Cocktail `{manifest.get('name', '?')}`, seed {manifest.get('seed', '?')}, {manifest.get('n_epochs', '?')} epoch(s), "
-        f"examples per epoch {manifest.get('examples_per_epoch', '?')}. Every source is the `train` split of a fincocktail task.",
+        f"Cocktail `{_code(manifest.get('name', '?'))}`, seed {_md(manifest.get('seed', '?'))}, {_md(manifest.get('n_epochs', '?'))} epoch(s), "
+        f"examples per epoch {_md(manifest.get('examples_per_epoch', '?'))}. Every source is the `train` split of a fincocktail task.",
         "",
         "| source | task version | examples per epoch | unique | dropped (contamination) | files (sha256) | licence | commercial use |",
         "|---|---|---|---|---|---|---|---|",
     ]
     by_task = {s.task: s for s in licences}
     for task_id, e in (manifest.get("sources") or {}).items():
-        files = "<br>".join(f"`{f}` `{h}`" for f, h in (e.get("files_sha256") or {}).items()) or "-"
+        files = "<br>".join(f"`{_code(f)}` `{_code(h)}`" for f, h in (e.get("files_sha256") or {}).items()) or "-"
         lic = by_task.get(task_id)
         lic_text, lic_status = (lic.licence, lic.status) if lic else ("-", "not used (0 examples)")
         lines.append(
-            f"| {task_id} | {e.get('task_version')} | {e.get('examples_per_epoch')} | {e.get('unique_examples_per_epoch')} | "
-            f"{e.get('dropped_contaminated', 0)} | {files} | {lic_text} | {lic_status} |"
+            f"| {_md(task_id)} | {_md(e.get('task_version'))} | {_md(e.get('examples_per_epoch'))} | {_md(e.get('unique_examples_per_epoch'))} | "
+            f"{_md(e.get('dropped_contaminated', 0))} | {files} | {_md(lic_text)} | {_md(lic_status)} |"
         )
-    lines += ["", "Epoch fingerprints (sha256 of the drawn example ids): " + ", ".join(f"`{h[:16]}`" for h in manifest.get("epoch_sha256", [])), ""]
+    lines += ["", "Epoch fingerprints (sha256 of the drawn example ids): " + ", ".join(f"`{_code(h[:16])}`" for h in manifest.get("epoch_sha256", [])), ""]
     lines += ["## Training", "", "| setting | value |", "|---|---|"]
     keys = ("method", "lora", "lr", "scheduler", "warmup_steps", "batch_size", "grad_accum", "epochs", "max_steps",
             "max_length", "prompt_style", "precision", "seed")
     for key in keys:
         if key in config:
-            lines.append(f"| {key} | `{_inline(config[key])}` |")
+            lines.append(f"| {key} | `{_code(_inline(config[key]))}` |")
     for key in ("steps", "tokens_seen", "final_loss", "train_time_s", "device", "started_at", "git_commit"):
         if train_card.get(key) is not None:
-            lines.append(f"| {key} | `{_inline(train_card[key])}` |")
+            lines.append(f"| {key} | `{_code(_inline(train_card[key]))}` |")
     versions = train_card.get("library_versions") or train_card.get("versions") or {}  # cards before library_versions
     if versions:
-        lines.append("| libraries | " + ", ".join(f"{k} {v}" for k, v in versions.items()) + " |")
+        lines.append("| libraries | " + ", ".join(f"{_md(k)} {_md(v)}" for k, v in versions.items()) + " |")
     lines += ["", "## Evaluation", ""]
     if scores:
         extra_keys = sorted({k for s in scores for k in s.extra})
-        head = ["model", "task", "split", "examples", "shots", "mode", "metric", "value", "95% CI"] + extra_keys
+        head = ["model", "task", "split", "examples", "shots", "mode", "metric", "value", "95% CI"] + [_md(k) for k in extra_keys]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for s in scores:
             sample = _sample_text(s)
             ci = f"[{s.low:.3f}, {s.high:.3f}]" if s.low is not None and s.high is not None else "-"
-            row = [s.subject, s.task, s.split, sample, str(s.shots), s.mode, s.metric, f"{s.value:.3f}", ci]
+            row = [_md(s.subject), _md(s.task), _md(s.split), _md(sample), str(s.shots), _md(s.mode), _md(s.metric), f"{s.value:.3f}", ci]
             row += [f"{s.extra[k]:.3f}" if k in s.extra else "-" for k in extra_keys]
             lines.append("| " + " | ".join(row) + " |")
         lines += ["", "Intervals: 95% bootstrap over the evaluated examples (`fincocktail eval`)."]

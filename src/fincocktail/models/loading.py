@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fincocktail.fileio import damaged_file_errors
-from fincocktail.errors import ConfigError, ModelError
+from fincocktail.errors import ConfigError, ModelError, UnknownModelError
 from fincocktail.models.provision import pull, read_marker
 from fincocktail.models.registry import ModelSpec, get_model_spec, unknown_model_message
 
@@ -34,7 +34,7 @@ def _local_folder(name_or_path: str | os.PathLike) -> Path | None:
     path = Path(text).expanduser()
     if not path.exists():
         if text.startswith((".", "/", "~")) or (os.sep in text and not _HUB_ID.match(text)):
-            raise ModelError(f"model folder {text} does not exist; expected a Hugging Face model folder")
+            raise UnknownModelError(f"model folder {text} does not exist; expected a Hugging Face model folder")
         return None
     if path.is_file():
         raise ModelError(f"{path} is a file; expected a Hugging Face model folder (config.json, weights, tokenizer)")
@@ -84,7 +84,20 @@ def resolve_model(name_or_path: str | os.PathLike, report: Callable[[str], None]
         return download_hub_model(spec.hub_id)
     if _HUB_ID.match(name):
         return download_hub_model(name)
-    raise ModelError(unknown_model_message(name))
+    raise UnknownModelError(unknown_model_message(name))
+
+
+def check_model_name(name_or_path: str | os.PathLike) -> None:
+    """Refuse, in milliseconds, a model that `resolve_model` could never find (exit 2).
+
+    Why: commands call this before importing torch or loading anything, so a typo in a config
+    or a flag is not paid for with a model load first. Hub ids pass (only the Hub can tell).
+    """
+    if _local_folder(name_or_path) is not None:
+        return
+    name = str(name_or_path)
+    if get_model_spec(name) is None and not _HUB_ID.match(name):
+        raise UnknownModelError(unknown_model_message(name))
 
 
 def spec_for(name_or_path: str | os.PathLike) -> ModelSpec | None:

@@ -59,10 +59,12 @@ def planned_selection_metric(results_dir: Path) -> str:
 def build_report(results_dir: Path, out: Path | None = None, title: str | None = None,
                  selection_metric: str | None = None) -> BuiltReport:
     from fincocktail.report.records import from_store
-    from fincocktail.sweep.store import ResultsStore
+    from fincocktail.sweep.store import SIMULATED_MARK, ResultsStore
 
     store = ResultsStore.in_dir(results_dir, create=False)
     data = from_store(store, title=title or f"fincocktail report: {results_dir.name}")
+    if store.simulated():  # fake scores never pass for measured ones, whatever the title
+        data.title = f"{SIMULATED_MARK}: {data.title}"
     if not data.runs:
         raise FincocktailError(f"{store.path}: no finished runs yet; nothing to report")
     data.published = PUBLISHED

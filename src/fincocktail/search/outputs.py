@@ -151,7 +151,11 @@ def _pareto(rows: list[dict[str, Any]], names: list[str]) -> list[int]:
 
 def write_outputs(sr: SearchRun) -> dict[str, Any]:
     """Write every output of the search into its folder; returns the summary (with `files`)."""
+    from fincocktail.sweep.store import SIMULATED_MARK
+
     summary = analyse(sr)
+    summary["simulated"] = bool(sr.ctx.store is not None and sr.ctx.store.simulated())
+    mark = f"{SIMULATED_MARK}\n\n" if summary["simulated"] else ""  # fake scores are said to be fake in every file
     out = sr.dir
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
@@ -161,13 +165,13 @@ def write_outputs(sr: SearchRun) -> dict[str, Any]:
         raw = dict((store_run.config.get("train") or {}).get("cocktail") or {}) if store_run else {}
         cocktail = {"name": f"mix-{summary['name']}",
                     **parse_cocktail(raw, "recommended").model_dump(mode="json", exclude_defaults=True, exclude={"name"})}
-        header = (f"# Recommended by `fincocktail mix search` ({summary['name']}) on sweep {summary['sweep']}:\n"
+        header = (("# " + mark if mark else "") + f"# Recommended by `fincocktail mix search` ({summary['name']}) on sweep {summary['sweep']}:\n"
                   f"# run {rec['run_ids'][0]} ({rec['source']}), validation {summary['objectives'][0]} = "
                   f"{rec['objectives'][summary['objectives'][0]]['measured']:.4f}. Chosen on validation scores only.\n")
         (out / "recommended.yaml").write_text(header + yaml.safe_dump(cocktail, sort_keys=False), encoding="utf-8")
         files["cocktail"] = "recommended.yaml"
     header_row, body = mixture_table(summary)
-    (out / "mixtures.md").write_text(md_table(header_row, body), encoding="utf-8")
+    (out / "mixtures.md").write_text(mark + md_table(header_row, body), encoding="utf-8")
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header_row)
@@ -191,7 +195,7 @@ def write_outputs(sr: SearchRun) -> dict[str, Any]:
         comparison_md = "\n".join([f"# {summary['name']}: recommended mixture on test", "", md_table(h, b), "",
                                    verdict(rows), "", NOTE, ""])
         summary["verdict"] = verdict(rows)
-    (out / "comparison.md").write_text(comparison_md or "No recommendation yet.\n", encoding="utf-8")
+    (out / "comparison.md").write_text(mark + (comparison_md or "No recommendation yet.\n"), encoding="utf-8")
     files["comparison"] = "comparison.md"
     summary["files"] = files
     write_json_atomic(out / SUMMARY_FILE, summary, sort_keys=False)

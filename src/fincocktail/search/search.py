@@ -27,6 +27,7 @@ import numpy as np
 
 from fincocktail.errors import ConfigError, FincocktailError
 from fincocktail.fileio import write_json_atomic
+from fincocktail.paths import check_name
 from fincocktail.search.mixture import Mixture, Space, make_space, proposal_run
 from fincocktail.search.objective import Floor, Objective, floors, parse_constraints, parse_objective
 from fincocktail.search.propose import Observed, propose
@@ -245,6 +246,10 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
     objectives = [parse_objective(o, ctx.tasks) for o in options.objectives]
     constraints = parse_constraints(options.constraints, ctx.tasks)
     name = options.name or search_name(objectives, constraints)
+    try:
+        check_name(name)  # it becomes OUT/mix/<name>: '../../X' would create a folder outside OUT
+    except ValueError as exc:
+        raise ConfigError(f"--name: {exc}") from None
     sdir = ctx.out_dir / SEARCH_DIR / name
     header = {"sweep": plan.spec.name, "model": ctx.model, "objectives": list(options.objectives),
               "constraints": constraints, "seed": options.seed,

@@ -58,15 +58,22 @@ def run_dir_for(out_dir: str | os.PathLike, run_id: str) -> Path:
     return Path(out_dir) / RUNS_DIR / run_id
 
 
-def read_result(run_dir: Path) -> RunOutcome | None:
-    """The outcome a finished run left in its folder, if any."""
+def read_result(run_dir: Path, trust_simulated: bool = True) -> RunOutcome | None:
+    """The outcome a finished run left in its folder, if any.
+
+    With `trust_simulated=False` (a real run) a simulated outcome counts as none: its fake
+    scores must never stand in for a real run's.
+    """
     path = run_dir / RESULT_FILE
     if not path.is_file():
         return None
     try:
-        return RunOutcome.from_json(json.loads(path.read_text(encoding="utf-8")))
+        outcome = RunOutcome.from_json(json.loads(path.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, TypeError, KeyError):
         return None  # unreadable: the run is redone (result.json is written atomically, so this is rare)
+    if not trust_simulated and outcome.card.get("simulated"):
+        return None
+    return outcome
 
 
 def resolve_runner(runner: str | RunFunction) -> RunFunction:
@@ -132,7 +139,7 @@ def execute_run(
     store_path = Path(out_dir) / STORE_FILE
     store = ResultsStore(store_path, create=False) if use_store and store_path.is_file() else None
 
-    done = read_result(run_dir)
+    done = read_result(run_dir, trust_simulated=runner != "real")
     if done is not None:
         if store is not None:
             store.finish(run.run_id, done)

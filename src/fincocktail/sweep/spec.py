@@ -33,6 +33,7 @@ from pydantic import (
 from fincocktail.errors import ConfigError
 from fincocktail.evaluation.dtypes import DEFAULT_EVAL_DTYPE, SweepEvalDtype
 from fincocktail.fileio import load_yaml, validate_mapping
+from fincocktail.paths import check_name
 from fincocktail.tasks.builtin import KNOWLEDGE_TASKS, NUMERICAL_TASKS
 
 # Bump when the meaning of a run config changes (it is part of every run's hash).
@@ -208,7 +209,7 @@ class EstimateSpec(_Strict):
 class SweepSpec(_Strict):
     """A sweep file. See configs/sweeps/*.yaml and docs/sweeps.md."""
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1)
     description: str = ""
     tasks: list[str] = Field(description="the financial tasks, in the order incremental cocktails add them")
     models: list[ModelEntry] = Field(default_factory=list)
@@ -224,6 +225,11 @@ class SweepSpec(_Strict):
     estimates: EstimateSpec = EstimateSpec()
     data_dir: str | None = Field(default=None, description="not part of run ids: the same runs on any machine")
     out: str | None = Field(default=None, description="output folder (default: sweeps/<name>)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_name(value)  # it becomes sweeps/<name>: '..' would write into the working folder
 
     @field_validator("train_caps")
     @classmethod

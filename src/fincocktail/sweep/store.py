@@ -27,9 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from fincocktail.errors import ConfigError, FincocktailError
+from fincocktail.fileio import lock_held
 from fincocktail.redact import redact
 
 STORE_FILE = "results.sqlite"
+SWEEP_LOCK = ".sweep.lock"  # held by the `sweep run` writing this folder (sweep.executors)
+SIMULATED_DIR = "simulated"  # `--simulate` writes under OUT/simulated/ unless given its own --out
+SIMULATED_MARK = "SIMULATED (fake scores, not measured)"
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -179,6 +183,10 @@ class StoreNotReady(FincocktailError):
     """The store file exists but its schema does not yet: a sweep is creating it right now."""
 
 
+class ContentsMismatch(ConfigError):
+    """Simulated and real runs asked to share one store: fake scores would pass for measured ones."""
+
+
 class ResultsStore:
     """A sweep's SQLite results file. Safe to use from many processes at once."""
 
@@ -207,7 +215,7 @@ class ResultsStore:
         conn.row_factory = sqlite3.Row
         return conn
 
-    def _damaged(self, exc: BaseException) -> FincocktailError:
+    def _damaged(self, exc: BaseException | str) -> FincocktailError:
         """The one-line error for a store SQLite cannot read (truncated, overwritten, not a database)."""
         return FincocktailError(
             f"{self.path}: the results store is damaged ({exc}); move it away and rerun `fincocktail sweep run` "
@@ -223,6 +231,9 @@ class ResultsStore:
             if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
                 raise
             if isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc):
+                if not lock_held(self.path.parent, SWEEP_LOCK):  # nobody is creating it: it was emptied or truncated
+                    size = self.path.stat().st_size if self.path.is_file() else 0
+                    raise self._damaged(f"it holds no tables, {size} bytes") from None
                 raise StoreNotReady(
                     f"{self.path}: the results store has no tables yet (a starting sweep is creating it); "
                     "retry in a moment, or run `fincocktail sweep run` to create it"
@@ -397,6 +408,38 @@ class ResultsStore:
             )
             cur = conn.execute("UPDATE runs SET status = 'planned', updated_at = ? WHERE status = 'running'", (now,))
             return cur.rowcount
+
+    def claim(self, contents: str) -> None:
+        """Record that this store holds `contents` ('real' or 'simulated') runs, refusing the other kind.
+
+        Why: a simulated run's hash-based fake scores would otherwise count as finished work for a
+        real sweep (and show in `results` and `report` as measured). A store written before this
+        was recorded counts as simulated if any of its runs was.
+        """
+        held = self.contents()
+        if held is not None and held != contents:
+            how = "sweep run --simulate" if held == "simulated" else "real training and evaluation"
+            raise ContentsMismatch(
+                f"{self.path}: this store holds {held} runs ({how}); {contents} runs never share a store with them: "
+                f"use another --out (`--simulate` writes under OUT/{SIMULATED_DIR}/ by default) or delete {self.path.parent}"
+            )
+        if held is None:
+            with self._write() as conn:
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('contents', ?)", (contents,))
+
+    def contents(self) -> str | None:
+        """'simulated' or 'real' as recorded (or inferred from the run cards of an older store); None when empty."""
+        with self._read() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'contents'").fetchone()
+            if row is not None:
+                return str(row[0])
+            fake = conn.execute("SELECT 1 FROM runs WHERE card LIKE '%\"simulated\": true%' LIMIT 1").fetchone()
+            done = conn.execute("SELECT 1 FROM runs WHERE status = 'done' LIMIT 1").fetchone()
+        return "simulated" if fake is not None else ("real" if done is not None else None)
+
+    def simulated(self) -> bool:
+        """Whether the scores in this store are fake (a `--simulate` sweep): every display says so."""
+        return self.contents() == "simulated"
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -230,11 +230,23 @@ def _existing_run(config: TrainConfig, run_dir: Path, resume: bool, fingerprint:
     return card if resume else None
 
 
+def warn(console: Any, message: str) -> None:
+    """A warning about the user's files, shown even when `console` is quiet (`-q`, sweeps).
+
+    Why: quiet hides progress; a skipped checkpoint changes what the run resumes from, which
+    the user must hear about.
+    """
+    from rich.console import Console
+
+    target = Console(stderr=True) if getattr(console, "quiet", False) else console
+    target.print(f"[yellow]warning[/]: {message}", highlight=False)
+
+
 def _newest_checkpoint(
     config: TrainConfig, run_dir: Path, resume: bool, fingerprint: str, console: Any
 ) -> tuple[Path | None, Checkpoint | None]:
     """The checkpoint to continue from, read and checked against `config` (a card may be missing)."""
-    readable = newest_readable_checkpoint(run_dir, lambda m: console.print(f"[yellow]warning[/]: {m}")) if resume else None
+    readable = newest_readable_checkpoint(run_dir, lambda m: warn(console, m)) if resume else None
     if readable is None:
         return None, None
     path, checkpoint = readable
