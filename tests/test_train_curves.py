@@ -188,3 +188,31 @@ def test_unknown_or_unscorable_extra_task_fails_before_training(tiny_model_dir, 
     with pytest.raises(ConfigError, match=r"eval_tasks_extra.0: .*'mth'"):
         run(config(tiny_model_dir, tmp_path, eval_every=2, eval_tasks_extra=["mth"]), tmp_path / "y")
     assert not (tmp_path / "x" / "adapter").exists()
+
+
+def test_curves_go_to_mlflow_as_step_metrics(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="mlflow is optional (pip install 'fincocktail[mlflow]')")
+    from mlflow.tracking import MlflowClient
+
+    from fincocktail.sweep.store import RunRow
+    from fincocktail.sweep.tracking import MlflowTracker
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    train_dir = tmp_path / "runs" / "single-x" / "train"
+    train_dir.mkdir(parents=True)
+    lines = [
+        {"step": 0, "curve": {"fa": 0.3}, "curve_metric": {"fa": "gold_prob"}, "curve_n": {"fa": 4}, "curve_s": 0.1},
+        {"step": 1, "epoch": 0, "loss": 2.0},
+        {"step": 2, "epoch": 0, "loss": 1.5},
+        {"step": 2, "curve": {"fa": 0.5}, "curve_metric": {"fa": "gold_prob"}, "curve_n": {"fa": 4}, "curve_s": 0.1},
+    ]
+    (train_dir / "train_log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"step": 3, "cur')
+    row = RunRow(run_id="single-x", sweep="s", kind="single", label="fa", model="m", train_tasks=("fa",), general=0.0, math=0.0,
+                 seed=0, status="done", attempts=1, config={"train": {"lr": 0.01}}, config_sha256="x",
+                 run_dir=str(train_dir.parent))
+    uri = (tmp_path / "mlruns").as_uri()
+    MlflowTracker(uri, "curves").log_run(row, [])
+    client = MlflowClient(tracking_uri=uri)
+    (logged,) = client.search_runs([client.get_experiment_by_name("curves").experiment_id])
+    history = client.get_metric_history(logged.info.run_id, "curve/fa/gold_prob")
+    assert sorted((m.step, m.value) for m in history) == [(0, 0.3), (2, 0.5)]

@@ -24,7 +24,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -66,6 +66,7 @@ class CurvePoint:
     step: int
     values: dict[str, float]
     seconds: float
+    metrics: dict[str, str] = field(default_factory=dict)  # task -> metric name (read back from a log)
 
     def log_entry(self, tasks: tuple[CurveTask, ...]) -> dict[str, Any]:
         """The train_log.jsonl line: `curve` maps task -> value; `loss` lines and curve lines
@@ -248,6 +249,29 @@ class evaluation_mode:
             self.model.train()
 
 
+def read_curves(train_log: Path) -> list[CurvePoint]:
+    """The curve points of a run's train_log.jsonl, in step order (none when there is no log).
+
+    Readers outside training (MLflow step metrics, a report's curve plot) use this rather than
+    parsing the log's line kinds themselves. A torn last line (a kill mid-write) is skipped.
+    """
+    import json
+
+    if not Path(train_log).is_file():
+        return []
+    points = []
+    for line in Path(train_log).read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "curve" in entry:
+            points.append(CurvePoint(
+                int(entry["step"]), dict(entry["curve"]), float(entry.get("curve_s", 0.0)), dict(entry.get("curve_metric") or {}),
+            ))
+    return sorted(points, key=lambda p: p.step)
+
+
 def live_curves(progress: bool, stream: Any = None) -> bool:
     """Whether to show the latest curve point under the progress bar: only on a terminal, so
     logs and CI output never fill with redraws."""
@@ -263,5 +287,5 @@ def curve_text(point: CurvePoint | None) -> str:
 
 __all__ = [
     "CURVE_SAMPLE_SEED", "CURVE_SPLIT", "CurvePoint", "CurveTask", "Curves", "curve_task_objects", "curve_text",
-    "evaluation_mode", "live_curves", "prepare_curve_tasks", "preserved_rng", "score_curve_tasks",
+    "evaluation_mode", "live_curves", "prepare_curve_tasks", "preserved_rng", "read_curves", "score_curve_tasks",
 ]
