@@ -216,3 +216,22 @@ def test_curves_go_to_mlflow_as_step_metrics(tmp_path, monkeypatch):
     (logged,) = client.search_runs([client.get_experiment_by_name("curves").experiment_id])
     history = client.get_metric_history(logged.info.run_id, "curve/fa/gold_prob")
     assert sorted((m.step, m.value) for m in history) == [(0, 0.3), (2, 0.5)]
+
+
+def test_live_curves_show_under_the_bar_on_a_terminal(tiny_model_dir, tmp_path, monkeypatch):
+    import sys
+
+    from rich.console import Console
+
+    from fincocktail.training.trainer import train
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdout", Tty())
+    out = io.StringIO()
+    cfg = config(tiny_model_dir, tmp_path, eval_every=2, eval_examples=3, max_steps=4)
+    train(cfg, tmp_path / "r", resolver=resolver, eval_tasks=list(FAKE_TASKS.values()), progress=True,
+          console=Console(file=out, force_terminal=True, width=160))
+    assert "curves @ step 4: fa " in out.getvalue()

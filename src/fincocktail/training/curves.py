@@ -20,10 +20,12 @@ evaluation, so both use the same code).
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -160,7 +162,11 @@ def _answer_task(
 
 
 def score_curve_tasks(model: Any, tasks: tuple[CurveTask, ...], pad_id: int, batch_size: int) -> dict[str, float]:
-    """Each task's likelihood metric on its sample (the mean over its rows), with `model` as it is."""
+    """Each task's likelihood metric on its sample (the mean over its rows), with `model` as it is.
+
+    A new `Scorer` each time: it keeps a float32 copy of a low-precision head, which full
+    fine-tuning changes between points.
+    """
     scorer = Scorer(model)
     values: dict[str, float] = {}
     for t in tasks:
@@ -204,49 +210,42 @@ class Curves:
 
     def log(self, model: Any, step: int, log: TextIO) -> CurvePoint:
         """Score at `step` and append the curve line (flushed: a checkpoint's fsync covers it)."""
-        import json
-
         point = self.evaluate(model, step)
         log.write(json.dumps(point.log_entry(self.tasks), allow_nan=False) + "\n")
         log.flush()
         return point
 
 
-class preserved_rng:
+@contextmanager
+def preserved_rng() -> Iterator[None]:
     """Put torch's (CPU and CUDA) and Python's RNG state back as they were on entry.
 
     Scoring draws nothing in eval mode today, but a model's forward may (a future sampler, a
     library's own dropout); the training that follows must see the very stream it would have.
     """
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    py = random.getstate()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        random.setstate(py)
 
-    def __enter__(self) -> None:
-        self.cpu = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-        self.py = random.getstate()
 
-    def __exit__(self, *exc: object) -> None:
-        torch.set_rng_state(self.cpu)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state_all(self.cuda)
-        random.setstate(self.py)
-
-
-class evaluation_mode:
-    """Eval mode and no grad for the duration, then train mode again (dropout back on)."""
-
-    def __init__(self, model: Any):
-        self.model = model
-
-    def __enter__(self) -> None:
-        self.was_training = self.model.training
-        self.model.eval()
-        self.grad = torch.no_grad()
-        self.grad.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        self.grad.__exit__(*exc)
-        if self.was_training:
-            self.model.train()
+@contextmanager
+def evaluation_mode(model: Any) -> Iterator[None]:
+    """Eval mode (no dropout) and no grad for the duration, then train mode again if it was on."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        if was_training:
+            model.train()
 
 
 def read_curves(train_log: Path) -> list[CurvePoint]:
@@ -255,8 +254,6 @@ def read_curves(train_log: Path) -> list[CurvePoint]:
     Readers outside training (MLflow step metrics, a report's curve plot) use this rather than
     parsing the log's line kinds themselves. A torn last line (a kill mid-write) is skipped.
     """
-    import json
-
     if not Path(train_log).is_file():
         return []
     points = []
