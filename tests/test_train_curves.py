@@ -182,6 +182,20 @@ def test_bad_curve_settings_name_the_field(change, expected, tmp_path):
     assert str(err.value).startswith(expected)
 
 
+def test_a_task_with_a_test_split_only_is_drawn_on_it(tiny_model_dir, tmp_path):
+    """cfa / financebench have no validation split: an extra task's curve then reads its test split."""
+    from transformers import AutoTokenizer
+
+    from fincocktail.training.curves import curve_task_objects
+
+    test_only = FakeSentiment("tonly", {"test": 9}, seed=6)
+    test_only.splits = ("test",)
+    tasks = curve_task_objects({"fa": FAKE_TASKS["fa"], "gen": FAKE_TASKS["gen"]}, ["tonly"], lambda t: test_only)
+    assert list(tasks) == ["fa", "tonly"]
+    sample = prepare_curve_tasks(tasks, tmp_path, 4, AutoTokenizer.from_pretrained(tiny_model_dir), "instruction", 512)
+    assert [(t.task_id, t.split, t.n) for t in sample] == [("fa", "validation", 4), ("tonly", "test", 4)]
+
+
 def test_unknown_or_unscorable_extra_task_fails_before_training(tiny_model_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"eval_tasks_extra.0: unknown task 'nope'"):
         run(config(tiny_model_dir, tmp_path, eval_every=2, eval_tasks_extra=["nope"]), tmp_path / "x")

@@ -1,7 +1,7 @@
 """Per-task learning curves during training (`training.eval_every`).
 
 Every N optimizer steps (and at step 0 and at the end) the model scores a fixed validation
-sample of every task of the cocktail, plus `eval_tasks_extra`, with the likelihood metric
+sample (test, for tasks that have no other) of every task of the cocktail, plus `eval_tasks_extra`, with the likelihood metric
 (`metrics.likelihood`): the gold choice's probability normalised over the choices for choice
 tasks, the teacher-forced log-likelihood per answer token for generative ones. Why that metric
 and not accuracy: it moves with every example, so a 64-row curve shows a trend where accuracy
@@ -40,7 +40,10 @@ from fincocktail.prompts import Encoder, encoder_for, render
 from fincocktail.tasks.base import Example, Task
 from fincocktail.tasks.sampling import CLASSIFICATION_KINDS, draw_sample
 
-CURVE_SPLIT = "validation"
+CURVE_SPLITS = ("validation", "test")
+"""The split a task's curve is drawn from: its validation split, else (tasks scored on a test
+split alone, such as cfa and financebench, which only `eval_tasks_extra` names) its test split.
+Nothing is selected on a curve, so watching test rows does not leak into a decision."""
 CURVE_SAMPLE_SEED = 0  # not the run's seed: every run of a sweep draws the same rows
 
 
@@ -50,6 +53,7 @@ class CurveTask:
 
     task_id: str
     metric: str  # LIKELIHOOD_METRIC (choice tasks) or GENERATIVE_LIKELIHOOD_METRIC
+    split: str
     sample_sha256: str
     choice_items: tuple[ChoiceItem, ...] = ()
     choices: tuple[tuple[str, ...], ...] = ()  # each item's choice labels, in the items' order
@@ -82,16 +86,21 @@ class CurvePoint:
         }
 
 
+def curve_split(task: Task) -> str | None:
+    """The split `task`'s curve is drawn from (see CURVE_SPLITS); None when it cannot be scored."""
+    return next((split for split in CURVE_SPLITS if task.why_not_evaluable(split) is None), None)
+
+
 def curve_task_objects(
     cocktail_tasks: Mapping[str, Task], extra: list[str], resolver: Callable[[str], Task] | None
 ) -> dict[str, Task]:
-    """The tasks whose curves are drawn: the cocktail's evaluable ones, then `eval_tasks_extra`.
+    """The tasks whose curves are drawn: the cocktail's scorable ones, then `eval_tasks_extra`.
 
     Checked before the data and the model are read: an unknown or unscorable extra task is a
-    one-line error naming the field; a cocktail task without a validation split (an instruction
+    one-line error naming the field; a cocktail task that cannot be scored (an instruction
     booster) is simply not drawn.
     """
-    out = {tid: t for tid, t in cocktail_tasks.items() if t.why_not_evaluable(CURVE_SPLIT) is None}
+    out = {tid: t for tid, t in cocktail_tasks.items() if curve_split(t) is not None}
     if resolver is None:
         from fincocktail.tasks.registry import get_task as resolver  # type: ignore[no-redef]
     for i, tid in enumerate(extra):
@@ -99,13 +108,12 @@ def curve_task_objects(
             task = cocktail_tasks.get(tid) or resolver(tid)
         except ConfigError as exc:
             raise ConfigError(f"eval_tasks_extra.{i}: {exc}") from None
-        why = task.why_not_evaluable(CURVE_SPLIT)
-        if why is not None:
-            raise ConfigError(f"eval_tasks_extra.{i}: {why}")
+        if curve_split(task) is None:
+            raise ConfigError(f"eval_tasks_extra.{i}: {task.why_not_evaluable(CURVE_SPLITS[0])}")
         out[tid] = task
     if not out:
         raise ConfigError(
-            f"eval_every: no task of the cocktail has a {CURVE_SPLIT} split to draw curves on; name one in eval_tasks_extra"
+            "eval_every: no task of the cocktail can be scored (instruction data only); name one in eval_tasks_extra"
         )
     return out
 
@@ -119,14 +127,12 @@ def prepare_curve_tasks(
     encode = encoder_for(tokens)
     out = []
     for tid, task in tasks.items():
-        examples = task.load(CURVE_SPLIT, data_dir)
-        sample = draw_sample(examples, n, task_id=tid, split=CURVE_SPLIT, kind=task.kind, seed=CURVE_SAMPLE_SEED)
+        split = curve_split(task) or CURVE_SPLITS[0]
+        sample = draw_sample(task.load(split, data_dir), n, task_id=tid, split=split, kind=task.kind, seed=CURVE_SAMPLE_SEED)
         if not sample.examples:
-            raise ConfigError(f"eval_every: task {tid!r} has no {CURVE_SPLIT} examples")
-        if _is_choice(task, sample.examples):
-            out.append(_choice_task(task, sample.examples, sample.sha256, tokenizer, style, max_length, encode))
-        else:
-            out.append(_answer_task(task, sample.examples, sample.sha256, tokenizer, style, max_length, encode))
+            raise ConfigError(f"eval_every: task {tid!r} has no {split} examples")
+        build = _choice_task if _is_choice(task, sample.examples) else _answer_task
+        out.append(build(task, sample.examples, split, sample.sha256, tokenizer, style, max_length, encode))
     return tuple(out)
 
 
@@ -135,7 +141,7 @@ def _is_choice(task: Task, examples: list[Example]) -> bool:
 
 
 def _choice_task(
-    task: Task, examples: list[Example], sha: str, tokenizer: Any, style: str, max_length: int, encode: Encoder
+    task: Task, examples: list[Example], split: str, sha: str, tokenizer: Any, style: str, max_length: int, encode: Encoder
 ) -> CurveTask:
     items, choices = [], []
     for ex in examples:
@@ -143,11 +149,11 @@ def _choice_task(
         room = max(1, max_length - max(len(c) for c in item.choice_ids))
         items.append(ChoiceItem(item.prompt_ids[-room:], item.choice_ids))
         choices.append(tuple(ex.choices or task.labels or ()))
-    return CurveTask(task.id, LIKELIHOOD_METRIC, sha, tuple(items), tuple(choices), tuple(e.target for e in examples))
+    return CurveTask(task.id, LIKELIHOOD_METRIC, split, sha, tuple(items), tuple(choices), tuple(e.target for e in examples))
 
 
 def _answer_task(
-    task: Task, examples: list[Example], sha: str, tokenizer: Any, style: str, max_length: int, encode: Encoder
+    task: Task, examples: list[Example], split: str, sha: str, tokenizer: Any, style: str, max_length: int, encode: Encoder
 ) -> CurveTask:
     rows = []
     for ex in examples:
@@ -157,8 +163,8 @@ def _answer_task(
         answer = answer[: max_length - 1]
         rows.append((prompt[-(max_length - len(answer)) :], answer))
     if not rows:
-        raise ConfigError(f"eval_every: task {task.id!r}: no {CURVE_SPLIT} example has a gold answer to score")
-    return CurveTask(task.id, GENERATIVE_LIKELIHOOD_METRIC, sha, answer_rows=tuple(rows))
+        raise ConfigError(f"eval_every: task {task.id!r}: no {split} example has a gold answer to score")
+    return CurveTask(task.id, GENERATIVE_LIKELIHOOD_METRIC, split, sha, answer_rows=tuple(rows))
 
 
 def score_curve_tasks(model: Any, tasks: tuple[CurveTask, ...], pad_id: int, batch_size: int) -> dict[str, float]:
@@ -194,8 +200,8 @@ class Curves:
         """What the run card records: every N steps, and per task its metric and sample (rows and
         their sha256, the same in every run that draws the task)."""
         return {
-            "every": self.every, "split": CURVE_SPLIT, "sample_seed": CURVE_SAMPLE_SEED,
-            "tasks": {t.task_id: {"metric": t.metric, "n": t.n, "sample_sha256": t.sample_sha256} for t in self.tasks},
+            "every": self.every, "sample_seed": CURVE_SAMPLE_SEED,
+            "tasks": {t.task_id: {"metric": t.metric, "split": t.split, "n": t.n, "sample_sha256": t.sample_sha256} for t in self.tasks},
         }
 
     def due(self, step: int, total: int) -> bool:
@@ -283,6 +289,6 @@ def curve_text(point: CurvePoint | None) -> str:
 
 
 __all__ = [
-    "CURVE_SAMPLE_SEED", "CURVE_SPLIT", "CurvePoint", "CurveTask", "Curves", "curve_task_objects", "curve_text",
+    "CURVE_SAMPLE_SEED", "CURVE_SPLITS", "CurvePoint", "CurveTask", "Curves", "curve_split", "curve_task_objects", "curve_text",
     "evaluation_mode", "live_curves", "prepare_curve_tasks", "preserved_rng", "read_curves", "score_curve_tasks",
 ]
