@@ -615,17 +615,30 @@ def _train_tokens(spec: SweepSpec, train: dict[str, Any]) -> int:
 
 
 def planned_steps(spec: SweepSpec, train: dict[str, Any]) -> int:
-    """Optimizer steps of a run, from the cocktail's arithmetic on the estimated split sizes (the
-    built-in tasks' real sizes; `estimates.tasks` for others), as `training.data.Schedule` counts
-    them for mixed-task batches: per epoch ceil(ceil(examples / batch) / grad_accum), capped by
-    max_steps. With `prefix_sharing` batches are cut within a task, which adds up to one partial
-    batch per task and mega-batch (400 examples at batch 8) that this does not count."""
+    """Optimizer steps of a run as `training.data.Schedule` will count them, from the cocktail's
+    arithmetic on the estimated split sizes (the built-in tasks' real sizes; `estimates.tasks`
+    for others), capped by max_steps.
+
+    Mixed-task batches: ceil(ceil(examples / batch) / grad_accum) per epoch. With
+    `prefix_sharing` batches are cut within each task inside every mega-batch; how many there
+    are depends on the seeded shuffle and each item's task, not on lengths, so the trainer's own
+    `plan_batches` is run on the planned tasks with dummy lengths: exact as well.
+    """
     from fincocktail.cocktail import parse_cocktail, planned_counts
+    from fincocktail.training.data import plan_batches
 
     config = parse_cocktail(train["cocktail"], "training.cocktail")
     counts = planned_counts(config, {t: _estimate(spec, t).train_examples or 0 for t in config.task_ids()}, strict=False)
-    per_epoch = ceil(ceil(sum(counts.values()) / train.get("batch_size", 8)) / train.get("grad_accum", 1))
-    steps = per_epoch * train.get("epochs", 1)
+    n, batch, accum = sum(counts.values()), train.get("batch_size", 8), train.get("grad_accum", 1)
+    epochs = train.get("epochs", 1)
+    if train.get("prefix_sharing", "off") != "off" and train.get("batching", "length_grouped") == "length_grouped":
+        groups = [task for task, k in counts.items() for _ in range(k)]  # the draw's order: ingredients, then boosters
+        steps = sum(
+            ceil(len(plan_batches([1] * n, batch, train.get("seed", 0), epoch, "length_grouped", groups)) / accum)
+            for epoch in range(epochs)
+        )
+    else:
+        steps = ceil(ceil(n / batch) / accum) * epochs
     return min(steps, train["max_steps"]) if train.get("max_steps") else steps
 
 
@@ -754,8 +767,11 @@ def _matched_run(spec: SweepSpec, mi: int, task: str, c_run: RunSpec, ev: dict[s
     assert c_run.train is not None
     steps = planned_steps(spec, c_run.train)
     cocktail = {**_sweep_cocktail(spec, [task], c_run.general, c_run.math, c_run.seed), "resample_each_epoch": False}
-    one_epoch = planned_steps(spec, {**c_run.train, "cocktail": cocktail, "epochs": 1, "max_steps": None})
-    overrides = {"epochs": max(1, ceil(steps / max(one_epoch, 1))), "max_steps": steps}
+    one_epoch = max(planned_steps(spec, {**c_run.train, "cocktail": cocktail, "epochs": 1, "max_steps": None}), 1)
+    epochs = ceil(steps / one_epoch)
+    while planned_steps(spec, {**c_run.train, "cocktail": cocktail, "epochs": epochs, "max_steps": None}) < steps:
+        epochs += 1  # task-grouped batches (prefix_sharing) vary a little from epoch to epoch
+    overrides = {"epochs": epochs, "max_steps": steps}
     run_ev = _run_eval(spec, ev, always, [task], c_run.general, c_run.math, c_run.seed)
     return trained_run(
         spec, mi, "matched", cocktail, label=_cocktail_label([task], c_run.general, c_run.math) + MATCHED_SUFFIX,
