@@ -249,3 +249,10 @@ def test_live_curves_show_under_the_bar_on_a_terminal(tiny_model_dir, tmp_path, 
     train(cfg, tmp_path / "r", resolver=resolver, eval_tasks=list(FAKE_TASKS.values()), progress=True,
           console=Console(file=out, force_terminal=True, width=160))
     assert "curves @ step 4: fa " in out.getvalue()
+
+
+def test_cli_eval_every_flag_is_an_override():
+    from fincocktail.cli.train import _overrides
+
+    assert _overrides([], None, None, None, None, None, None, None, None, False, 25) == ["eval_every=25"]
+    assert _overrides(["lr=0.1"], None, None, None, None, None, None, None, None, False) == ["lr=0.1"]
