@@ -256,3 +256,13 @@ def test_cli_eval_every_flag_is_an_override():
 
     assert _overrides([], None, None, None, None, None, None, None, None, False, 25) == ["eval_every=25"]
     assert _overrides(["lr=0.1"], None, None, None, None, None, None, None, None, False) == ["lr=0.1"]
+
+
+def test_curves_with_a_bf16_base(tiny_model_dir, tmp_path):
+    """precision bf16 (frozen bf16 base, fp32 LoRA, autocast): the curve is scored in the training
+    forward's precision, is finite, and leaves the losses as they are."""
+    plain = run(config(tiny_model_dir, tmp_path, precision="bf16", max_steps=4), tmp_path / "a")
+    curved = run(config(tiny_model_dir, tmp_path, precision="bf16", max_steps=4, eval_every=2, eval_examples=4), tmp_path / "b")
+    (loss_a, _), (loss_b, curve) = _log(plain.run_dir), _log(curved.run_dir)
+    assert [x["loss"] for x in loss_a] == [x["loss"] for x in loss_b]
+    assert [x["step"] for x in curve] == [0, 2, 4] and all(0 < v < 1 for x in curve for v in x["curve"].values())
