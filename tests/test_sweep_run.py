@@ -299,3 +299,20 @@ def test_a_dead_worker_fails_runs_not_the_sweep(tmp_path):
     again = run_sweep(plan, out, runner="simulate", progress=False)
     assert sorted(list(again.executed) + list(again.recovered)) == sorted(summary.failed)
     assert store.counts()["done"] == 8
+
+
+def test_matched_steps_runs_reach_the_report_records(tmp_path):
+    """design.matched_steps: the report's records carry `matched_to` (the cocktail's label) and a
+    cocktail name that never reads as the one-epoch single's."""
+    from fincocktail.report.records import from_store
+
+    plan = load_plan(write(tmp_path, {**SWEEP, "design": {**SWEEP.get("design", {}), "matched_steps": True}}))
+    out = tmp_path / "out"
+    run_sweep(plan, out, runner="simulate", progress=False)
+    data = from_store(ResultsStore.in_dir(out))
+    matched = [r for r in data.runs if r.kind == "matched"]
+    assert matched and all(r.steps_matched and r.matched_to for r in matched)
+    assert all(r.cocktail_name.endswith(" (matched steps)") for r in matched)
+    assert not any(r.steps_matched for r in data.runs if r.kind != "matched")
+    singles = {r.cocktail_name for r in data.runs if r.kind == "single"}
+    assert singles and not singles & {r.cocktail_name for r in matched}

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from fincocktail.errors import ConfigError
-from fincocktail.sweep.spec import config_hash, expand, load_plan, parse_sweep
+from fincocktail.sweep.spec import config_hash, expand, load_plan, parse_sweep, planned_steps
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = REPO / "configs" / "sweeps"
@@ -316,3 +316,79 @@ def test_eval_settings_read_every_presets_runs_and_old_specs_keep_their_meaning(
     assert ev.splits() == [("test", ["fpb"]), ("validation", ["fpb"])]
     with pytest.raises(ValueError):
         EvalSettings.model_validate({**old, "dtpye": "auto"})
+
+
+# -- design.matched_steps: single-task runs trained for their cocktail's steps ------------------
+
+
+def test_matched_steps_add_runs_and_leave_every_other_id_unchanged(tmp_path):
+    plain = plan_of(tmp_path)
+    matched = plan_of(tmp_path, design={"matched_steps": True})
+    ids = {r.run_id for r in plain.runs}
+    extra = [r for r in matched.runs if r.run_id not in ids]
+    assert [r for r in matched.runs if r.run_id in ids] == plain.runs  # same runs, same ids, same order
+    assert extra and {r.kind for r in extra} == {"matched"} and all(r.run_id.startswith("matched-") for r in extra)
+    # one per task x the all-task cocktail's runs (4 booster combos x 1 seed), matched to it
+    assert len(extra) == 3 * 4
+    fpb = next(r for r in extra if r.train_tasks == ["fpb"] and not r.general and not r.math)
+    assert fpb.label == "fpb (matched steps)" and fpb.matched_to == "fpb+fiqa_sa+tfns"
+    assert fpb.train["cocktail"]["resample_each_epoch"] is False
+    assert {r.matched_to for r in extra if r.general and r.math} == {"fpb+fiqa_sa+tfns +general0.25 +math0.5"}
+    assert all(r.matched_to is None for r in plain.runs)
+    assert matched.totals()["est_tokens"] > plain.totals()["est_tokens"]  # `sweep plan` counts them
+
+
+def test_matched_steps_refused_without_a_cocktail(tmp_path):
+    with pytest.raises(ConfigError, match=r"sweep.yaml: design.matched_steps: no cocktail to match"):
+        plan_of(tmp_path, tasks=["fpb"], design={"matched_steps": True, "incremental": False})
+
+
+@pytest.mark.parametrize("prefix_sharing", ["off", "on"])
+def test_matched_singles_train_as_many_steps_as_their_cocktail(tiny_model_dir, tmp_path, prefix_sharing):
+    """The steps the trainer plans (the cocktail's draw on the fake tasks, tokenized, `Schedule.plan`)
+    for each matched single equal its cocktail's (the issue asks within one batch: they are equal,
+    also with task-grouped batches); the one-epoch single's do not, and `planned_steps` is exact."""
+    from fake_tasks import resolver
+    from transformers import AutoTokenizer
+
+    from fincocktail.cocktail import prepare_cocktail, resolve_tasks
+    from fincocktail.training.config import TrainConfig
+    from fincocktail.training.data import Schedule
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    spec = parse_sweep({
+        "name": "m", "tasks": ["fa", "fb"], "models": ["x"], "seeds": [0, 1], "train_caps": {"fa": 33, "fb": 25},
+        "design": {"base": False, "matched_steps": True},
+        "training": {"batch_size": 8, "epochs": 2, "prefix_sharing": prefix_sharing},
+        "estimates": {"tasks": {"fa": {"train_examples": 50}, "fb": {"train_examples": 30}}},
+        "eval": {"tasks": ["fa", "fb"], "selection_split": None},
+    })
+    plan = expand(spec, check_tasks=False)
+
+    def steps(run) -> int:
+        config = TrainConfig.model_validate({**run.train, "data_dir": str(tmp_path)})
+        tasks = resolve_tasks(config.cocktail, resolver)
+        data = prepare_cocktail(config.cocktail, tmp_path, epochs=config.epochs, tasks=tasks)
+        data.encode(tok)
+        return Schedule.plan(config, data, tok.pad_token_id, None).total_steps
+
+    by_label = {(r.label, r.seed): r for r in plan.runs}
+    matched = [r for r in plan.runs if r.kind == "matched"]
+    assert len(matched) == 4  # fa and fb, 2 seeds each
+    for r in matched:
+        cocktail = by_label[(r.matched_to, r.seed)]
+        single = by_label[(r.train_tasks[0], r.seed)]
+        assert steps(r) == steps(cocktail) == r.train["max_steps"], r.label
+        assert steps(single) < steps(cocktail)
+    for r in plan.runs:
+        assert planned_steps(spec, r.train) == steps(r), r.label
+    # 58 examples at batch 8: 8 mixed batches an epoch; cut within each task 5 + 4 = 9
+    assert steps(by_label[("fa+fb", 0)]) == {"off": 2 * 8, "on": 2 * 9}[prefix_sharing]
+
+
+def test_matched_steps_need_single_runs_and_follow_their_boosters(tmp_path):
+    with pytest.raises(ConfigError, match=r"design.matched_steps: needs design.single"):
+        plan_of(tmp_path, design={"matched_steps": True, "single": False})
+    plan = plan_of(tmp_path, design={"matched_steps": True, "boosters_on": ["cocktail"]})
+    matched = [r for r in plan.runs if r.kind == "matched"]
+    assert sorted(r.label for r in matched) == ["fiqa_sa (matched steps)", "fpb (matched steps)", "tfns (matched steps)"]

@@ -125,7 +125,7 @@ def _table(rows: list[dict[str, Any]], out_dir: Path) -> Any:
         table.add_column(head, justify="right")
     for entry in by_run.values():
         r = entry["row"]
-        cells = [r["model"], r["cocktail"], str(r["seed"]) if r["kind"] in ("single", "cocktail", "mixture") else "-"]
+        cells = [r["model"], r["cocktail"], str(r["seed"]) if r["kind"] in ("single", "cocktail", "mixture", "matched") else "-"]
         for key in tasks:
             m = entry["values"].get(key)
             if m is None:

@@ -23,6 +23,7 @@ def _overrides(
     data_dir: Path | None,
     out: Path | None,
     merge: bool,
+    eval_every: int | None = None,
 ) -> list[str]:
     named = {
         "model": model,
@@ -34,6 +35,7 @@ def _overrides(
         "data_dir": str(data_dir) if data_dir else None,
         "output_dir": str(out) if out else None,
         "merge": "true" if merge else None,
+        "eval_every": eval_every,
     }
     return list(sets) + [f"{k}={v}" for k, v in named.items() if v is not None]
 
@@ -53,12 +55,15 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default: output_dir, else runs/<config name>)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in the output folder from its last checkpoint."),
         merge: bool = typer.Option(False, "--merge", help="Also save the base model with the adapter merged in."),
+        eval_every: int | None = typer.Option(
+            None, "--eval-every", help="Learning curves: score every task's validation sample every N steps (docs/training.md)."
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Fine-tune a base model (LoRA or full) on a cocktail; writes adapter/, run_card.json, train_log.jsonl."""
         from fincocktail.training.config import load_train_config
 
-        overrides = _overrides(sets, model, lr, max_steps, batch_size, epochs, seed, data_dir, out, merge)
+        overrides = _overrides(sets, model, lr, max_steps, batch_size, epochs, seed, data_dir, out, merge, eval_every)
         cfg = load_train_config(config, overrides)
         run_dir = Path(cfg.output_dir) if cfg.output_dir else Path("runs") / config.stem
         from fincocktail.fileio import check_out_dir

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fincocktail.sweep.spec import RunKind
+from fincocktail.sweep.spec import MATCHED_SUFFIX, RunKind
 
 if TYPE_CHECKING:
     from fincocktail.sweep.store import ResultsStore
@@ -33,10 +33,19 @@ class RunRecord:
     tokens_trained: int = 0
     wall_time_s: float = 0.0
     peak_rss_mb: float = 0.0
+    # kind "matched" (design.matched_steps): the label of the cocktail whose optimizer steps this
+    # single-task run matches, e.g. "fpb+fiqa_sa+tfns"; None for every other run
+    matched_to: str | None = None
+
+    @property
+    def steps_matched(self) -> bool:
+        """Whether this is a single task trained for a cocktail's steps (not the one-epoch single)."""
+        return self.matched_to is not None
 
     @property
     def cocktail_name(self) -> str:
-        """A short, stable label for the training mixture ("fpb+tfns +general")."""
+        """A short, stable label for the training mixture ("fpb+tfns +general"); a matched-steps
+        run says so ("fpb (matched steps)"), so it never reads as the one-epoch single."""
         if self.kind in UNTRAINED_KINDS:
             return f"{self.kind}: {self.model}"
         name = "+".join(self.train_tasks)
@@ -44,7 +53,7 @@ class RunRecord:
             name += f" +general{self.general:g}"
         if self.math:
             name += f" +math{self.math:g}"
-        return name
+        return name + (MATCHED_SUFFIX if self.kind == "matched" else "")
 
     @property
     def recipe(self) -> tuple:
@@ -93,7 +102,7 @@ def from_store(store: "ResultsStore", split: str | None = None, title: str | Non
         RunRecord(
             run_id=r.run_id, kind=r.kind, model=r.model, train_tasks=r.train_tasks,  # type: ignore[arg-type]
             general=r.general, math=r.math, seed=r.seed, tokens_trained=r.tokens_trained,
-            wall_time_s=r.wall_time_s or 0.0, peak_rss_mb=r.peak_rss_mb,
+            wall_time_s=r.wall_time_s or 0.0, peak_rss_mb=r.peak_rss_mb, matched_to=r.config.get("matched_to"),
         )
         for r in runs
     ]

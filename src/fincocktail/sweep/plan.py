@@ -45,6 +45,7 @@ def run_row(run: RunSpec) -> dict[str, Any]:
         "num_cpus": run.resources.num_cpus,
         "num_gpus": run.resources.num_gpus,
         "config_sha256": run.config_sha256,
+        "matched_to": run.matched_to,
     }
 
 

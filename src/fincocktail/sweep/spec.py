@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from math import ceil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,7 +40,9 @@ from fincocktail.tasks.builtin import KNOWLEDGE_TASKS, NUMERICAL_TASKS
 # Bump when the meaning of a run config changes (it is part of every run's hash).
 RUN_SCHEMA = "fincocktail-run/1"
 
-RunKind = Literal["base", "api", "single", "cocktail", "mixture"]  # mixture: proposed by `mix search`
+RunKind = Literal["base", "api", "single", "cocktail", "mixture", "matched"]
+# mixture: proposed by `mix search`; matched: a single task trained for its cocktail's steps (design.matched_steps)
+MATCHED_SUFFIX = " (matched steps)"
 
 # Fields of the training config the sweep sets itself, per run.
 _SWEEP_OWNED_TRAIN_FIELDS = ("model", "cocktail", "seed", "output_dir", "data_dir")
@@ -129,6 +132,12 @@ class DesignSpec(_Strict):
         default=None,
         description="seeds of the incremental cocktails short of every task (default: `seeds`); "
         "single-task runs and the cocktail of every task always get every seed",
+    )
+    matched_steps: bool = Field(
+        default=False,
+        description="also train each financial task alone for as many optimizer steps as the largest cocktail "
+        "containing it (repeating its own examples: more epochs, the same draw each epoch), so a cocktail's gain "
+        "can be told apart from a steps effect; kind `matched`, label '<task> (matched steps)'",
     )
 
 
@@ -309,6 +318,7 @@ class RunSpec(BaseModel):
     est_eval_examples: int = 0
     est_seconds: float = 0.0
     origin: str = ""  # the sweep-file field this run came from
+    matched_to: str | None = None  # kind matched: the label of the cocktail whose optimizer steps it matches
 
     @property
     def trains(self) -> bool:
@@ -616,6 +626,34 @@ def _train_tokens(spec: SweepSpec, train: dict[str, Any]) -> int:
     return int(tokens)
 
 
+def planned_steps(spec: SweepSpec, train: dict[str, Any]) -> int:
+    """Optimizer steps of a run as `training.data.Schedule` will count them, from the cocktail's
+    arithmetic on the estimated split sizes (the built-in tasks' real sizes; `estimates.tasks`
+    for others), capped by max_steps.
+
+    Mixed-task batches: ceil(ceil(examples / batch) / grad_accum) per epoch. With
+    `prefix_sharing` batches are cut within each task inside every mega-batch; how many there
+    are depends on the seeded shuffle and each item's task, not on lengths, so the trainer's own
+    `plan_batches` is run on the planned tasks with dummy lengths: exact as well.
+    """
+    from fincocktail.cocktail import parse_cocktail, planned_counts
+    from fincocktail.training.data import plan_batches
+
+    config = parse_cocktail(train["cocktail"], "training.cocktail")
+    counts = planned_counts(config, {t: _estimate(spec, t).train_examples or 0 for t in config.task_ids()}, strict=False)
+    n, batch, accum = sum(counts.values()), train.get("batch_size", 8), train.get("grad_accum", 1)
+    epochs = train.get("epochs", 1)
+    if train.get("prefix_sharing", "off") != "off" and train.get("batching", "length_grouped") == "length_grouped":
+        groups = [task for task, k in counts.items() for _ in range(k)]  # the draw's order: ingredients, then boosters
+        steps = sum(
+            ceil(len(plan_batches([1] * n, batch, train.get("seed", 0), epoch, "length_grouped", groups)) / accum)
+            for epoch in range(epochs)
+        )
+    else:
+        steps = ceil(ceil(n / batch) / accum) * epochs
+    return min(steps, train["max_steps"]) if train.get("max_steps") else steps
+
+
 def _cocktail_label(tasks: list[str], general: float, math: float) -> str:
     label = "+".join(tasks)
     if general:
@@ -649,19 +687,22 @@ def trained_run(
     source: str,
     origin: str,
     eval_cost: tuple[int, float] | None = None,
+    train_overrides: dict[str, Any] | None = None,
+    matched_to: str | None = None,
 ) -> RunSpec:
     """One training run of model `models[mi]` on the inline `cocktail`, evaluated with `run_ev`.
 
     The one place a trained run's config, id and estimates are made: the sweep's own designs
     (`expand`) and the mixtures `mix search` proposes are built alike, so a proposal trains with
-    exactly the sweep's training config and is evaluated on the same samples.
+    exactly the sweep's training config and is evaluated on the same samples. `train_overrides`
+    (a matched-steps run's epochs and max_steps) apply over the sweep's training settings.
     """
     from fincocktail.training.config import parse_train_config
     from fincocktail.training.prefix import ESTIMATED_SPEEDUP
 
     m = spec.models[mi]
     seed = int(cocktail.get("seed", 0))
-    data = {**spec.training, **m.training, "model": m.name, "cocktail": cocktail, "seed": seed}
+    data = {**spec.training, **m.training, **(train_overrides or {}), "model": m.name, "cocktail": cocktail, "seed": seed}
     tc = parse_train_config(data, source=f"{source}: training (models.{mi})")
     train = tc.model_dump(mode="json", exclude={"output_dir", "data_dir"})
     config = {"schema": RUN_SCHEMA, "kind": kind, "model": m.name, "train": train, "eval": run_ev}
@@ -674,7 +715,81 @@ def trained_run(
         general=general, math=math, seed=seed, train=train, eval=run_ev, config_sha256=h,
         resources=_resources(spec, m), est_tokens=tokens, est_eval_examples=n_eval,
         est_seconds=round(spec.estimates.overhead_s + tokens / rate + _eval_seconds(spec, m.eval_examples_per_s, cost), 1),
-        origin=origin,
+        origin=origin, matched_to=matched_to,
+    )
+
+
+def _run_eval(spec: SweepSpec, ev: dict[str, Any], always: list[str] | None, mix: list[str], gf: float, mf: float,
+              seed: int) -> dict[str, Any]:
+    """One trained run's evaluation settings under the sweep's scope and `eval.always_seeds`."""
+    run_always = always
+    if always is not None and spec.eval.always_seeds is not None and seed not in spec.eval.always_seeds:
+        run_always = []
+    return _scoped_eval(ev, run_always, mix, everything=set(mix) == set(spec.tasks), boosted=bool(gf or mf),
+                        math_only=bool(mf and not gf))
+
+
+def _sweep_cocktail(spec: SweepSpec, mix: list[str], gf: float, mf: float, seed: int) -> dict[str, Any]:
+    """The inline cocktail of a sweep run: the tasks (with their `train_caps`) and the boosters at these fractions."""
+    cocktail: dict[str, Any] = {
+        "name": _cocktail_label(mix, gf, mf).replace(" ", ""),
+        "seed": seed,
+        "ingredients": [{"task": t, **({"cap": spec.train_caps[t]} if t in spec.train_caps else {})} for t in mix],
+    }
+    for key, frac in (("general", gf), ("math", mf)):
+        booster = getattr(spec, key)
+        if booster is not None and frac > 0:
+            cap = booster.cap if booster.cap is not None else spec.train_caps.get(booster.task)
+            cocktail[key] = {"task": booster.task, "fraction": frac, **({"cap": cap} if cap is not None else {})}
+    return cocktail
+
+
+def matched_runs(
+    spec: SweepSpec, mi: int, model_runs: list[RunSpec], ev: dict[str, Any], always: list[str] | None, source: str
+) -> list[RunSpec]:
+    """`design.matched_steps`: for each financial task, and each run of the largest cocktail that
+    contains it (the cocktail of every task when there is one), the task alone trained for that
+    run's optimizer steps, with the same boosters and seed (for the booster fractions the
+    one-epoch single runs have: those are what the matched runs are compared with).
+
+    Why: a 7-task cocktail takes 7x the steps of a single task, so "the cocktail beats the single
+    task" may be a steps effect, not a data effect. The matched run repeats its own draw (more
+    epochs, `resample_each_epoch: false`, `max_steps` = the cocktail's), so its only difference
+    from the one-epoch single is the number of steps. Its steps equal the cocktail's as
+    `planned_steps` counts them (exactly, for mixed-task batches).
+    """
+    cocktails = [r for r in model_runs if r.kind == "cocktail" and r.train]
+    singles = {(r.train_tasks[0], r.general, r.math) for r in model_runs if r.kind == "single"}
+    out: list[RunSpec] = []
+    for t in spec.tasks:
+        holding = [r for r in cocktails if t in r.train_tasks]
+        if not holding:
+            continue
+        widest = max(len(r.train_tasks) for r in holding)
+        target = next(r.train_tasks for r in holding if len(r.train_tasks) == widest)
+        for c_run in (r for r in holding if r.train_tasks == target):
+            if (t, c_run.general, c_run.math) in singles:  # only where a one-epoch single is compared with it
+                out.append(_matched_run(spec, mi, t, c_run, ev, always, source))
+    return out
+
+
+def _matched_run(spec: SweepSpec, mi: int, task: str, c_run: RunSpec, ev: dict[str, Any], always: list[str] | None,
+                 source: str) -> RunSpec:
+    """One task trained for `c_run`'s planned steps (see `matched_runs`)."""
+    assert c_run.train is not None
+    steps = planned_steps(spec, c_run.train)
+    cocktail = {**_sweep_cocktail(spec, [task], c_run.general, c_run.math, c_run.seed), "resample_each_epoch": False}
+    one_epoch = max(planned_steps(spec, {**c_run.train, "cocktail": cocktail, "epochs": 1, "max_steps": None}), 1)
+    epochs = ceil(steps / one_epoch)
+    while planned_steps(spec, {**c_run.train, "cocktail": cocktail, "epochs": epochs, "max_steps": None}) < steps:
+        epochs += 1  # task-grouped batches (prefix_sharing) vary a little from epoch to epoch
+    overrides = {"epochs": epochs, "max_steps": steps}
+    run_ev = _run_eval(spec, ev, always, [task], c_run.general, c_run.math, c_run.seed)
+    return trained_run(
+        spec, mi, "matched", cocktail, label=_cocktail_label([task], c_run.general, c_run.math) + MATCHED_SUFFIX,
+        train_tasks=[task], general=c_run.general, math=c_run.math, run_ev=run_ev, source=source,
+        origin=f"design.matched_steps ({task} to {c_run.label}), models.{mi}, seeds={c_run.seed}",
+        eval_cost=_eval_count(spec, run_ev), train_overrides=overrides, matched_to=c_run.label,
     )
 
 
@@ -763,6 +878,11 @@ def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> 
     for mix, where in mixes:
         for t in mix:
             c.trainable(t, where)
+    if d.matched_steps and not d.single:
+        c.fail("design.matched_steps", "needs design.single: matched-steps runs are compared with the one-epoch single-task runs")
+    if d.matched_steps and not any(len(mix) > 1 for mix, _ in mixes):
+        c.fail("design.matched_steps", "no cocktail to match: it adds single-task runs trained for a cocktail's steps; "
+               "switch on incremental, all_tasks or cocktails")
 
     ev = _eval_plan(spec, c)
     always = _always_tasks(spec, ev, c) if spec.eval.scope == "needed" else None
@@ -807,32 +927,18 @@ def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> 
                     if gf and mf and not d.combine_boosters:
                         continue
                     for seed in seeds:
-                        run_always = always
-                        if always is not None and spec.eval.always_seeds is not None and seed not in spec.eval.always_seeds:
-                            run_always = []
-                        run_ev = _scoped_eval(ev, run_always, mix, everything=set(mix) == set(spec.tasks), boosted=bool(gf or mf),
-                                              math_only=bool(mf and not gf))
-                        run_n_eval, run_eval_cost = _eval_count(spec, run_ev)
-                        cocktail: dict[str, Any] = {
-                            "name": _cocktail_label(mix, gf, mf).replace(" ", ""),
-                            "seed": seed,
-                            "ingredients": [
-                                {"task": t, **({"cap": spec.train_caps[t]} if t in spec.train_caps else {})} for t in mix
-                            ],
-                        }
-                        for key, frac in (("general", gf), ("math", mf)):
-                            booster = getattr(spec, key)
-                            if booster is not None and frac > 0:
-                                cap = booster.cap if booster.cap is not None else spec.train_caps.get(booster.task)
-                                cocktail[key] = {"task": booster.task, "fraction": frac, **({"cap": cap} if cap is not None else {})}
+                        run_ev = _run_eval(spec, ev, always, mix, gf, mf, seed)
                         add(
                             trained_run(
-                                spec, mi, kind, cocktail, label=_cocktail_label(mix, gf, mf), train_tasks=mix,
-                                general=gf, math=mf, run_ev=run_ev, source=source,
+                                spec, mi, kind, _sweep_cocktail(spec, mix, gf, mf, seed), label=_cocktail_label(mix, gf, mf),
+                                train_tasks=mix, general=gf, math=mf, run_ev=run_ev, source=source,
                                 origin=f"{where}, models.{mi}, seeds={seed}, general={gf:g}, math={mf:g}",
-                                eval_cost=(run_n_eval, run_eval_cost),
+                                eval_cost=_eval_count(spec, run_ev),
                             )
                         )
+        if d.matched_steps:
+            for run in matched_runs(spec, mi, [r for r in runs if r.model == m.name], ev, always, source):
+                add(run)
     for ai, a in enumerate(spec.api_models):
         api = {"base_url": a.base_url, "concurrency": a.concurrency}
         api_ev = {**ev, "mode": "generate"}

@@ -97,7 +97,7 @@ CREATE INDEX IF NOT EXISTS metrics_task ON metrics (task, split, metric);
 
 @dataclass(frozen=True)
 class RunRow:
-    """A run as stored. `kind` is base / api / single / cocktail."""
+    """A run as stored. `kind` is base / api / single / cocktail / mixture / matched (its `config`, the RunSpec, holds `matched_to`)."""
 
     run_id: str
     sweep: str

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from fincocktail.errors import FincocktailError
 from fincocktail.sweep.store import MetricRow, RunRow
 
 RUN_ID_TAG = "fincocktail.run_id"
+TRAIN_SUBDIR = "train"  # sweep.execute trains a run into <run folder>/train
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
@@ -27,6 +29,27 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
         out[prefix] = json.dumps(value, sort_keys=True)[:6000]
     else:
         out[prefix] = str(value)[:6000]
+
+
+def curve_metrics(run: RunRow, timestamp_ms: int) -> list[Any]:
+    """The run's learning curves (`training.eval_every`) as MLflow step metrics
+    `curve/<task>/<metric>`, read from its train_log.jsonl after the run, so MLflow draws each
+    task's curve over optimizer steps. Empty when the run drew no curves."""
+    from mlflow.entities import Metric
+
+    from fincocktail.training.curves import read_curves
+    from fincocktail.training.trainer import TRAIN_LOG
+
+    train_dir = ((run.card or {}).get("train") or {}).get("run_dir")
+    if not train_dir and run.run_dir:
+        train_dir = str(Path(run.run_dir) / TRAIN_SUBDIR)
+    if not train_dir:
+        return []
+    return [
+        Metric(f"curve/{task}/{point.metrics.get(task, 'likelihood')}", value, timestamp_ms, point.step)
+        for point in read_curves(Path(train_dir) / TRAIN_LOG)
+        for task, value in point.values.items()
+    ]
 
 
 class MlflowTracker:
@@ -80,6 +103,7 @@ class MlflowTracker:
             value = getattr(run, name)
             if value is not None:
                 values.append(Metric(name, float(value), now, 0))
+        values += curve_metrics(run, now)
         run_id = created.info.run_id
         items = [Param(k, v) for k, v in params.items()]
         for start in range(0, max(len(values), len(items), 1), 100):  # MLflow caps a batch at 1000 metrics / 100 params

@@ -31,9 +31,11 @@ from fincocktail.fileio import format_validation_error, load_yaml
 
 PrefixSharing = Literal["auto", "on", "off"]  # see training.prefix
 
-RESUMABLE_CHANGES = {"output_dir", "merge", "device", "threads", "log_every", "checkpoint_every", "keep_checkpoints"}
+RESUMABLE_CHANGES = {
+    "output_dir", "merge", "device", "threads", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every",
+}
 
-LATER_FIELDS: dict[str, Any] = {"prefix_sharing": "off"}
+LATER_FIELDS: dict[str, Any] = {"prefix_sharing": "off", "eval_every": None, "eval_examples": 64, "eval_tasks_extra": []}
 """Fields added after runs were started, with the value that means what earlier runs did.
 
 A config dumps without them at that value: the fingerprint a resume checks, the config a run
@@ -119,6 +121,16 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(default=100, gt=0, description="optimizer steps between checkpoints")
     keep_checkpoints: int = Field(default=1, gt=0)
     log_every: int = Field(default=1, gt=0)
+    eval_every: int | None = Field(
+        default=None, gt=0,
+        description="optimizer steps between learning-curve points (training.curves): the likelihood metric on a "
+        "fixed validation sample of every task of the cocktail (and eval_tasks_extra), at step 0, every N steps and "
+        "at the end, into train_log.jsonl; null: no curves",
+    )
+    eval_examples: int = Field(default=64, gt=0, description="validation examples per task for the learning curves")
+    eval_tasks_extra: list[str] = Field(
+        default_factory=list, description="tasks outside the cocktail whose curves are also drawn (e.g. [cfa])"
+    )
     contamination_check: bool = Field(default=True, description="record the n-gram overlap report in the run card")
     merge: bool = Field(default=False, description="also save the base model with the LoRA merged in")
 
@@ -127,6 +139,17 @@ class TrainConfig(BaseModel):
     def _yaml_on_off(cls, v: Any) -> Any:
         """YAML 1.1 (PyYAML) reads a bare `on` / `off` as true / false; they mean the modes here."""
         return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+    @field_validator("eval_tasks_extra")
+    @classmethod
+    def _extra_tasks(cls, value: list[str]) -> list[str]:
+        cleaned = [v.strip() for v in value]
+        if any(not v for v in cleaned):
+            raise ValueError("an empty task id; list task ids such as [cfa, fiqa_sa]")
+        twice = sorted({v for v in cleaned if cleaned.count(v) > 1})
+        if twice:
+            raise ValueError(f"listed twice: {', '.join(twice)}")
+        return cleaned
 
     @field_validator("max_batch_tokens")
     @classmethod

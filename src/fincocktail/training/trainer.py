@@ -50,6 +50,7 @@ from fincocktail.training.checkpoints import (
     save_checkpoint,
 )
 from fincocktail.training.config import TrainConfig, resolve_cocktail
+from fincocktail.training.curves import Curves, curve_task_objects, curve_text, live_curves, prepare_curve_tasks
 from fincocktail.training.data import Batch, Schedule, padding_fraction
 from fincocktail.training.loss import answer_loss_sum, base_config, fp32_head_weight
 from fincocktail.training.prefix import check_sliding_window
@@ -137,6 +138,7 @@ def _train(
     started = time.time()
     cocktail_cfg, cocktail_src = resolve_cocktail(config)
     tasks = resolve_tasks(cocktail_cfg, resolver, cocktail_src)
+    curve_tasks = curve_task_objects(tasks, config.eval_tasks_extra, resolver) if config.eval_every else None  # checked early
     fingerprint = config.fingerprint(cocktail_cfg)
     saved = _existing_run(config, run_dir, resume, fingerprint)
     if saved is not None and saved.get("status") == "complete":
@@ -170,6 +172,7 @@ def _train(
     attention = resolve_attention(config, device, dtype)
     model = _prepare_model(config, model, device, attention)
     autocast = mixed_precision(model, device, dtype)
+    curves = _curves(config, curve_tasks, data_dir, tokenizer, pad_id, autocast, tokens) if curve_tasks else None
 
     schedule = Schedule.plan(config, data, pad_id, resolve_max_batch_tokens(config, device))
     if schedule.total_steps == 0:
@@ -187,12 +190,15 @@ def _train(
     )
 
     session = _Session(prior_s=at.elapsed_s)
-    with _progress_bar(console, progress) as bar, open(run_dir / TRAIN_LOG, "a", encoding="utf-8") as log:
+    bar_curves = curves is not None and live_curves(progress)
+    with _progress_bar(console, progress, bar_curves) as bar, open(run_dir / TRAIN_LOG, "a", encoding="utf-8") as log:
         bar_task = bar.add_task("train", total=schedule.total_steps, completed=at.step, loss="-", tps="-")
         final_loss = run_loop(
             config, schedule, parts, at, session, card, log,
             after_update=step_trimmer(device),
             on_step=lambda loss, tps: bar.update(bar_task, advance=1, loss=f"{loss:.4f}", tps=f"{tps:,.0f}"),
+            on_eval=_curve_hook(curves, parts.model, log, bar) if curves is not None else None,
+            eval_due=curves.due if curves is not None else None,
         )
 
     adapter_dir, merged_dir = _save_outputs(config, run_dir, parts.model, tokenizer)
@@ -209,7 +215,8 @@ def _train(
         resumed_from=resume_from.name if resume_from is not None else None,
         tokens_per_s=round(session.tokens_per_s(), 1),
     )
-    card.write("complete", **_completion(result, schedule, train_time_s, session, device, dtype, attention, parts.model))
+    card.write("complete", **_completion(result, schedule, train_time_s, session, device, dtype, attention, parts.model),
+               **({"curves": curves.describe()} if curves is not None else {}))
     return result
 
 
@@ -289,6 +296,31 @@ def prepare_data(
 
     data = prepare_cocktail(cocktail, data_dir, epochs=config.epochs, source=source, tasks=tasks, on_sources=check)
     return data, found[0] if found else None
+
+
+# --------------------------------------------------------------------------------------------
+# Learning curves (training/curves.py)
+
+
+def _curves(
+    config: TrainConfig, tasks: Mapping[str, Task], data_dir: Path, tokenizer: Any, pad_id: int, autocast: Any,
+    tokens: TokenCache | None,
+) -> Curves:
+    """The fixed curve samples, tokenized, and the scorer that runs them every `eval_every` steps."""
+    assert config.eval_every is not None
+    sample = prepare_curve_tasks(tasks, data_dir, config.eval_examples, tokenizer, config.prompt_style, config.max_length, tokens)
+    return Curves(sample, config.eval_every, pad_id, config.batch_size, autocast)
+
+
+def _curve_hook(curves: Curves, model: Any, log: TextIO, bar: Any) -> Callable[[int], None]:
+    """Score at a step, append the point to the log and show it under the bar (when the bar shows curves)."""
+
+    def on_eval(step: int) -> None:
+        point = curves.log(model, step, log)
+        if hasattr(bar, "curve_line"):
+            bar.curve_line = curve_text(point)
+
+    return on_eval
 
 
 # --------------------------------------------------------------------------------------------
@@ -419,14 +451,20 @@ def run_loop(
     *,
     after_update: Callable[[], None],
     on_step: Callable[[float, float], None],
+    on_eval: Callable[[int], None] | None = None,
+    eval_due: Callable[[int, int], bool] | None = None,
 ) -> float | None:
     """Train from `at` to the schedule's last step, advancing `at`; returns the last step's loss.
 
     Weights are checked for NaN/inf before each checkpoint and before the end, so no broken
     update is ever saved; the log is fsynced before each checkpoint, so a resumed run's log is
-    whole up to it.
+    whole up to it. `on_eval(step)` (learning curves) runs at step 0 of a new run and when
+    `eval_due(step, total)`, before that step's checkpoint: a resume then finds every curve point
+    up to its checkpoint and redoes the ones after it, so a curve has no gap and no duplicate.
     """
     total = schedule.total_steps
+    if on_eval is not None and at.step == 0:  # the curve's starting point (a resumed run has it in its log)
+        on_eval(0)
     first_epoch, first_group = at.epoch, at.next_group
 
     def fail(what: str, lr: float) -> None:  # a step that went non-finite is the one after `at.step`
@@ -463,6 +501,8 @@ def run_loop(
                 }
                 log.write(json.dumps(entry, allow_nan=False) + "\n")
                 log.flush()
+            if on_eval is not None and eval_due is not None and eval_due(at.step, total):
+                on_eval(at.step)
             on_step(final_loss, tps)
             if at.step % config.checkpoint_every == 0 or at.step >= total:
                 bad = check_finite_params(parts.model)
@@ -519,7 +559,8 @@ def _optimizer_step(
     return loss_total, n_target, lr
 
 
-def _progress_bar(console: Any, enabled: bool) -> Any:
+def _progress_bar(console: Any, enabled: bool, curves: bool = False) -> Any:
+    """The training bar; with `curves`, the latest learning-curve point on a line under it."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -539,7 +580,25 @@ def _progress_bar(console: Any, enabled: bool) -> Any:
         TextColumn("eta"),
         TimeRemainingColumn(),
     ]
-    return Progress(*columns, console=console, disable=not enabled, transient=False)
+    if not curves:
+        return Progress(*columns, console=console, disable=not enabled, transient=False)
+    return _curve_progress_class()(*columns, console=console, disable=not enabled, transient=False)
+
+
+def _curve_progress_class() -> type:
+    """A rich Progress that renders `curve_line` under its bar (rich is imported lazily)."""
+    from rich.progress import Progress
+    from rich.text import Text
+
+    class CurveProgress(Progress):
+        curve_line = ""
+
+        def get_renderables(self) -> Any:
+            yield from super().get_renderables()
+            if self.curve_line:
+                yield Text(self.curve_line, style="dim")
+
+    return CurveProgress
 
 
 def _rewrite_log(path: Path, upto_step: int) -> None:
