@@ -105,3 +105,44 @@ def test_selection_by_likelihood_ranks_on_the_validation_gold_probability(tmp_pa
     by_likelihood = an.best(an.recipes_of("single", single_of="fpb"), "fpb")
     assert by_primary[1].run_ids == ("a",) and by_likelihood[1].run_ids == ("b",)
     assert an.validation_likelihood(an.recipes[by_likelihood[0]], "fpb") == pytest.approx(pb.mean())
+
+
+def test_matched_steps_singles_give_claim_a_at_matched_steps(tmp_path):
+    data = study(tmp_path, cocktail_shift=0.01)
+    runs, metrics = list(data.runs), list(data.metrics)
+    for m in [m for m in data.metrics if m.run_id.startswith("single-")]:
+        rid = m.run_id.replace("single", "matched")
+        if m.split == "test":
+            src = next(r for r in data.runs if r.run_id == m.run_id)
+            runs.append(RunRecord(rid, "matched", "tiny", ("fpb",), 0, 0, src.seed, matched_to="fpb+tfns"))
+        metrics.append(MetricRecord(rid, m.task, m.split, m.metric, m.value, n=m.n, predictions=m.predictions))
+    f = findings(Analysis(ReportData(runs, metrics)))
+    (a,) = f.for_claim("a")
+    (matched,) = f.for_claim("a'")
+    assert matched.reference == "fpb (matched steps)" and matched.recipe == "fpb+tfns"
+    assert matched.effect == pytest.approx(a.effect) and matched.design == "paired"  # the same predictions here
+    assert len(f.contrasts) == 2 and "a'" not in f.untested
+    # without matched runs the optional contrast is neither tested nor printed
+    plain = findings(Analysis(data))
+    from fincocktail.report.render import claim_summary
+
+    assert "a'" in plain.untested and not any(line.startswith("(a')") for line in claim_summary(plain))
+
+
+def test_the_report_draws_the_runs_learning_curves(tmp_path):
+    data = study(tmp_path, cocktail_shift=0.01)
+    runs = []
+    for r in data.runs:
+        log = tmp_path / r.run_id / "train" / "train_log.jsonl"
+        log.parent.mkdir(parents=True)
+        steps = range(0, 65, 16) if r.kind == "single" else range(0, 129, 32)
+        log.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" + json.dumps(
+            {"step": s, "curve": {"fpb": 0.4 + s / 400}, "curve_metric": {"fpb": "gold_prob"}, "curve_n": {"fpb": 64},
+             "curve_s": 0.1}) + "\n" for s in steps))
+        runs.append(RunRecord(**{**r.__dict__, "run_dir": tmp_path / r.run_id}))
+    write_report(ReportData(runs, data.metrics), tmp_path / "report")
+    png = (tmp_path / "report" / "plots" / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert "Learning curves" in (tmp_path / "report" / "report.md").read_text()
+    write_report(data, tmp_path / "plain")  # no curves logged: no empty figure
+    assert not (tmp_path / "plain" / "plots" / "curves.png").exists()

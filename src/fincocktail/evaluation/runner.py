@@ -466,19 +466,19 @@ class _LocalBackend(_Backend):
         return rows, _Timing(seconds, tokens)
 
     def _gold_loglik(self, task, rows: list[_Row], prompts: list[list[int]], style, demos) -> None:
-        """Teacher-forced log-likelihood per token of each gold answer: one forward of prompt + answer
-        (no generation), in fp32 when there is a reference, the same scoring choice mode uses."""
-        from fincocktail.evaluation.choice import ChoiceItem, score_choices
+        """Teacher-forced log-likelihood per token of each gold answer (`models.forward.answer_logprobs`:
+        one forward of prompt + answer, no generation), in fp32 when there is a reference."""
+        from fincocktail.models.forward import answer_logprobs
 
-        items = []
+        pairs = []
         for row, ids in zip(rows, prompts):
             gold = self.encode(self.tok, build_pair(task, row.example, style, self.tok, demos), False)[1]
-            if not gold:
+            if not gold or not ids:
                 return  # an example without a gold answer (nothing to score): the task reports no likelihood
-            items.append(ChoiceItem(ids, [gold]))
-        scores = score_choices(self.reference or self.scorer, items, self.tok.pad_token_id, self.batch_size)
-        for row, sc in zip(rows, scores):
-            row.gold_logprob_per_token = sc.logprobs_norm[0]
+            pairs.append((ids, gold))
+        scored = answer_logprobs(self.reference or self.scorer, pairs, self.tok.pad_token_id, self.batch_size)
+        for row, (total, n) in zip(rows, scored):
+            row.gold_logprob_per_token = total / n
 
     def describe(self):
         dtype = str(getattr(self.loaded.model, "dtype", "")).removeprefix("torch.")

@@ -66,6 +66,7 @@ DECISION_METRIC: MetricKind = "likelihood"
 
 CLAIMS: dict[str, str] = {
     "a": "A cocktail of related tasks beats single-task fine-tuning",
+    "a'": "... also at matched optimizer steps (a data effect, not a steps effect)",
     "b": "General instruction data acts as a regularizer",
     "c": "Math data improves numerical reasoning",
     "d": "Task fine-tuning does not raise domain knowledge",
@@ -296,6 +297,15 @@ def design_pairs(an: Analysis) -> tuple[list[tuple[str, str, tuple, tuple]], dic
             pairs.append(("a", task, _largest(an, cocktails), singles[0]))  # type: ignore[arg-type]
     if not any(p[0] == "a" for p in pairs):
         untested["a"] = "needs a single-task run and a cocktail containing the same task"
+    for task in financial:  # (a) at matched steps: the cocktail vs its task trained for as many steps
+        for matched in an.recipes_of("matched", single_of=task, general=False, math_=False):
+            target = an.recipes[matched][0].matched_to
+            cocktail = next((r for r in an.recipes_of("cocktail", task=task, general=False, math_=False)
+                             if an.recipe_label(r) == target), None)
+            if cocktail is not None:
+                pairs.append(("a'", task, cocktail, matched))
+    if not any(p[0] == "a'" for p in pairs):
+        untested["a'"] = "needs single-task runs trained for the cocktail's steps (design.matched_steps: true)"
     # (b), (c): a booster variant vs the same cocktail without it
     for claim, booster, tasks in (("b", "general", financial), ("c", "math", [t for t in an.eval_tasks if t in NUMERICAL_TASKS])):
         variants = an.recipes_of("cocktail", general=booster == "general", math_=booster == "math")
@@ -368,7 +378,7 @@ def findings(an: Analysis, decision: MetricKind = DECISION_METRIC) -> Findings:
     present = [o for o in other_raw if o is not None]
     others = iter(_verdicts(present))
     out = [replace(c, other=next(others) if o is not None else None) for c, o in zip(leads, other_raw)]
-    for claim in ("a", "b", "c", "d"):
+    for claim in CLAIMS:
         if claim not in untested and not any(c.claim == claim for c in out):
             untested[claim] = {"d": "needs the zero-shot base and a fine-tuned run evaluated on cfa / financebench"}.get(
                 claim, "the compared recipes were not evaluated on these tasks")

@@ -86,6 +86,39 @@ def heatmap(row_labels: list[str], col_labels: list[str], mat: np.ndarray) -> by
     return _png(fig)
 
 
+def curves_plot(an: Analysis) -> bytes | None:
+    """Per task, the validation likelihood over optimizer steps of its single-task recipe and of the
+    cocktails containing it (mean over seeds), from the runs' `training.eval_every` curves."""
+    from fincocktail.training.curves import read_curves
+
+    series: dict[str, dict[str, dict[int, list[float]]]] = {}  # task -> recipe label -> step -> values
+    metric: dict[str, str] = {}
+    for rec, runs in an.recipes.items():
+        if rec[0] not in ("single", "cocktail", "matched"):
+            continue
+        for r in runs:
+            if r.run_dir is None:
+                continue
+            for point in read_curves(r.run_dir / "train" / "train_log.jsonl"):
+                for task, value in point.values.items():
+                    series.setdefault(task, {}).setdefault(an.recipe_label(rec), {}).setdefault(point.step, []).append(value)
+                    metric.setdefault(task, point.metrics.get(task, "gold_prob"))
+    if not series:
+        return None
+    tasks = sorted(series)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for label, by_step in sorted(series[task].items()):
+            steps = sorted(by_step)
+            ax.plot(steps, [float(np.mean(by_step[s])) for s in steps], marker=".", label=label)
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(metric[task] + " (validation)")
+        ax.legend(fontsize=6)
+    fig.suptitle("Learning curves: each task's validation likelihood during training (mean over seeds)")
+    return _png(fig)
+
+
 def all_plots(an: Analysis) -> dict[str, bytes]:
     plots = {"main": main_bars(an.main_table())}
     effects = an.cocktail_effects()
@@ -100,4 +133,7 @@ def all_plots(an: Analysis) -> dict[str, bytes]:
     know = an.knowledge_check()
     if know:
         plots["knowledge"] = deltas_plot(know, "Domain knowledge: fine-tuned vs base")
+    curves = curves_plot(an)
+    if curves is not None:
+        plots["curves"] = curves
     return plots

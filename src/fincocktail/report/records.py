@@ -36,6 +36,7 @@ class RunRecord:
     # kind "matched" (design.matched_steps): the label of the cocktail whose optimizer steps this
     # single-task run matches, e.g. "fpb+fiqa_sa+tfns"; None for every other run
     matched_to: str | None = None
+    run_dir: Path | None = None  # the run's folder (its train/train_log.jsonl holds the learning curves)
 
     @property
     def steps_matched(self) -> bool:
@@ -103,6 +104,7 @@ def from_store(store: "ResultsStore", split: str | None = None, title: str | Non
             run_id=r.run_id, kind=r.kind, model=r.model, train_tasks=r.train_tasks,  # type: ignore[arg-type]
             general=r.general, math=r.math, seed=r.seed, tokens_trained=r.tokens_trained,
             wall_time_s=r.wall_time_s or 0.0, peak_rss_mb=r.peak_rss_mb, matched_to=r.config.get("matched_to"),
+            run_dir=Path(r.run_dir) if r.run_dir else None,
         )
         for r in runs
     ]

@@ -46,6 +46,9 @@ FINDINGS_NOTE = (
 )
 
 
+ANSWERED_ALWAYS = ("a", "b", "c", "d")  # the study's claims: said even when untested; "a'" only when the design has it
+
+
 def _verdict_text(c: Contrast) -> str:
     text = f"**{c.verdict}**" if c.verdict != "inconclusive" else "inconclusive"
     return text + (f" ({c.why_inconclusive})" if c.why_inconclusive else "")
@@ -62,6 +65,8 @@ def findings_table(f: Findings) -> Table:
     rows = []
     for key, text in CLAIMS.items():
         cs = f.for_claim(key)
+        if not cs and key not in ANSWERED_ALWAYS:
+            continue  # an optional contrast (matched steps) the design did not ask for
         if not cs:
             rows.append([f"({key}) {text}", "–", "–", "–", "–", "–", "–", f"not tested: {f.untested.get(key, 'no runs')}", "–", "–"])
         for c in cs:
@@ -75,7 +80,7 @@ def findings_table(f: Findings) -> Table:
 
 
 def claim_summary(f: Findings) -> list[str]:
-    return [f"({key}) {text}: {f.summary(key)}" for key, text in CLAIMS.items()]
+    return [f"({key}) {text}: {f.summary(key)}" for key, text in CLAIMS.items() if key in ANSWERED_ALWAYS or key not in f.untested]
 
 
 def main_table(an: Analysis, rows: list[dict]) -> Table:
@@ -161,6 +166,7 @@ PLOT_TITLES = {
     "transfer": "Transfer heatmap",
     "ablation": "Ingredient ablation",
     "knowledge": "Domain knowledge",
+    "curves": "Learning curves",
 }
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
