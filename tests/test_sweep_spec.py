@@ -338,6 +338,19 @@ def test_matched_steps_add_runs_and_leave_every_other_id_unchanged(tmp_path):
     assert matched.totals()["est_tokens"] > plain.totals()["est_tokens"]  # `sweep plan` counts them
 
 
+def test_matched_seeds_keep_the_matched_runs_of_those_seeds_only(tmp_path):
+    every = plan_of(tmp_path, seeds=[0, 1], design={"matched_steps": True})
+    some = plan_of(tmp_path, seeds=[0, 1], design={"matched_steps": True, "matched_seeds": [1]})
+    matched = [r for r in every.runs if r.kind == "matched"]
+    assert {r.seed for r in matched} == {0, 1}
+    assert [r for r in some.runs if r.kind == "matched"] == [r for r in matched if r.seed == 1]
+    assert [r for r in some.runs if r.kind != "matched"] == [r for r in every.runs if r.kind != "matched"]
+    with pytest.raises(ConfigError, match=r"design.matched_seeds: \[7\] not in seeds"):
+        plan_of(tmp_path, seeds=[0, 1], design={"matched_steps": True, "matched_seeds": [7]})
+    with pytest.raises(ConfigError, match=r"design.matched_seeds: needs design.matched_steps: true"):
+        plan_of(tmp_path, design={"matched_seeds": [0]})
+
+
 def test_matched_steps_refused_without_a_cocktail(tmp_path):
     with pytest.raises(ConfigError, match=r"sweep.yaml: design.matched_steps: no cocktail to match"):
         plan_of(tmp_path, tasks=["fpb"], design={"matched_steps": True, "incremental": False})

@@ -139,6 +139,11 @@ class DesignSpec(_Strict):
         "containing it (repeating its own examples: more epochs, the same draw each epoch), so a cocktail's gain "
         "can be told apart from a steps effect; kind `matched`, label '<task> (matched steps)'",
     )
+    matched_seeds: list[int] | None = Field(
+        default=None,
+        description="seeds of the matched-steps runs (default: every seed of the cocktail they match); fewer seeds "
+        "cost less, and their seed noise is then the task's pooled between-seed variance (unpaired)",
+    )
 
 
 class EvalSpec(_Strict):
@@ -758,7 +763,8 @@ def matched_runs(
     from the one-epoch single is the number of steps. Its steps equal the cocktail's as
     `planned_steps` counts them (exactly, for mixed-task batches).
     """
-    cocktails = [r for r in model_runs if r.kind == "cocktail" and r.train]
+    seeds = spec.design.matched_seeds
+    cocktails = [r for r in model_runs if r.kind == "cocktail" and r.train and (seeds is None or r.seed in seeds)]
     singles = {(r.train_tasks[0], r.general, r.math) for r in model_runs if r.kind == "single"}
     out: list[RunSpec] = []
     for t in spec.tasks:
@@ -878,6 +884,10 @@ def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> 
     for mix, where in mixes:
         for t in mix:
             c.trainable(t, where)
+    if d.matched_seeds is not None and not d.matched_steps:
+        c.fail("design.matched_seeds", "needs design.matched_steps: true")
+    if d.matched_seeds is not None and not set(d.matched_seeds) <= set(spec.seeds):
+        c.fail("design.matched_seeds", f"{sorted(set(d.matched_seeds) - set(spec.seeds))} not in seeds {spec.seeds}")
     if d.matched_steps and not d.single:
         c.fail("design.matched_steps", "needs design.single: matched-steps runs are compared with the one-epoch single-task runs")
     if d.matched_steps and not any(len(mix) > 1 for mix, _ in mixes):
