@@ -95,9 +95,9 @@ def test_judge_grades_open_answers_caches_and_keeps_the_key_off_disk(lively_mode
             if path.is_file():
                 assert SECRET.encode() not in path.read_bytes(), path
 
-        # compare shows the judge's score beside the headline metric
+        # compare shows the judge's score (and the gold answer's likelihood) beside the headline metric
         cmp = compare_runs([load_run(tmp_path / "one"), load_run(tmp_path / "two")], tasks, tmp_path, n_resamples=100)
-        assert [d.measure for d in cmp.deltas] == ["token_f1", "judge"] and cmp.deltas[1].delta == 0
+        assert [d.measure for d in cmp.deltas] == ["token_f1", "gold_logprob_per_token", "judge"] and cmp.deltas[2].delta == 0
     finally:
         judge.close()
 

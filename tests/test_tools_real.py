@@ -93,7 +93,8 @@ def test_compare_and_export_on_the_real_model(tuned, smollm2_dir, data_dir, tmp_
 
     res = CliRunner().invoke(app, ["compare", str(tuned / "base"), str(tuned / "tuned"), "--data-dir", str(data_dir), "--json"])
     assert res.exit_code == 0, res.output
-    (d,) = json.loads(res.stdout)["deltas"]
+    d, lik = json.loads(res.stdout)["deltas"]
+    assert d["measure"] == "accuracy" and lik["measure"] == "gold_prob"
     a = [json.loads(x)["correct"] for x in (tuned / "base" / "fpb.predictions.jsonl").read_text().splitlines()]
     b = [json.loads(x)["correct"] for x in (tuned / "tuned" / "fpb.predictions.jsonl").read_text().splitlines()]
     table = [[sum(x and y for x, y in zip(a, b)), sum(x and not y for x, y in zip(a, b))], [sum(y and not x for x, y in zip(a, b)), sum(not x and not y for x, y in zip(a, b))]]
