@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from fincocktail import paths
 from fincocktail.errors import ConfigError, ModelError
-from fincocktail.redact import redact, redact_url
+from fincocktail.redact import MASK, MIN_SECRET_LEN, redact, redact_url
 
 API_PREFIX = "openai:"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -123,6 +123,7 @@ class ChatClient:
         import httpx
 
         timeout = httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s))
+        self._key = key  # only to scrub it out of replies (`_scrub`), never stored
         self._http = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {key}"})
         self._cache = ResponseCache(self.cache_path or default_cache_path())
         self._count_lock = threading.Lock()
@@ -142,10 +143,31 @@ class ChatClient:
         key = self.cache_key(messages, params)
         hit = self._cache.get(key)
         if hit is not None:
-            return _result(hit, cached=True)
-        body = self._post({"model": self.model, "messages": messages, **params})
+            return _result(self._scrub(hit), cached=True)  # scrubbed again: a cache written before the scrub
+        body = self._scrub(self._post({"model": self.model, "messages": messages, **params}))
         self._cache.put(key, body)
         return _result(body, cached=False)
+
+    def _scrub(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`body` without the API key, wherever the endpoint put it (content, extra fields, keys).
+
+        Why: some endpoints (proxies, echo servers, debugging builds) copy the request's headers
+        into their 200 reply, and the reply is what the cache, the predictions and the run card
+        store. The key the client used is masked (unless it is a short placeholder such as `none`,
+        which answers legitimately contain); `redact` then removes any other secret-looking text.
+        """
+        key = self._key if len(self._key) >= MIN_SECRET_LEN else ""
+
+        def clean(obj: Any) -> Any:
+            if isinstance(obj, str):
+                return redact(obj.replace(key, MASK) if key else obj)
+            if isinstance(obj, dict):
+                return {clean(k): clean(v) for k, v in obj.items()}
+            if isinstance(obj, list):
+                return [clean(v) for v in obj]
+            return obj
+
+        return clean(body)
 
     def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
         """POST with bounded retries: transient statuses and connection drops are retried with
