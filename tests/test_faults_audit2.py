@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from eval_fakes import ScriptedServer, chat_body
+from eval_fakes import ScriptedServer, chat_body, lively_model_dir  # noqa: F401 (fixture)
 from fault_helpers import assert_one_line_error, cli
 
 KEY = "sk-test-SECRET-1234"
@@ -52,3 +52,135 @@ def test_a_key_echoed_in_a_200_reply_is_stored_nowhere(key_env, tmp_path, capsys
     assert KEY not in res.out + res.err + again.out + again.err
     predictions = (tmp_path / "o" / "fpb.predictions.jsonl").read_text()
     assert "Bearer ***" in predictions
+
+
+# -- 9, 10, 13. `serve` under slow, deep and crowding clients -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def loaded(lively_model_dir):  # noqa: F811
+    from fincocktail.evaluation.loading import load_for_eval
+
+    return load_for_eval(str(lively_model_dir))
+
+
+@pytest.fixture
+def serve(loaded):
+    """Start a server on a free port with the given settings (`run=False`: not accepting yet)."""
+    import threading
+
+    from fincocktail.evaluation.server import ChatService, make_server
+
+    started = []
+
+    def start(client_timeout_s: float = 5.0, max_waiting: int = 64, run: bool = True):
+        service = ChatService(loaded, "tiny", max_tokens_cap=16, queue_timeout_s=5.0)
+        server = make_server(service, "127.0.0.1", 0, client_timeout_s=client_timeout_s, max_waiting=max_waiting)
+        go = lambda: threading.Thread(target=server.serve_forever, daemon=True).start()  # noqa: E731
+        if run:
+            go()
+        started.append(server)
+        return service, server.server_address[1], go
+
+    yield start
+    for server in started:
+        server.shutdown()
+        server.server_close()
+
+
+def _hung_up(sock) -> bool:
+    """Whether the server closed `sock` (EOF or reset), without blocking."""
+    import select
+
+    try:
+        if not select.select([sock], [], [], 0)[0]:
+            return False
+        return sock.recv(1024) == b""
+    except OSError:
+        return True
+
+
+CHAT_BODY = b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}'
+SLOW_HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " + str(len(CHAT_BODY)).encode() + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+def test_a_client_trickling_its_request_is_dropped_at_the_total_deadline(serve, part):
+    import socket
+    import time
+
+    _, port, _ = serve(client_timeout_s=1.0)
+    fast, slow = (b"", SLOW_HEAD + CHAT_BODY) if part == "headers" else (SLOW_HEAD, CHAT_BODY)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(fast)
+        t0 = time.monotonic()
+        for byte in slow[:40]:  # one byte every 0.1 s: each far within 1 s, the whole 4 s
+            if _hung_up(sock):
+                break
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.1)
+        took = time.monotonic() - t0
+    assert took < 2.5, f"still connected after {took:.1f} s of trickling"
+
+
+def test_deeply_nested_json_gets_a_400_in_openai_format(serve):
+    import httpx
+
+    _, port, _ = serve()
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    r = httpx.post(url, content=b"[" * 200_000, headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error" and "too deeply" in err["message"]
+    assert httpx.post(url, content=CHAT_BODY, timeout=30).status_code == 200  # still serving
+
+
+def _reply(sock) -> str:
+    """One whole HTTP reply read from `sock` (headers and a Content-Length body)."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _length(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode()
+
+
+def _length(data: bytes) -> int:
+    head = data.split(b"\r\n\r\n", 1)[0].decode().lower()
+    return next((int(line.split(":", 1)[1]) for line in head.splitlines() if line.startswith("content-length:")), 0)
+
+
+def test_a_burst_of_20_connections_is_accepted_and_answered_in_openai_format(serve):
+    import json
+    import select
+    import socket
+    import time
+
+    service, port, go = serve(max_waiting=4, run=False)  # nothing accepted while the 20 connect
+    socks = []
+    try:
+        for _ in range(20):
+            sock = socket.socket()
+            sock.settimeout(0.5)
+            sock.connect(("127.0.0.1", port))  # with http.server's backlog of 5 the 7th SYN is dropped: timeout
+            socks.append(sock)
+        with service._lock:  # a long request decodes: the others queue up
+            go()
+            for sock in socks:
+                sock.settimeout(10)
+                sock.sendall(SLOW_HEAD + CHAT_BODY)
+            deadline = time.monotonic() + 5  # 4 wait for the model, the other 16 are refused at once
+            while time.monotonic() < deadline and len(select.select(socks, [], [], 0.1)[0]) < 16:
+                pass
+        answers = [_reply(sock) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+    statuses = [a.split(" ", 2)[1] for a in answers]
+    assert sorted(statuses) == ["200"] * 4 + ["503"] * 16, statuses
+    refused = json.loads(next(a for a in answers if " 503 " in a).split("\r\n\r\n", 1)[1])["error"]
+    assert refused["code"] == "busy" and refused["type"] == "server_error" and "queue is full" in refused["message"]
