@@ -184,3 +184,60 @@ def test_a_burst_of_20_connections_is_accepted_and_answered_in_openai_format(ser
     assert sorted(statuses) == ["200"] * 4 + ["503"] * 16, statuses
     refused = json.loads(next(a for a in answers if " 503 " in a).split("\r\n\r\n", 1)[1])["error"]
     assert refused["code"] == "busy" and refused["type"] == "server_error" and "queue is full" in refused["message"]
+
+
+# -- 14. an endpoint that accepts and never answers ----------------------------------------------
+
+
+class _SilentEndpoint:
+    """Accepts connections (counting them: one per request) and never answers; stops with `close`."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.listener.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/v1"
+        self.held: list = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.held.append(self.listener.accept()[0])
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        for sock in self.held:
+            sock.close()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_a_never_answering_endpoint_costs_the_run_two_timeouts(key_env, tmp_path, capsys, monkeypatch, data_dir, batch):
+    import time
+
+    import fincocktail.evaluation.api as api
+
+    monkeypatch.setattr(api, "DEFAULT_TIMEOUT_S", 0.5)
+    endpoint = _SilentEndpoint()
+    try:
+        t0 = time.monotonic()
+        res = cli(capsys, monkeypatch, "eval", "--model", "openai:m", "--base-url", endpoint.url, "--tasks", "fpb", "--limit", "4",
+                  "--batch-size", str(batch), "--data-dir", str(data_dir), "--out", str(tmp_path / "o"), "--no-progress")
+        took = time.monotonic() - t0
+    finally:
+        endpoint.close()
+    assert_one_line_error(res, "did not answer within 0.5 s", "2 time(s); the endpoint is hanging")
+    # 4 examples x 2 timeouts each was 8 requests, one after the other at batch 1; now the run stops
+    # after two timeouts in a row (a second one in flight at batch 4 may still be sent)
+    assert len(endpoint.held) <= batch + 1, f"{len(endpoint.held)} requests"
+    assert took < 2 * 0.5 + 3, f"{took:.1f} s"

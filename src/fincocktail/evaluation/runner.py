@@ -506,7 +506,13 @@ class _ApiBackend(_Backend):
 
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            answers = list(pool.map(one, conversations))
+            futures = [pool.submit(one, messages) for messages in conversations]
+            try:
+                answers = [f.result() for f in futures]
+            except BaseException:
+                for f in futures:  # one failure ends the task: send no more requests
+                    f.cancel()
+                raise
         seconds = time.perf_counter() - t0
         rows = []
         for ex, messages, res in zip(examples, conversations, answers):
