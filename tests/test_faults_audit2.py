@@ -241,3 +241,32 @@ def test_a_never_answering_endpoint_costs_the_run_two_timeouts(key_env, tmp_path
     # after two timeouts in a row (a second one in flight at batch 4 may still be sent)
     assert len(endpoint.held) <= batch + 1, f"{len(endpoint.held)} requests"
     assert took < 2 * 0.5 + 3, f"{took:.1f} s"
+
+
+# -- 4. the mix search's verdict: identity is by recipe, not by predictions ----------------------
+
+
+class _IdenticalPredictions:
+    """A Findings tester for two runs whose test predictions are the same: a zero contrast."""
+
+    def contrast(self, kind, task, a, b):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(effect=0.0, low=0.0, high=0.0, p=1.0)]
+
+
+def _objective_row(diff):
+    from fincocktail.report.mixture_compare import Row
+
+    return [Row("objective", {}, {"best cocktail": ("fpb+tfns", {})}, {"best cocktail": diff})]
+
+
+def test_the_mix_verdict_calls_a_recommendation_the_cocktail_itself_only_for_the_same_recipe():
+    from fincocktail.report.mixture_compare import _pair, verdict
+
+    proposed, cocktail = ("mixture", (("tfns", 16),)), ("cocktail", ("fpb", "tfns"))
+    same_predictions = verdict(_objective_row(_pair(_IdenticalPredictions(), "fpb", proposed, cocktail)))
+    assert "itself" not in same_predictions
+    assert "made the same test predictions as the hand-built cocktail fpb+tfns" in same_predictions
+    same_recipe = verdict(_objective_row(_pair(_IdenticalPredictions(), "fpb", cocktail, cocktail)))
+    assert same_recipe.startswith("The recommendation is the hand-built cocktail fpb+tfns itself")
