@@ -270,3 +270,33 @@ def test_the_mix_verdict_calls_a_recommendation_the_cocktail_itself_only_for_the
     assert "made the same test predictions as the hand-built cocktail fpb+tfns" in same_predictions
     same_recipe = verdict(_objective_row(_pair(_IdenticalPredictions(), "fpb", cocktail, cocktail)))
     assert same_recipe.startswith("The recommendation is the hand-built cocktail fpb+tfns itself")
+
+
+# -- 15. a relative tasks folder is the working directory's, everywhere ---------------------------
+
+
+def test_a_relative_tasks_folder_is_resolved_against_the_working_directory(tmp_path, monkeypatch):
+    import shutil
+
+    import yaml
+
+    from fincocktail.cocktail import CocktailConfig, prepare_cocktail
+    from fincocktail.sweep.spec import load_plan
+    from fincocktail.tasks.registry import get_task
+
+    examples = Path(__file__).resolve().parents[1] / "examples" / "tasks"
+    shutil.copytree(examples, tmp_path / "work" / "tasks" / "ok")
+    data_dir = tmp_path / "data"  # the data folder: the task's files are not there
+    data_dir.mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("FINCOCKTAIL_TASKS", "tasks/ok")
+    task = get_task("earnings_tone")
+    assert task.spec_path == tmp_path / "work" / "tasks" / "ok" / "earnings_tone.yaml"
+    # train (and sweeps, which train through it) read and hash the task's files from there
+    data = prepare_cocktail(CocktailConfig.model_validate({"name": "tone", "ingredients": ["earnings_tone"]}), data_dir)
+    assert list(data.file_hashes["earnings_tone"]) == [str(tmp_path / "work" / "tasks" / "ok" / "earnings_tone.jsonl")]
+    assert task.load("test", data_dir)  # eval
+    sweep = tmp_path / "work" / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "tone", "tasks": ["earnings_tone"], "models": ["smollm2-135m-instruct"],
+                                     "eval": {"tasks": ["earnings_tone"], "max_examples": 5}}), encoding="utf-8")
+    assert load_plan(sweep).runs
