@@ -300,3 +300,61 @@ def test_a_relative_tasks_folder_is_resolved_against_the_working_directory(tmp_p
     sweep.write_text(yaml.safe_dump({"name": "tone", "tasks": ["earnings_tone"], "models": ["smollm2-135m-instruct"],
                                      "eval": {"tasks": ["earnings_tone"], "max_examples": 5}}), encoding="utf-8")
     assert load_plan(sweep).runs
+
+
+# -- 5. a full disk: one line naming the folder, and the run card says failed ----------------------
+
+
+def _disk_full(kind: str, path) -> Exception:
+    import errno
+
+    if kind == "OSError":
+        return OSError(errno.ENOSPC, "No space left on device", str(path))
+    from safetensors import SafetensorError  # what safetensors raises on a full disk
+
+    return SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+
+
+@pytest.mark.parametrize("kind", ["OSError", "SafetensorError"])
+def test_a_full_disk_in_train_is_one_line_and_the_card_says_failed(tiny_model_dir, data_dir, tmp_path, capsys, monkeypatch,
+                                                                   one_thread, kind):
+    import json
+
+    import yaml
+
+    import fincocktail.training.trainer as trainer
+
+    def full(model, tokenizer, dest):
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / "adapter_model.safetensors").write_bytes(b"\0" * 1000)  # what fitted before the disk filled
+        raise _disk_full(kind, dest / "adapter_model.safetensors")
+
+    monkeypatch.setattr(trainer, "_save_pretrained", full)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": str(tiny_model_dir), "data_dir": str(data_dir), "batch_size": 4, "lr": 1e-2, "max_steps": 1, "epochs": 1,
+        "checkpoint_every": 100, "lora": {"r": 4, "alpha": 8},
+        "cocktail": {"name": "fpb_only", "seed": 0, "ingredients": [{"task": "fpb", "count": 8}]},
+    }), encoding="utf-8")
+    run_dir = tmp_path / "run"
+    res = cli(capsys, monkeypatch, "train", str(config), "--out", str(run_dir), "-q")
+    assert_one_line_error(res, str(run_dir), "no space left on the device", "choose another --out")
+    card = json.loads((run_dir / "run_card.json").read_text())
+    assert card["status"] == "failed" and "no space left" in card["error"]
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".adapter.tmp")]  # the half adapter is gone
+
+
+def test_a_full_disk_in_eval_is_one_line_naming_the_folder(key_env, tmp_path, capsys, monkeypatch, data_dir):
+    import fincocktail.evaluation.runner as runner
+
+    def full(path, text):
+        raise _disk_full("OSError", path)
+
+    monkeypatch.setattr(runner, "write_text_atomic", full)
+    server = ScriptedServer(lambda body, headers: (200, chat_body("positive")))
+    try:
+        res = cli(capsys, monkeypatch, "eval", "--model", "openai:m", "--base-url", server.url, "--tasks", "fpb", "--limit", "2",
+                  "--data-dir", str(data_dir), "--out", str(tmp_path / "o"), "--no-progress")
+    finally:
+        server.close()
+    assert_one_line_error(res, str(tmp_path / "o"), "no space left on the device")
