@@ -74,7 +74,7 @@ def serve(loaded):
     started = []
 
     def start(client_timeout_s: float = 5.0, max_waiting: int = 64, run: bool = True):
-        service = ChatService(loaded, "tiny", max_tokens_cap=16, queue_timeout_s=5.0)
+        service = ChatService(loaded, "tiny", max_tokens_cap=16, queue_timeout_s=30.0)
         server = make_server(service, "127.0.0.1", 0, client_timeout_s=client_timeout_s, max_waiting=max_waiting)
         go = lambda: threading.Thread(target=server.serve_forever, daemon=True).start()  # noqa: E731
         if run:

@@ -105,7 +105,7 @@ class ChatClient:
     max_retries: int = 5
     backoff_s: float = 1.0
     max_backoff_s: float = 30.0
-    timeout_s: float | None = None  # None: DEFAULT_TIMEOUT_S
+    timeout_s: float = field(default_factory=lambda: DEFAULT_TIMEOUT_S)
     timeout_retries: int = 1
     deadline_s: float = 300.0
     cache_path: Path | None = None
@@ -114,8 +114,6 @@ class ChatClient:
     hung: str | None = field(default=None, init=False)  # why the endpoint was given up on, for the whole run
 
     def __post_init__(self) -> None:
-        if self.timeout_s is None:
-            self.timeout_s = DEFAULT_TIMEOUT_S
         self.base_url = check_base_url(self.base_url)
         self.shown_url = redact_url(self.base_url)  # what messages and run cards say
         key = os.environ.get("OPENAI_API_KEY")
