@@ -8,6 +8,7 @@ written the same crash-safe way, and every config file fails with the same one-l
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -252,8 +253,25 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` says the device ran out of space (or quota).
+
+    Why the text test as well as errno: safetensors (Rust) reports a full disk as a
+    SafetensorError whose message carries "No space left on device" / "os error 28", not an OSError.
+    """
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return any(s in text for s in ("No space left on device", "os error 28", "StorageFull", "Disk quota exceeded"))
+
+
+def disk_full_message(folder: str | os.PathLike) -> str:
+    """The one line for a full disk: the folder written, and what to do."""
+    return f"{folder}: no space left on the device (disk full or over quota) while writing there; free space or choose another --out"
+
+
 __all__ = [
-    "FolderLock", "check_out_dir", "damaged_file_errors", "first_line", "format_validation_error", "load_yaml", "lock_held",
+    "FolderLock", "check_out_dir", "damaged_file_errors", "disk_full_message", "first_line", "is_disk_full", "format_validation_error", "load_yaml", "lock_held",
     "safe_name", "sha256_file", "validate_mapping", "write_json_atomic", "write_text_atomic",
 ]
 

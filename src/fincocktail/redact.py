@@ -16,7 +16,7 @@ from typing import Any
 
 MASK = "***"
 _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)
-_MIN_SECRET_LEN = 6  # shorter values ("none", "1") are placeholders, and masking them would mangle text
+MIN_SECRET_LEN = 6  # shorter values ("none", "1") are placeholders, and masking them would mangle text
 _PATTERNS = [
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}"), r"\1 " + MASK),
     (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "sk-" + MASK),
@@ -27,7 +27,7 @@ _PATTERNS = [
 
 def _live_secrets() -> list[str]:
     """Values of environment variables whose name says they are secret, longest first."""
-    values = {v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= _MIN_SECRET_LEN}
+    values = {v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= MIN_SECRET_LEN}
     return sorted(values, key=len, reverse=True)
 
 
@@ -58,4 +58,4 @@ def redact_obj(obj: Any) -> Any:
     return obj
 
 
-__all__ = ["MASK", "redact", "redact_obj", "redact_url"]
+__all__ = ["MASK", "MIN_SECRET_LEN", "redact", "redact_obj", "redact_url"]

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         verbose: bool = typer.Option(False, "--verbose", help="Log every request."),
         max_tokens_cap: int = typer.Option(1024, "--max-tokens-cap", min=1, help="Largest max_tokens a request may ask for (larger: 400)."),
         queue_timeout: float = typer.Option(120.0, "--queue-timeout", min=0, help="Seconds a request may wait for the model before a 503."),
-        client_timeout: float = typer.Option(30.0, "--client-timeout", min=0.1, help="Seconds of client silence before its connection is dropped."),
+        client_timeout: float = typer.Option(30.0, "--client-timeout", min=0.1, help="Seconds a client has to send its whole request (in total, not per byte) before it is dropped."),
     ) -> None:
         """Serve POST /v1/chat/completions (streamed or not), POST /v1/completions (echo, logprobs) and GET /v1/models."""
         from rich.console import Console

@@ -20,11 +20,12 @@ from typing import Any, Callable
 
 from fincocktail import paths
 from fincocktail.errors import ConfigError, ModelError
-from fincocktail.redact import redact, redact_url
+from fincocktail.redact import MASK, MIN_SECRET_LEN, redact, redact_url
 
 API_PREFIX = "openai:"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+DEFAULT_TIMEOUT_S = 60.0  # per request; read when a client is made, so tests (and callers) can shorten it
 
 
 def is_api_model(name: str) -> bool:
@@ -104,12 +105,13 @@ class ChatClient:
     max_retries: int = 5
     backoff_s: float = 1.0
     max_backoff_s: float = 30.0
-    timeout_s: float = 60.0
+    timeout_s: float = field(default_factory=lambda: DEFAULT_TIMEOUT_S)
     timeout_retries: int = 1
     deadline_s: float = 300.0
     cache_path: Path | None = None
     sleep: Callable[[float], None] = time.sleep
     requests_sent: int = field(default=0, init=False)
+    hung: str | None = field(default=None, init=False)  # why the endpoint was given up on, for the whole run
 
     def __post_init__(self) -> None:
         self.base_url = check_base_url(self.base_url)
@@ -123,9 +125,11 @@ class ChatClient:
         import httpx
 
         timeout = httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s))
+        self._key = key  # only to scrub it out of replies (`_scrub`), never stored
         self._http = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {key}"})
         self._cache = ResponseCache(self.cache_path or default_cache_path())
         self._count_lock = threading.Lock()
+        self._timeouts_in_a_row = 0  # over all threads: a hanging endpoint hangs for every example
 
     def cache_key(self, messages: list[dict[str, str]], params: dict[str, Any]) -> str:
         blob = json.dumps(
@@ -142,67 +146,111 @@ class ChatClient:
         key = self.cache_key(messages, params)
         hit = self._cache.get(key)
         if hit is not None:
-            return _result(hit, cached=True)
-        body = self._post({"model": self.model, "messages": messages, **params})
+            return _result(self._scrub(hit), cached=True)  # scrubbed again: a cache written before the scrub
+        body = self._scrub(self._post({"model": self.model, "messages": messages, **params}))
         self._cache.put(key, body)
         return _result(body, cached=False)
 
+    def _scrub(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`body` without the API key, wherever the endpoint put it (content, extra fields, keys).
+
+        Why: some endpoints (proxies, echo servers, debugging builds) copy the request's headers
+        into their 200 reply, and the reply is what the cache, the predictions and the run card
+        store. The key the client used is masked (unless it is a short placeholder such as `none`,
+        which answers legitimately contain); `redact` then removes any other secret-looking text.
+        """
+        key = self._key if len(self._key) >= MIN_SECRET_LEN else ""
+
+        def clean(obj: Any) -> Any:
+            if isinstance(obj, str):
+                return redact(obj.replace(key, MASK) if key else obj)
+            if isinstance(obj, dict):
+                return {clean(k): clean(v) for k, v in obj.items()}
+            if isinstance(obj, list):
+                return [clean(v) for v in obj]
+            return obj
+
+        return clean(body)
+
     def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
         """POST with bounded retries: transient statuses and connection drops are retried with
-        backoff, a timeout only `timeout_retries` times (an endpoint that accepted and never
-        answers would otherwise hold the run for attempts x timeout), and never past `deadline_s`.
+        backoff, a timeout only `timeout_retries` times, and never past `deadline_s`.
+
+        Why the timeouts are counted for the whole client (the run), not per request: an endpoint
+        that accepted and never answers would otherwise cost every example (and every worker)
+        its own timeouts, minutes per example. After `timeout_retries + 1` timeouts in a row,
+        with no answer between them, the client is `hung` and every further request fails at
+        once with the same message: the run ends after two timeouts, as docs/faults.md says.
+        Each attempt also waits no longer than what is left of the request's `deadline_s`.
         Every message carries the redacted URL and a redacted error body.
         """
-        import httpx
-
         url = f"{self.base_url}/chat/completions"
         shown = f"{self.shown_url}/chat/completions"
         last = ""
-        timeouts = 0
         started = time.monotonic()
         waited = 0.0  # what we asked `sleep` for: the budget holds with an injected sleep too
         for attempt in range(self.max_retries + 1):
+            if self.hung:
+                raise ModelError(self.hung)
             with self._count_lock:
                 self.requests_sent += 1
             delay = min(self.max_backoff_s, self.backoff_s * 2**attempt)
-            try:
-                resp = self._http.post(url, json=payload)
-            except httpx.TimeoutException as exc:
-                timeouts += 1
-                last = f"{shown} did not answer within {self.timeout_s:g} s ({type(exc).__name__})"
-                if isinstance(exc, httpx.ConnectTimeout) and attempt >= 1:
-                    raise ModelError(f"{last}; is --base-url right and the server running?") from None
-                if timeouts > self.timeout_retries:
-                    raise ModelError(f"{last}, {timeouts} time(s); the endpoint is hanging or overloaded") from None
-            except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
-                raise ModelError(f"cannot send to {shown}: {redact(str(exc))}; check --base-url") from None
-            except httpx.TransportError as exc:
-                last = f"cannot reach {shown} ({type(exc).__name__}: {redact(str(exc))})"
-                if isinstance(exc, httpx.ConnectError) and attempt >= 1:
-                    raise ModelError(f"{last}; is --base-url right and the server running?") from None
-            else:
-                if resp.status_code == 200:
-                    try:
-                        body = resp.json()
-                        body["choices"][0]["message"]
-                    except (ValueError, KeyError, IndexError, TypeError):
-                        raise ModelError(f"{shown} answered 200 with no chat completion in the body") from None
-                    return body
-                detail = _error_detail(resp)
-                if resp.status_code in (401, 403):
-                    raise ModelError(f"{shown} refused the API key ({resp.status_code}: {detail}); check OPENAI_API_KEY")
-                if resp.status_code not in RETRY_STATUS:
-                    raise ModelError(f"{shown} answered {resp.status_code}: {detail}")
-                last = f"{shown} answered {resp.status_code}: {detail}"
-                retry_after = _retry_after(resp)
-                if retry_after is not None:
-                    delay = min(self.max_backoff_s, retry_after)
+            left = self.deadline_s - max(time.monotonic() - started, waited)
+            outcome = self._attempt(url, shown, payload, attempt, left)
+            if isinstance(outcome, dict):
+                return outcome
+            last, retry_after = outcome
+            if retry_after is not None:
+                delay = min(self.max_backoff_s, retry_after)
             if attempt < self.max_retries:
                 if max(time.monotonic() - started, waited) + delay > self.deadline_s:
                     raise ModelError(f"{last} (gave up after {attempt + 1} attempts, {self.deadline_s:g} s budget)")
                 self.sleep(delay)
                 waited += delay
         raise ModelError(f"{last} (gave up after {self.max_retries + 1} attempts)")
+
+    def _attempt(self, url: str, shown: str, payload: dict[str, Any], attempt: int,
+                 left_s: float) -> dict[str, Any] | tuple[str, float | None]:
+        """One POST: the reply's body, or (why it failed, the wait before retrying if not the
+        backoff's) when it may be retried; a ModelError when retrying cannot help."""
+        import httpx
+
+        wait = max(0.001, min(self.timeout_s, left_s))
+        try:
+            resp = self._http.post(url, json=payload, timeout=httpx.Timeout(wait, connect=min(10.0, wait)))
+        except httpx.TimeoutException as exc:
+            last = f"{shown} did not answer within {wait:g} s ({type(exc).__name__})"
+            if isinstance(exc, httpx.ConnectTimeout) and attempt >= 1:
+                raise ModelError(f"{last}; is --base-url right and the server running?") from None
+            with self._count_lock:
+                self._timeouts_in_a_row += 1
+                if self._timeouts_in_a_row > self.timeout_retries:
+                    self.hung = self.hung or f"{last}, {self._timeouts_in_a_row} time(s); the endpoint is hanging or overloaded"
+            if self.hung:
+                raise ModelError(self.hung) from None
+            return last, 0.0  # retried at once: the timeout itself was the wait
+        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+            raise ModelError(f"cannot send to {shown}: {redact(str(exc))}; check --base-url") from None
+        except httpx.TransportError as exc:
+            last = f"cannot reach {shown} ({type(exc).__name__}: {redact(str(exc))})"
+            if isinstance(exc, httpx.ConnectError) and attempt >= 1:
+                raise ModelError(f"{last}; is --base-url right and the server running?") from None
+            return last, None
+        with self._count_lock:
+            self._timeouts_in_a_row = 0  # it answers: earlier timeouts were a slow moment, not a hang
+        if resp.status_code == 200:
+            try:
+                body = resp.json()
+                body["choices"][0]["message"]
+            except (ValueError, KeyError, IndexError, TypeError):
+                raise ModelError(f"{shown} answered 200 with no chat completion in the body") from None
+            return body
+        detail = _error_detail(resp)
+        if resp.status_code in (401, 403):
+            raise ModelError(f"{shown} refused the API key ({resp.status_code}: {detail}); check OPENAI_API_KEY")
+        if resp.status_code not in RETRY_STATUS:
+            raise ModelError(f"{shown} answered {resp.status_code}: {detail}")
+        return f"{shown} answered {resp.status_code}: {detail}", _retry_after(resp)
 
     def close(self) -> None:
         self._http.close()

@@ -29,7 +29,7 @@ from typing import Any, Callable, Literal, Sequence
 from pydantic import BaseModel, Field, field_validator
 
 from fincocktail.errors import ConfigError, FincocktailError
-from fincocktail.fileio import FolderLock, safe_name, write_json_atomic, write_text_atomic
+from fincocktail.fileio import FolderLock, disk_full_message, is_disk_full, safe_name, write_json_atomic, write_text_atomic
 from fincocktail.evaluation.bootstrap import bootstrap_interval, mean_interval
 from fincocktail.evaluation.dtypes import DEFAULT_EVAL_DTYPE, EvalDtype
 from fincocktail.evaluation.fewshot import build_pair, chat_messages, choice_target, select_demos
@@ -136,7 +136,12 @@ def run_eval(
     out_dir = _prepare_out_dir(config)
     try:
         with FolderLock(out_dir, EVAL_LOCK, "an evaluation", "wait for it or choose another --out"):
-            return _run_eval_locked(config, tasks, api, style, data_dir, out_dir, loaded, progress, started, judge, tokens)
+            try:
+                return _run_eval_locked(config, tasks, api, style, data_dir, out_dir, loaded, progress, started, judge, tokens)
+            except Exception as exc:
+                if is_disk_full(exc):  # no card yet (it is written last): the one line is the whole report
+                    raise FincocktailError(disk_full_message(out_dir)) from None
+                raise
     finally:
         if judge is not None:
             judge.close()
@@ -506,7 +511,13 @@ class _ApiBackend(_Backend):
 
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            answers = list(pool.map(one, conversations))
+            futures = [pool.submit(one, messages) for messages in conversations]
+            try:
+                answers = [f.result() for f in futures]
+            except BaseException:
+                for f in futures:  # one failure ends the task: send no more requests
+                    f.cancel()
+                raise
         seconds = time.perf_counter() - t0
         rows = []
         for ex, messages, res in zip(examples, conversations, answers):

@@ -13,16 +13,20 @@ adapter, see `adapters`).
 
 No one request may hold the server: `max_tokens` is capped server-side (`max_tokens_cap`),
 decoding stops as soon as the client has gone, a request that waits for the model longer than
-`queue_timeout_s` gets a 503 to retry, and a client that sends its request slower than
-`client_timeout_s` is disconnected. Every error, including the ones http.server itself sends
+`queue_timeout_s` gets a 503 to retry, so does one arriving while `max_waiting` others already
+wait for it, and a client that has not sent its whole request (line, headers and body) within
+`client_timeout_s` is disconnected, however it trickles its bytes in. Every error, including the ones http.server itself sends
 (unknown methods, malformed request lines), is an OpenAI-style JSON body.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import select
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -38,6 +42,8 @@ DEFAULT_MAX_TOKENS = 256
 DEFAULT_MAX_TOKENS_CAP = 1024
 DEFAULT_QUEUE_TIMEOUT_S = 120.0
 DEFAULT_CLIENT_TIMEOUT_S = 30.0
+DEFAULT_MAX_WAITING = 64  # requests parsed and waiting for the model; more get an immediate 503
+LISTEN_BACKLOG = 128  # connections the kernel holds before `accept`; http.server's 5 reset bursts of 20
 MAX_BODY_BYTES = 16 * 1024 * 1024
 ROLES = {"system", "user", "assistant"}
 
@@ -191,11 +197,53 @@ def peer_closed(sock: socket.socket) -> bool:
         return True
 
 
-def make_handler(service: ChatService, quiet: bool = True, client_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S) -> type[BaseHTTPRequestHandler]:
+class _DeadlineReader(io.RawIOBase):
+    """The socket's bytes until `deadline` (time.monotonic()), however slowly they trickle in.
+
+    Why: a socket timeout bounds the wait for each byte, so a client sending one byte every few
+    seconds held a handler thread for minutes. Each read here may only wait for what is left of
+    the request's total deadline; the socket's own timeout is restored after it, so writing the
+    answer is not cut short.
+    """
+
+    def __init__(self, sock: socket.socket, idle_timeout_s: float):
+        super().__init__()
+        self.sock = sock
+        self.idle_timeout_s = idle_timeout_s
+        self.deadline = math.inf
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the client did not send its request in time")
+        self.sock.settimeout(min(left, self.idle_timeout_s))
+        try:
+            return self.sock.recv_into(buf)
+        finally:
+            self.sock.settimeout(self.idle_timeout_s)
+
+
+def make_handler(service: ChatService, quiet: bool = True, client_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S,
+                 max_waiting: int = DEFAULT_MAX_WAITING) -> type[BaseHTTPRequestHandler]:
+    waiting = threading.BoundedSemaphore(max_waiting)
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "fincocktail"
         protocol_version = "HTTP/1.1"
         timeout = client_timeout_s  # socket timeout: a client sending (or reading) slower than this is dropped
+
+        def setup(self) -> None:
+            super().setup()
+            self._reader = _DeadlineReader(self.connection, client_timeout_s)
+            self.rfile = io.BufferedReader(self._reader)
+
+        def handle_one_request(self) -> None:
+            """One request, whose line, headers and body must all arrive within `client_timeout_s`."""
+            self._reader.deadline = time.monotonic() + client_timeout_s
+            super().handle_one_request()
 
         def log_message(self, fmt: str, *args: Any) -> None:
             if not quiet:
@@ -297,6 +345,11 @@ def make_handler(service: ChatService, quiet: bool = True, client_timeout_s: flo
                 body = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 return self._error(400, f"the request body is not valid JSON ({exc})")
+            except RecursionError:  # e.g. 200,000 nested '[': the parser's stack, not the server, gives out
+                return self._error(400, "the request body nests JSON too deeply")
+            if not waiting.acquire(blocking=False):
+                return self._error(503, f"the server's queue is full ({max_waiting} requests wait for the model); retry later",
+                                   "server_error", "busy")
             try:
                 self._post_completion(path, body)
             except ClientGone:
@@ -305,12 +358,15 @@ def make_handler(service: ChatService, quiet: bool = True, client_timeout_s: flo
                 self._error(exc.status, str(exc), exc.kind, exc.code, exc.param)
             except Exception as exc:  # keep serving; the client learns what failed
                 self._error(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
+            finally:
+                waiting.release()
 
     return Handler
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that vanished mid-answer is routine: one line, not a traceback."""
@@ -322,5 +378,5 @@ class _Server(ThreadingHTTPServer):
 
 
 def make_server(service: ChatService, host: str = "127.0.0.1", port: int = 8000, quiet: bool = True,
-                client_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S) -> ThreadingHTTPServer:
-    return _Server((host, port), make_handler(service, quiet, client_timeout_s))
+                client_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S, max_waiting: int = DEFAULT_MAX_WAITING) -> ThreadingHTTPServer:
+    return _Server((host, port), make_handler(service, quiet, client_timeout_s, max_waiting))

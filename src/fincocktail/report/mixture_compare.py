@@ -38,6 +38,9 @@ class Diff:
     high: float
     p: float
     p_holm: float = float("nan")
+    # The recommendation IS the baseline (the same recipe). Why a flag, not a zero-width interval:
+    # two different recipes can make identical test predictions, and that is not identity.
+    same_recipe: bool = False
 
     def fmt(self) -> str:
         if math.isnan(self.low):
@@ -64,7 +67,7 @@ def _recipe_of(an: Analysis, run_ids: Sequence[str]) -> tuple | None:
 def _pair(tester: _Tester, task: str, rec: tuple, ref: tuple) -> Diff | None:
     """Recommended minus `ref` on `task`'s test rows (the Findings contrast), or None when not computable."""
     if ref == rec:  # the recommendation is this baseline itself
-        return Diff(0.0, 0.0, 0.0, 1.0)
+        return Diff(0.0, 0.0, 0.0, 1.0, same_recipe=True)
     got = tester.contrast("a", task, rec, ref)
     return None if got is None else Diff(got[0].effect, got[0].low, got[0].high, got[0].p)
 
@@ -132,7 +135,7 @@ def _objective_row(an: Analysis, tester: _Tester, rec: tuple, rows: list[Row], w
         value = sum(w[t] * d.value for t, d in zip(tasks, diffs))  # type: ignore[union-attr]
         se = math.sqrt(sum((w[t] * (d.high - d.low) / (2 * z)) ** 2 for t, d in zip(tasks, diffs)))  # type: ignore[union-attr]
         p = float(2 * norm.sf(abs(value) / se)) if se > 0 else float(value == 0)
-        return Diff(value, value - z * se, value + z * se, p)
+        return Diff(value, value - z * se, value + z * se, p, same_recipe=all(d.same_recipe for d in diffs))  # type: ignore[union-attr]
 
     out = Row("objective", {s: combine([r.recommended[s] for r in rows]) for s in ("validation", "test")}, {})
     if all(r.baselines.get("best single-task") is not None for r in rows):
@@ -179,9 +182,12 @@ def verdict(rows: list[Row]) -> str:
     d = rows[-1].diffs.get("best cocktail")
     if d is None:
         return "No paired comparison with the hand-built cocktails was possible (no cocktail, or no per-example predictions)."
-    if d.low == d.high == 0.0:
-        label = rows[-1].baselines["best cocktail"][0]  # type: ignore[index]
+    label = rows[-1].baselines["best cocktail"][0]  # type: ignore[index]
+    if d.same_recipe:
         return f"The recommendation is the hand-built cocktail {label} itself: the search did not beat the hand-built design."
+    if d.value == d.low == d.high == 0.0:
+        return (f"The recommendation, a different recipe, made the same test predictions as the hand-built cocktail {label}: "
+                "the search did not beat the hand-built design.")
     if d.low > 0:
         return f"The search beat the best hand-built cocktail on test: {d.value:+.3f} on the objective, 95% interval [{d.low:+.3f}, {d.high:+.3f}]."
     if d.high < 0:

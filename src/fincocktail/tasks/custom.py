@@ -392,7 +392,7 @@ def build_user_task(spec: UserTaskSpec, spec_path: Path) -> Task:
 
 def load_user_tasks(tasks_dir: str | Path) -> dict[str, Task]:
     """Every `*.yaml` / `*.yml` task in `tasks_dir`, by id. Ids may not collide with built-ins or each other."""
-    folder = Path(tasks_dir).expanduser()
+    folder = Path(tasks_dir).expanduser().absolute()  # relative: the working directory's (`registry.user_tasks_dir`)
     if not folder.is_dir():
         raise ConfigError(f"user tasks folder {folder} not found (from --tasks-dir or FINCOCKTAIL_TASKS)")
     tasks: dict[str, Task] = {}

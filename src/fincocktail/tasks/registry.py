@@ -21,8 +21,15 @@ def _builtin(task_id: str) -> Task:
 
 
 def user_tasks_dir(explicit: str | os.PathLike | None = None) -> Path | None:
+    """`--tasks-dir` or FINCOCKTAIL_TASKS, absolute: a relative folder is the working directory's.
+
+    Why absolute here: the tasks' data files are named relative to their YAML, and code that
+    later meets a relative path (hashing source files for the run card) joins it to the data
+    folder, so `FINCOCKTAIL_TASKS=tasks/ok` was looked for under the data folder in train and
+    sweeps. One rule, applied where the folder is first read, holds everywhere.
+    """
     value = explicit or os.environ.get("FINCOCKTAIL_TASKS")
-    return Path(value).expanduser() if value else None
+    return Path(value).expanduser().absolute() if value else None
 
 
 def _user_tasks(tasks_dir: Path | None) -> dict[str, Task]:

@@ -1,7 +1,7 @@
 """The run card (`run_card.json`): what a run is, how far it got, and what it produced.
 
-It is written when training starts (`running`), when it stops on a non-finite loss (`failed`)
-and when it ends (`complete`). A later process reads it back to refuse a resume with a changed
+It is written when training starts (`running`), when it stops on a non-finite loss or a full
+disk (`failed`) and when it ends (`complete`). A later process reads it back to refuse a resume with a changed
 config and to return the result of a run that is already complete without training again, so
 `TrainResult` and the card carry the same values.
 """

@@ -31,8 +31,8 @@ from fincocktail.cocktail import (
     resolve_tasks,
     write_manifest,
 )
-from fincocktail.errors import ConfigError
-from fincocktail.fileio import FolderLock
+from fincocktail.errors import ConfigError, FincocktailError
+from fincocktail.fileio import FolderLock, disk_full_message, is_disk_full, write_json_atomic
 from fincocktail.models import load_text_config
 from fincocktail.models.precision import cpu_features
 from fincocktail.prompts import TokenCache
@@ -112,7 +112,29 @@ def train(
             f"{run_dir}: nothing to resume (no run_card.json or checkpoint there); check --out, or drop --resume to start a new run"
         )
     with thread_budget(None), FolderLock(run_dir, TRAIN_LOCK, "a training run", "wait for it to finish or pass another --out"):
-        return _train(config, run_dir, bool(resume), resolver, eval_tasks, progress, console, tokens)
+        try:
+            return _train(config, run_dir, bool(resume), resolver, eval_tasks, progress, console, tokens)
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise FincocktailError(_mark_failed_for_disk_full(run_dir)) from None
+            raise
+
+
+def _mark_failed_for_disk_full(run_dir: Path) -> str:
+    """The one line for a full disk, after marking a `running` card failed.
+
+    Why: a card left at `running` says the run may still be going. The half-written adapter or
+    checkpoint is removed first, which frees the space the small card needs.
+    """
+    message = disk_full_message(run_dir)
+    remove_partial_writes(run_dir)
+    try:
+        card = read_card(run_dir / RUN_CARD)
+        if card is not None and card.get("status") == "running":
+            write_json_atomic(run_dir / RUN_CARD, {**card, "status": "failed", "error": message})
+    except (OSError, FincocktailError):
+        return f"{message} (the run card could not be marked failed)"
+    return message
 
 
 def holds_run(run_dir: Path) -> bool:
