@@ -59,6 +59,7 @@ class EvalConfig(BaseModel):
     style: Literal["instruction", "chat"] | None = None  # None: instruction locally, chat for API models
     batch_size: int = Field(default=8, ge=1)
     dtype: EvalDtype = DEFAULT_EVAL_DTYPE
+    device: str = "auto"  # models.device: auto | cpu | cuda | cuda:N | mps; speed only, the same predictions
     out: Path | None = None
     data_dir: Path | None = None
     tasks_dir: Path | None = None
@@ -73,6 +74,16 @@ class EvalConfig(BaseModel):
     max_prompt_tokens: int | None = Field(default=None, ge=16)
     judge: str | None = None  # openai:MODEL grading open-answer tasks (evaluation.judge)
     judge_base_url: str | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        from fincocktail.models.device import check_device
+
+        try:
+            return check_device(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("--device ")) from None
 
     @field_validator("tasks")
     @classmethod
@@ -167,7 +178,7 @@ def _run_eval_locked(config: EvalConfig, tasks: list[Task], api: bool, style: st
         if loaded is None:
             from fincocktail.evaluation.loading import load_for_eval
 
-            loaded = load_for_eval(config.model, config.adapter, config.dtype)
+            loaded = load_for_eval(config.model, config.adapter, config.dtype, device=config.device)
         backend = _LocalBackend(loaded, config.batch_size, config.max_prompt_tokens, tokens)
 
     results: list[TaskResult] = []
@@ -484,7 +495,8 @@ class _LocalBackend(_Backend):
         dtype = str(getattr(self.loaded.model, "dtype", "")).removeprefix("torch.")
         if self.reference is not None:
             dtype += f" (choices within {CHECK_MARGIN} nats re-checked in float32; generation in float32)"
-        return {"model_path": self.loaded.path, "adapter_path": self.loaded.adapter, "model_dtype": dtype}
+        return {"model_path": self.loaded.path, "adapter_path": self.loaded.adapter, "model_dtype": dtype,
+                "device": getattr(self.loaded, "device", "cpu")}
 
 
 class _ApiBackend(_Backend):
