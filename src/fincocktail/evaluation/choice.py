@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from fincocktail.errors import ModelError
-from fincocktail.evaluation.forward import Scorer, left_pad, run_prompts, shared_prefix_cache
+from fincocktail.evaluation.forward import Scorer, left_pad, run_prompts, shared_prefix_cache, split_on_oom
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,8 @@ def score_choices(
     """Score every choice of every item. Results come back in the order of `items`.
 
     Items are processed longest prompt first, so padding inside a batch stays small and the
-    memory peak shows up at the start rather than after an hour. When all prompts start with
+    memory peak shows up at the start rather than after an hour; a batch that runs out of GPU
+    memory is halved and retried (`forward.split_on_oom`). When all prompts start with
     the same tokens (the instruction; k-shot demonstrations), that prefix runs once and every
     batch continues from a copy of its KV cache.
     """
@@ -82,10 +83,11 @@ def score_choices(
     shared, prefix = shared_prefix_cache(scorer, [it.prompt_ids for it in items]) if share_prefix else (0, None)
     order = sorted(range(len(items)), key=lambda i: (-len(items[i].prompt_ids), i))
     results: list[ChoiceScores | None] = [None] * len(items)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = [items[i] for i in idx]
-        for i, res in zip(idx, _score_batch(scorer, batch, pad_id, prefix, shared)):
+    def run(idx: list[int]) -> list[ChoiceScores]:
+        return _score_batch(scorer, [items[i] for i in idx], pad_id, prefix, shared)
+
+    for idx, scores in split_on_oom(order, batch_size, run, "choice scoring"):
+        for i, res in zip(idx, scores):
             results[i] = res
         if on_batch:
             on_batch(len(idx))

@@ -11,11 +11,52 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Sequence
+from collections.abc import Callable, Iterator
+from typing import Any, Sequence, TypeVar
 
 import torch
 
+from fincocktail.errors import ModelError
 from fincocktail.models.kv_cache import cache_kwargs, output_cache
+
+R = TypeVar("R")
+OUT_OF_MEMORY: tuple[type[BaseException], ...] = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),)
+
+
+def release_memory() -> None:
+    """Hand the blocks an out-of-memory batch left in torch's CUDA cache back, before the retry."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def split_on_oom(order: Sequence[int], batch_size: int, run: Callable[[list[int]], R], what: str) -> Iterator[tuple[list[int], R]]:
+    """(indices, run(indices)) for consecutive batches of `order`; a batch that runs out of GPU
+    memory is halved and retried, down to one example, and the smaller size is kept from then on.
+
+    Why: batch sizes are chosen before the GPU's free memory is known (another process, a long
+    prompt at the start of the length-sorted order), and a crash there would fail a run hours
+    into a sweep. Halving keeps the batches aligned with a plain run at the smaller size, so the
+    results are those of that run. Only one example that does not fit is an error, in one line.
+    """
+    size, start = max(1, batch_size), 0
+    while start < len(order):
+        idx = list(order[start : start + size])
+        failed = False
+        try:
+            result = run(idx)
+        except OUT_OF_MEMORY:
+            failed = True  # retried below, once the exception (and the tensors its frames hold) is gone
+        if failed:
+            release_memory()
+            if len(idx) == 1:
+                raise ModelError(
+                    f"{what}: one example does not fit in the GPU's memory even alone; use --max-prompt-tokens, "
+                    "fewer --max-new-tokens, a lower-precision --dtype or a GPU with more memory"
+                )
+            size = max(1, size // 2)  # a multiple of the next size: batches line up with a plain run at it
+            continue
+        yield idx, result
+        start += len(idx)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from fincocktail.evaluation.forward import Scorer, left_pad, prefill_rows, run_prompts, shared_prefix_cache
+from fincocktail.evaluation.forward import Scorer, left_pad, prefill_rows, run_prompts, shared_prefix_cache, split_on_oom
 
 
 @dataclass(frozen=True)
@@ -94,12 +94,16 @@ def generate_greedy(
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     out: list[Generation | None] = [None] * len(prompts)
     margins = [float("inf")] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = [prompts[i] for i in idx]
-        seen = (lambda r, tok, idx=idx: on_token(idx[r], tok)) if on_token else None
-        gens, mins = _generate_batch(scorer, tokenizer, batch, max_new_tokens, stop, stops, pad_id, prefix, shared, should_stop, seen,
-                                     track_margins=reference is not None)
+
+    def run(idx: list[int]) -> tuple[list[Generation], list[float]]:
+        seen = (lambda r, tok: on_token(idx[r], tok)) if on_token else None
+        return _generate_batch(scorer, tokenizer, [prompts[i] for i in idx], max_new_tokens, stop, stops, pad_id, prefix, shared,
+                               should_stop, seen, track_margins=reference is not None)
+
+    # A batch that runs out of GPU memory is halved and retried; not a streamed one, whose
+    # tokens have already gone to the client.
+    batches = split_on_oom(order, batch_size, run, "generation") if on_token is None else _batches(order, batch_size, run)
+    for idx, (gens, mins) in batches:
         for i, g, m in zip(idx, gens, mins):
             out[i], margins[i] = g, m
         if on_batch:
@@ -112,6 +116,13 @@ def generate_greedy(
             for i, g in zip(close, again):
                 out[i] = Generation(g.text, g.n_tokens, g.finish_reason, rechecked=True)
     return out  # type: ignore[return-value]
+
+
+def _batches(order: Sequence[int], batch_size: int, run: Callable[[list[int]], Any]) -> Any:
+    """(indices, run(indices)) for consecutive batches, without retries."""
+    for start in range(0, len(order), batch_size):
+        idx = list(order[start : start + batch_size])
+        yield idx, run(idx)
 
 
 def _generate_batch(scorer, tokenizer, prompts, max_new_tokens, stop, stop_ids, pad_id, prefix=None, shared=0, should_stop=None,

@@ -1,0 +1,174 @@
+"""An out-of-memory batch is split and retried, never a crash mid-sweep (evaluation.forward.split_on_oom).
+
+There is no GPU here, so the error is simulated: the scorer's forward raises
+`torch.OutOfMemoryError` for batches above a size, as a GPU would. The split run must give
+exactly what a plain run at the smaller batch size gives, and the same predictions as the
+unsplit run at the larger one.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from eval_fakes import FakeSentiment, lively_model_dir, resolver  # noqa: F401 (fixture)
+from fincocktail.errors import ModelError
+from fincocktail.evaluation.choice import ChoiceItem, score_choices
+from fincocktail.evaluation.forward import OUT_OF_MEMORY, Scorer, split_on_oom
+from fincocktail.evaluation.generate import generate_greedy
+from fincocktail.evaluation.loading import load_for_eval
+from fincocktail.evaluation.runner import EvalConfig, run_eval
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PROMPTS = [
+    "Instruction: What is the sentiment?\nInput: Operating profit rose to EUR 13.1 mn\nAnswer:",
+    "Input: short\nAnswer:",
+    "The company said net sales decreased by 5 % to EUR 100 million. Answer:",
+    "Question: what was the change in revenue?",
+    "Input: shares fell sharply after the profit warning\nAnswer:",
+    "Input: the board approved the dividend\nAnswer:",
+    "Input: neutral news about a merger\nAnswer:",
+]
+CHOICES = [" positive", " negative", " Bullish Bearish", " neutral Goldman Sachs London"]
+
+
+class OomScorer(Scorer):
+    """A Scorer whose forward fails like a full GPU for batches of more than `limit` rows."""
+
+    def __init__(self, model, limit: int):
+        super().__init__(model)
+        self.limit, self.failures, self.sizes = limit, 0, []
+
+    def hidden(self, input_ids, attention_mask, position_ids, cache=None, use_cache=False):
+        if input_ids.shape[0] > self.limit:
+            self.failures += 1
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        self.sizes.append(int(input_ids.shape[0]))
+        return super().hidden(input_ids, attention_mask, position_ids, cache=cache, use_cache=use_cache)
+
+
+@pytest.fixture(scope="module")
+def lively(lively_model_dir):
+    return load_for_eval(str(lively_model_dir))
+
+
+def _items(tok):
+    return [ChoiceItem(tok(p)["input_ids"], [tok(c, add_special_tokens=False)["input_ids"] for c in CHOICES]) for p in PROMPTS]
+
+
+def test_the_error_caught_is_torch_out_of_memory():
+    assert torch.cuda.OutOfMemoryError in OUT_OF_MEMORY or torch.OutOfMemoryError in OUT_OF_MEMORY
+
+
+def test_split_on_oom_halves_keeps_the_smaller_size_and_covers_every_index():
+    calls: list[int] = []
+
+    def run(idx):
+        calls.append(len(idx))
+        if len(idx) > 3:
+            raise torch.OutOfMemoryError("simulated")
+        return [i * 10 for i in idx]
+
+    got = list(split_on_oom(list(range(10)), 8, run, "test"))
+    assert calls == [8, 4, 2, 2, 2, 2, 2]  # 8 fails, 4 fails, then 2 for the rest of the call
+    assert [i for idx, _ in got for i in idx] == list(range(10))
+    assert all(out == [i * 10 for i in idx] for idx, out in got)
+
+
+def test_one_example_that_does_not_fit_is_a_one_line_error():
+    def run(idx):
+        raise torch.OutOfMemoryError("simulated")
+
+    with pytest.raises(ModelError) as info:
+        list(split_on_oom([0, 1, 2], 4, run, "choice scoring"))
+    assert "does not fit in the GPU's memory" in str(info.value) and "\n" not in str(info.value)
+
+
+def _argmax(scores):
+    return max(range(len(scores)), key=lambda j: scores[j])
+
+
+def test_choice_scoring_split_equals_a_plain_run_at_the_smaller_size(lively):
+    """One-token choices: the forward sees one row per example, so it fails above 2 rows."""
+    tok, model = lively.tokenizer, lively.model
+    yes, no = tok(" yes", add_special_tokens=False)["input_ids"][:1], tok(" no", add_special_tokens=False)["input_ids"][:1]
+    items = [ChoiceItem(tok(p)["input_ids"], [yes, no]) for p in PROMPTS]
+    ticks: list[int] = []
+    scorer = OomScorer(model, limit=2)
+    split = score_choices(scorer, items, tok.pad_token_id, batch_size=8, on_batch=ticks.append)
+    assert scorer.failures == 2 and scorer.sizes == [2, 2, 2, 1] and ticks == [2, 2, 2, 1]  # 8 and 4 ran out
+    assert split == score_choices(Scorer(model), items, tok.pad_token_id, batch_size=2)  # identical, float for float
+    plain8 = score_choices(Scorer(model), items, tok.pad_token_id, batch_size=8)
+    for a, b in zip(split, plain8):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4) and _argmax(a.logprobs) == _argmax(b.logprobs)
+
+
+def test_multi_token_choices_split_too(lively, monkeypatch):
+    """Several-token choices run a second forward (one row per choice), so the simulated memory
+    limit is put on the batch of examples instead: more than 3 at once runs out."""
+    import fincocktail.evaluation.choice as choice
+
+    tok, model = lively.tokenizer, lively.model
+    items = _items(tok)
+    real, failures = choice._score_batch, []
+
+    def full_gpu(scorer, batch, *args):
+        if len(batch) > 3:
+            failures.append(len(batch))
+            raise torch.OutOfMemoryError("simulated")
+        return real(scorer, batch, *args)
+
+    monkeypatch.setattr(choice, "_score_batch", full_gpu)
+    split = score_choices(Scorer(model), items, tok.pad_token_id, batch_size=7)
+    monkeypatch.setattr(choice, "_score_batch", real)
+    assert failures == [7]  # then 3 for the rest
+    assert split == score_choices(Scorer(model), items, tok.pad_token_id, batch_size=3)
+    for a, b in zip(split, score_choices(Scorer(model), items, tok.pad_token_id, batch_size=7)):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4) and _argmax(a.logprobs) == _argmax(b.logprobs)
+
+
+def test_generation_split_equals_the_unsplit_run(lively):
+    tok, model = lively.tokenizer, lively.model
+    ids = [tok(p)["input_ids"] for p in PROMPTS]
+    scorer = OomScorer(model, limit=3)
+    split = generate_greedy(scorer, tok, ids, max_new_tokens=8, batch_size=7)
+    assert scorer.failures == 1 and max(scorer.sizes) == 3
+    assert split == generate_greedy(Scorer(model), tok, ids, max_new_tokens=8, batch_size=3)  # 7 ran out
+    assert [g.text for g in split] == [g.text for g in generate_greedy(Scorer(model), tok, ids, max_new_tokens=8, batch_size=7)]
+
+
+def test_a_streamed_generation_is_not_retried(lively):
+    """Its tokens already went to the client: a retry would send them twice."""
+    tok, model = lively.tokenizer, lively.model
+    ids = [tok(p)["input_ids"] for p in PROMPTS[:3]]
+    with pytest.raises(torch.OutOfMemoryError):
+        generate_greedy(OomScorer(model, limit=1), tok, ids, max_new_tokens=4, batch_size=3, on_token=lambda i, t: None)
+
+
+def test_an_evaluation_with_oom_batches_writes_the_unsplit_predictions(lively, lively_model_dir, tmp_path, monkeypatch):
+    """Through run_eval (what a sweep calls): the run finishes, with the predictions of a run that never ran out."""
+    import json
+
+    import fincocktail.evaluation.forward as forward
+
+    tasks = resolver(FakeSentiment())
+
+    def run(name):
+        run_eval(EvalConfig(model=str(lively_model_dir), tasks=["fsent"], mode="choice", batch_size=8, out=tmp_path / name,
+                            data_dir=tmp_path, device="cpu"), resolve_task=tasks, loaded=lively)
+        return [json.loads(line) for line in (tmp_path / name / "fsent.predictions.jsonl").read_text().splitlines()]
+
+    plain = run("plain")
+    real_hidden = forward.Scorer.hidden
+
+    def full_gpu(self, input_ids, *args, **kwargs):
+        if input_ids.shape[0] > 3:
+            raise torch.OutOfMemoryError("simulated")
+        return real_hidden(self, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(forward.Scorer, "hidden", full_gpu)
+    split = run("split")
+    assert [r["extracted"] for r in split] == [r["extracted"] for r in plain]
+    for a, b in zip(split, plain):
+        assert a["choice_logprobs"] == pytest.approx(b["choice_logprobs"], abs=1e-4)
