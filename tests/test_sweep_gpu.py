@@ -205,7 +205,7 @@ def test_plan_prints_gpu_hours_from_per_model_gpu_rates(tmp_path):
     assert by_device.totals()["est_gpu_hours"] == gpu.totals()["est_gpu_hours"]  # a cuda device asks for GPUs too
 
 
-@pytest.mark.parametrize("command", [["sweep", "run", "--simulate"], ["mix", "search", "--budget", "1", "--simulate"]])
+@pytest.mark.parametrize("command", [["sweep", "run", "--simulate"], ["mix", "search", "--budget", "1", "--simulate"], ["reproduce"]])
 def test_cli_device_typo_is_a_usage_error(tmp_path, monkeypatch, capsys, command):
     import sys
 
@@ -213,7 +213,8 @@ def test_cli_device_typo_is_a_usage_error(tmp_path, monkeypatch, capsys, command
 
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(SWEEP), encoding="utf-8")
-    monkeypatch.setattr(sys, "argv", ["fincocktail", *command[:2], str(path), *command[2:], "--device", "gpu"])
+    args = command if command == ["reproduce"] else [*command[:2], str(path), *command[2:]]
+    monkeypatch.setattr(sys, "argv", ["fincocktail", *args, "--device", "gpu"])
     with pytest.raises(SystemExit) as info:
         main()
     err = capsys.readouterr().err.strip()
