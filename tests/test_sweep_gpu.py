@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from eval_fakes import lively_model_dir  # noqa: F401 (fixture)
 from fincocktail.errors import ConfigError
 from fincocktail.sweep.executors import LocalExecutor, WorkerSlot, make_executor, ray_gpus, run_sweep, worker_slots
 from fincocktail.sweep.plan import plan_json, plan_table
@@ -219,3 +220,31 @@ def test_cli_device_typo_is_a_usage_error(tmp_path, monkeypatch, capsys, command
         main()
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and "unknown device" in err and "\n" not in err
+
+
+def test_a_gpu_worker_keeps_the_base_in_ram_and_sends_each_runs_copy_to_the_gpu(monkeypatch, lively_model_dir):
+    """The cached fp32 base stays on the CPU, untouched; each run gets its own copy, moved to the
+    (faked) GPU and cast there: `dtype: auto` on a bf16 GPU gives the bf16 body plus fp32 reference."""
+    import dataclasses
+
+    import fincocktail.evaluation.loading as loading
+    import fincocktail.sweep.execute as execute
+
+    fake_gpus(monkeypatch, 1)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    moved = []
+
+    def to_device(loaded, device):  # there is no GPU to move to: record the move instead
+        moved.append((id(loaded.model), device))
+        return dataclasses.replace(loaded, device=device)
+
+    monkeypatch.setattr(loading, "to_device", to_device)
+    execute._BASE_CACHE.clear()
+    first = execute._loaded_model(str(lively_model_dir), None, "auto", "auto")
+    base = execute._BASE_CACHE[(str(lively_model_dir), "float32")]
+    second = execute._loaded_model(str(lively_model_dir), None, "float32", "cuda")
+    assert first.device == "cuda" and first.model.dtype == torch.bfloat16 and first.reference.dtype == torch.float32
+    assert second.device == "cuda" and second.model is not base.model and second.reference is None
+    assert base.device == "cpu" and base.model.dtype == torch.float32 and all(i != id(base.model) for i, _ in moved)
+    assert [d for _, d in moved] == ["cuda", "cuda"]
+    execute._BASE_CACHE.clear()

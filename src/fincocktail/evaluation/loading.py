@@ -7,6 +7,7 @@ first use); the adapter is applied with plain peft and merged, since evaluation 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,24 @@ def cast_for_eval(loaded: LoadedModel, dtype: str) -> LoadedModel:
         return loaded
     return LoadedModel(cast_weights(loaded.model, getattr(torch, dtype)).eval(), loaded.tokenizer, loaded.name, loaded.path,
                        loaded.adapter, device=loaded.device)
+
+
+def to_device(loaded: LoadedModel, device: str) -> LoadedModel:
+    """`loaded` with its model (and fp32 reference) moved to `device`, in place: pass a copy you own.
+
+    Why: a sweep worker keeps its fp32 base in RAM and sends each run's merged copy to the GPU,
+    so the GPU holds one model (plus its bf16 copy under `dtype: auto`), not the base as well.
+    """
+    loaded.model.to(device)
+    if loaded.reference is not None:
+        loaded.reference.to(device)
+    return dataclasses.replace(loaded, device=device)
+
+
+def own_copy(loaded: LoadedModel) -> LoadedModel:
+    """A `LoadedModel` with its own copy of the weights (the tokenizer is shared)."""
+    reference = copy.deepcopy(loaded.reference) if loaded.reference is not None else None
+    return dataclasses.replace(loaded, model=copy.deepcopy(loaded.model), reference=reference)
 
 
 def with_adapter(base: LoadedModel, adapter: str | Path, dtype: str) -> LoadedModel:

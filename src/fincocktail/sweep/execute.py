@@ -185,18 +185,27 @@ _BASE_CACHE: dict[tuple[str, str], Any] = {}
 
 
 def _loaded_model(model: str, adapter: Path | None, dtype: str = "float32", device: str = "auto") -> Any:
-    """The model to evaluate, loading each base model once per worker process (in fp32, on
-    `device`); a run's adapter is merged into a copy of it (`evaluation.loading.with_adapter`)."""
-    from fincocktail.evaluation.loading import cast_for_eval, load_for_eval, with_adapter
+    """The model to evaluate, loading each base model once per worker process (in fp32, in RAM);
+    a run's adapter is merged into a copy of it (`evaluation.loading.with_adapter`).
 
-    key = (model, device)
+    On a GPU the run's copy (merged in fp32 on the CPU) is moved to the GPU and cast there, so
+    the GPU holds the model being evaluated, never the cached base as well.
+    """
+    from fincocktail.evaluation.loading import cast_for_eval, load_for_eval, own_copy, to_device, with_adapter
+    from fincocktail.models.device import resolve_device
+
+    where = str(resolve_device(device))
+    key = (model, "float32")
     if key not in _BASE_CACHE:
         _BASE_CACHE.clear()  # one base model in memory at a time
-        _BASE_CACHE[key] = load_for_eval(model, None, "float32", device=device)
+        _BASE_CACHE[key] = load_for_eval(model, None, "float32")
     base = _BASE_CACHE[key]
-    if adapter is None:
-        return cast_for_eval(base, dtype) if dtype != "float32" else base
-    return with_adapter(base, adapter, dtype)
+    if where == "cpu":
+        if adapter is None:
+            return cast_for_eval(base, dtype) if dtype != "float32" else base
+        return with_adapter(base, adapter, dtype)
+    owned = with_adapter(base, adapter, "float32") if adapter is not None else own_copy(base)
+    return cast_for_eval(to_device(owned, where), dtype)
 
 
 def _metric_rows(metrics_json: dict[str, Any], split: str, out: Path) -> list[MetricRow]:
