@@ -172,3 +172,29 @@ def test_an_evaluation_with_oom_batches_writes_the_unsplit_predictions(lively, l
     assert [r["extracted"] for r in split] == [r["extracted"] for r in plain]
     for a, b in zip(split, plain):
         assert a["choice_logprobs"] == pytest.approx(b["choice_logprobs"], abs=1e-4)
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_batched_prefill_gives_the_row_by_row_outputs(lively, share_prefix):
+    """The GPU's prefill (one padded forward, then a preallocated cache) decodes what the CPU's
+    row-by-row prefill decodes."""
+    tok, model = lively.tokenizer, lively.model
+    head = "Instruction: What is the sentiment of this news? Please choose an answer from {negative/neutral/positive}.\nInput: "
+    ids = [tok(head + p)["input_ids"] for p in PROMPTS]
+    rows = generate_greedy(Scorer(model), tok, ids, max_new_tokens=10, batch_size=3, share_prefix=share_prefix, batched_prefill=False)
+    batched = generate_greedy(Scorer(model), tok, ids, max_new_tokens=10, batch_size=3, share_prefix=share_prefix, batched_prefill=True)
+    assert [g.text for g in batched] == [g.text for g in rows]
+    assert [g.finish_reason for g in batched] == [g.finish_reason for g in rows]
+
+
+def test_with_room_preallocates_the_batch_cache(lively):
+    from fincocktail.evaluation.forward import left_pad, run_prompts, with_room
+
+    tok, model = lively.tokenizer, lively.model
+    scorer = Scorer(model)
+    padded = left_pad([tok(p)["input_ids"] for p in PROMPTS[:3]], tok.pad_token_id)
+    _, cache, _ = run_prompts(scorer, padded, None, 0, use_cache=True)
+    width = cache.layers[0].keys.shape[2]
+    roomy = with_room(cache, 5)
+    assert type(roomy.layers[0]).__name__ == "PreallocatedLayer"
+    assert roomy.layers[0]._k.shape[2] == width + 5 and torch.equal(roomy.layers[0].keys, cache.layers[0].keys)
