@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(8, "--batch-size", help="Examples per forward pass (API models: parallel requests)."),
         dtype: str = typer.Option(
             DEFAULT_EVAL_DTYPE, "--dtype",
-            help="float32 (default, the reference) | auto: on a CPU with native bf16, score in bf16 and re-check "
+            help="float32 (default, the reference) | auto: on a CPU with native bf16 or a bf16 GPU, score in bf16 and re-check "
             "close calls in fp32 (fp32's predictions, 1.3-1.6x faster on this CPU kind), generate in fp32; elsewhere float32 | bfloat16 | float16.",
         ),
         device: str = typer.Option("auto", "--device", help=f"Local models: {DEVICE_HELP}."),

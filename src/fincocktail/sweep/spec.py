@@ -160,7 +160,7 @@ class EvalSpec(_Strict):
     sample_seed: int = Field(default=0, description="the same rows for every run and model of the sweep")
     dtype: SweepEvalDtype = Field(
         default=DEFAULT_EVAL_DTYPE,
-        description="auto: on a CPU with native bf16, choice scoring in bf16 with close calls re-checked in fp32 "
+        description="auto: on a CPU with native bf16 or a bf16 GPU, choice scoring in bf16 with close calls re-checked in fp32 "
         "(the same predictions as fp32), generation in fp32",
     )
     selection_metric: Literal["primary", "likelihood"] = Field(
