@@ -76,7 +76,9 @@ def plan_table(plan: Plan, status: dict[str, RunRow] | None = None, workers: int
         wall = makespan([r.est_seconds for r in plan.runs], workers)
         title += f", ~{format_seconds(wall)} on {workers} workers (longest first)"
     if "est_gpu_hours" in totals:
-        title += f", ~{totals['est_gpu_hours']:g} GPU-hours (GPU rates: models' gpu_tokens_per_s / gpu_eval_examples_per_s)"
+        spec = plan.spec
+        given = all(m.gpu_tokens_per_s or spec.estimates.gpu_tokens_per_s for m in spec.models)
+        title += f", ~{totals['est_gpu_hours']:g} GPU-hours" + ("" if given else " (some models give no gpu_tokens_per_s: their tokens_per_s is used)")
     table = Table(title=title, title_justify="left")
     for col in ("id", "kind", "model", "cocktail", "seed", "est. tokens", "est. time"):
         table.add_column(col, justify="right" if col.startswith("est") or col == "seed" else "left", no_wrap=col == "id")
