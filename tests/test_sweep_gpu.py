@@ -248,3 +248,12 @@ def test_a_gpu_worker_keeps_the_base_in_ram_and_sends_each_runs_copy_to_the_gpu(
     assert base.device == "cpu" and base.model.dtype == torch.float32 and all(i != id(base.model) for i, _ in moved)
     assert [d for _, d in moved] == ["cuda", "cuda"]
     execute._BASE_CACHE.clear()
+
+
+def test_a_model_that_asks_for_a_gpu_gets_gpu_rates_and_hours(tmp_path):
+    models = [{"name": "smollm2-135m-instruct", "tokens_per_s": 100, "gpu_tokens_per_s": 10000, "num_gpus": 1}]
+    plan = plan_of(tmp_path, models=models)
+    cpu = plan_of(tmp_path, "c.yaml", models=[{**models[0], "num_gpus": 0}])
+    assert plan.totals()["est_gpu_hours"] > 0 and "est_gpu_hours" not in cpu.totals()
+    trained = [r for r in plan.runs if r.trains]
+    assert all(g.est_seconds < c.est_seconds for g, c in zip(trained, [r for r in cpu.runs if r.trains]))

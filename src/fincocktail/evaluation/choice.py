@@ -83,6 +83,7 @@ def score_choices(
     shared, prefix = shared_prefix_cache(scorer, [it.prompt_ids for it in items]) if share_prefix else (0, None)
     order = sorted(range(len(items)), key=lambda i: (-len(items[i].prompt_ids), i))
     results: list[ChoiceScores | None] = [None] * len(items)
+
     def run(idx: list[int]) -> list[ChoiceScores]:
         return _score_batch(scorer, [items[i] for i in idx], pad_id, prefix, shared)
 

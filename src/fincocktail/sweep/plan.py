@@ -77,7 +77,8 @@ def plan_table(plan: Plan, status: dict[str, RunRow] | None = None, workers: int
         title += f", ~{format_seconds(wall)} on {workers} workers (longest first)"
     if "est_gpu_hours" in totals:
         spec = plan.spec
-        given = all(m.gpu_tokens_per_s or spec.estimates.gpu_tokens_per_s for m in spec.models)
+        on_gpus = [m for m in spec.models if m.num_gpus or (m.num_gpus is None and spec.resources.asks_for_gpus())]
+        given = all(m.gpu_tokens_per_s or spec.estimates.gpu_tokens_per_s for m in on_gpus)
         title += f", ~{totals['est_gpu_hours']:g} GPU-hours" + ("" if given else " (some models give no gpu_tokens_per_s: their tokens_per_s is used)")
     table = Table(title=title, title_justify="left")
     for col in ("id", "kind", "model", "cocktail", "seed", "est. tokens", "est. time"):

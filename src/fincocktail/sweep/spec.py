@@ -406,7 +406,7 @@ class Plan:
             "training_runs": len(self.training_runs),
             "est_tokens": sum(r.est_tokens for r in self.runs),
             "est_seconds": sum(r.est_seconds for r in self.runs),
-            **({"est_gpu_hours": self.gpu_hours()} if self.spec.resources.asks_for_gpus() else {}),
+            **({"est_gpu_hours": self.gpu_hours()} if any(r.resources.asks_for_gpus() for r in self.runs) else {}),
         }
 
     def gpu_hours(self) -> float:
@@ -414,9 +414,8 @@ class Plan:
         it holds (its `num_gpus`, one where a `cuda` device asks for none); API runs hold none."""
         total = 0.0
         for r in self.runs:
-            if r.kind == "api":
-                continue
-            total += r.est_seconds * (r.resources.num_gpus or 1.0)
+            if r.kind != "api" and r.resources.asks_for_gpus():
+                total += r.est_seconds * (r.resources.num_gpus or 1.0)
         return round(total / 3600, 2)
 
 
@@ -674,8 +673,8 @@ def _eval_seconds(spec: SweepSpec, rate: float | None, cost: float) -> float:
 
 def rates(spec: SweepSpec, m: ModelEntry) -> tuple[float | None, float | None]:
     """(training tokens/s, eval examples/s) of model `m` where the sweep runs: its GPU rates when
-    the sweep asks for GPUs (falling back to the sweep's GPU defaults, then to the CPU figures)."""
-    if not spec.resources.asks_for_gpus():
+    its runs ask for GPUs (`num_gpus`, the sweep's or its own, or a `cuda` device; falling back to the sweep's GPU defaults, then to the CPU figures)."""
+    if not _resources(spec, m).asks_for_gpus():
         return m.tokens_per_s, m.eval_examples_per_s
     est = spec.estimates
     return (m.gpu_tokens_per_s or est.gpu_tokens_per_s or m.tokens_per_s,
