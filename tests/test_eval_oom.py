@@ -198,3 +198,73 @@ def test_with_room_preallocates_the_batch_cache(lively):
     roomy = with_room(cache, 5)
     assert type(roomy.layers[0]).__name__ == "PreallocatedLayer"
     assert roomy.layers[0]._k.shape[2] == width + 5 and torch.equal(roomy.layers[0].keys, cache.layers[0].keys)
+
+
+# -- batches sized by tokens to the GPU's memory ---------------------------------------------------
+
+
+def test_tokens_that_fit_counts_the_cache_and_one_layers_activations():
+    from types import SimpleNamespace
+
+    from fincocktail.evaluation.forward import tokens_that_fit
+
+    smollm2 = SimpleNamespace(hidden_size=576, num_attention_heads=9, num_key_value_heads=3, num_hidden_layers=30, intermediate_size=1536)
+    per_token = (2 * 30 * 3 * 64 + 4 * 576 + 2 * 1536) * 4  # fp32: keys and values of 30 layers, one layer's activations
+    assert tokens_that_fit(smollm2, 4, 10 * 2**30, share=1.0) == int(10 * 2**30 / per_token)
+    assert tokens_that_fit(smollm2, 2, 10 * 2**30, share=1.0) == int(10 * 2**30 / (per_token / 2))  # bf16: twice the tokens
+    assert tokens_that_fit(smollm2, 4, 0) == 1
+
+
+def test_memory_batch_tokens_is_none_on_the_cpu_and_reads_free_gpu_memory(lively, monkeypatch):
+    from types import SimpleNamespace
+
+    from fincocktail.evaluation.forward import MEMORY_SHARE, memory_batch_tokens, tokens_that_fit
+
+    assert memory_batch_tokens(lively.model) is None  # CPU batches: the batch size alone, as before
+
+    class OnGpu:
+        device = torch.device("cuda:0")
+
+        def element_size(self):
+            return 2
+
+    config = SimpleNamespace(hidden_size=64, num_attention_heads=4, num_hidden_layers=2, intermediate_size=128)
+    fake = SimpleNamespace(parameters=lambda: iter([OnGpu()]), config=config)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**30, 2**31))
+    assert memory_batch_tokens(fake) == tokens_that_fit(config, 2, 2**30, MEMORY_SHARE)
+
+
+def test_a_token_budget_bounds_each_batch_and_keeps_the_predictions(lively):
+    """One-token choices, so each forward's rows are the batch's examples: the longest prompts go
+    two at a time, shorter ones more, and every batch stays within the budget."""
+    tok, model = lively.tokenizer, lively.model
+    yes, no = tok(" yes", add_special_tokens=False)["input_ids"][:1], tok(" no", add_special_tokens=False)["input_ids"][:1]
+    items = [ChoiceItem(tok(p)["input_ids"], [yes, no]) for p in PROMPTS]
+    order = sorted(range(len(items)), key=lambda i: -len(items[i].prompt_ids))
+    budget = 2 * (len(items[order[0]].prompt_ids) + 1)
+    scorer = OomScorer(model, limit=100)
+    capped = score_choices(scorer, items, tok.pad_token_id, batch_size=8, max_batch_tokens=budget, share_prefix=False)
+    assert scorer.sizes[0] == 2 and max(scorer.sizes) > 2 and sum(scorer.sizes) == len(items)
+    start = 0
+    for rows in scorer.sizes:  # each batch's widest row times its rows fits the budget
+        assert rows * (len(items[order[start]].prompt_ids) + 1) <= budget
+        start += rows
+    plain = score_choices(Scorer(model), items, tok.pad_token_id, batch_size=8, share_prefix=False)
+    for a, b in zip(capped, plain):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4) and _argmax(a.logprobs) == _argmax(b.logprobs)
+    ids = [tok(p)["input_ids"] for p in PROMPTS]
+    gens = generate_greedy(Scorer(model), tok, ids, max_new_tokens=6, batch_size=7, max_batch_tokens=2 * (max(map(len, ids)) + 6))
+    assert [g.text for g in gens] == [g.text for g in generate_greedy(Scorer(model), tok, ids, max_new_tokens=6, batch_size=7)]
+
+
+def test_a_token_capped_batch_that_runs_out_is_halved_too():
+    calls: list[int] = []
+
+    def run(idx):
+        calls.append(len(idx))
+        if len(idx) > 2:
+            raise torch.OutOfMemoryError("simulated")
+        return idx
+
+    got = list(split_on_oom(list(range(8)), 16, run, "test", widths=[10] * 8, max_tokens=40))
+    assert calls == [4, 2, 2, 2, 2] and [i for idx, _ in got for i in idx] == list(range(8))

@@ -68,6 +68,7 @@ def score_choices(
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
     share_prefix: bool = True,
+    max_batch_tokens: int | None = None,
 ) -> list[ChoiceScores]:
     """Score every choice of every item. Results come back in the order of `items`.
 
@@ -75,7 +76,8 @@ def score_choices(
     memory peak shows up at the start rather than after an hour; a batch that runs out of GPU
     memory is halved and retried (`forward.split_on_oom`). When all prompts start with
     the same tokens (the instruction; k-shot demonstrations), that prefix runs once and every
-    batch continues from a copy of its KV cache.
+    batch continues from a copy of its KV cache. `max_batch_tokens` (on GPUs,
+    `forward.memory_batch_tokens`) also bounds a batch's tokens, prompt plus longest choice.
     """
     for it in items:
         if not it.choice_ids or any(len(c) == 0 for c in it.choice_ids):
@@ -87,7 +89,8 @@ def score_choices(
     def run(idx: list[int]) -> list[ChoiceScores]:
         return _score_batch(scorer, [items[i] for i in idx], pad_id, prefix, shared)
 
-    for idx, scores in split_on_oom(order, batch_size, run, "choice scoring"):
+    widths = [len(it.prompt_ids) - shared + max(len(c) for c in it.choice_ids) for it in items]
+    for idx, scores in split_on_oom(order, batch_size, run, "choice scoring", widths, max_batch_tokens):
         for i, res in zip(idx, scores):
             results[i] = res
         if on_batch:

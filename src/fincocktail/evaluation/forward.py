@@ -23,15 +23,50 @@ R = TypeVar("R")
 OUT_OF_MEMORY: tuple[type[BaseException], ...] = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),)
 
 
+MEMORY_SHARE = 0.6  # of the GPU memory free when evaluation starts, for one batch's cache and activations
+
+
+def tokens_that_fit(config: Any, dtype_bytes: int, free_bytes: int, share: float = MEMORY_SHARE) -> int:
+    """How many tokens one batch may hold in `share` of `free_bytes`: each token keeps its keys and
+    values in every layer, and one layer's activations (attention and MLP) at a time.
+
+    An estimate, deliberately simple: it only has to keep batches of long prompts from asking
+    for several times the memory there is; `split_on_oom` catches what it gets wrong.
+    """
+    hidden = int(config.hidden_size)
+    heads = int(getattr(config, "num_attention_heads", 1) or 1)
+    head_dim = int(getattr(config, "head_dim", None) or hidden // heads)
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+    layers = int(config.num_hidden_layers)
+    intermediate = int(getattr(config, "intermediate_size", None) or 4 * hidden)
+    per_token = (2 * layers * kv_heads * head_dim + 4 * hidden + 2 * intermediate) * dtype_bytes
+    return max(1, int(free_bytes * share / per_token))
+
+
+def memory_batch_tokens(model: Any) -> int | None:
+    """On a CUDA GPU, the tokens a batch may hold in the memory free now (`tokens_that_fit`);
+    None elsewhere: CPU batches are bounded by the batch size alone, as before."""
+    from fincocktail.models.loading import text_config
+
+    param = next(iter(model.parameters()), None)
+    if param is None or param.device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(param.device)
+    return tokens_that_fit(text_config(model.config), param.element_size(), free)
+
+
 def release_memory() -> None:
     """Hand the blocks an out-of-memory batch left in torch's CUDA cache back, before the retry."""
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 
-def split_on_oom(order: Sequence[int], batch_size: int, run: Callable[[list[int]], R], what: str) -> Iterator[tuple[list[int], R]]:
+def split_on_oom(order: Sequence[int], batch_size: int, run: Callable[[list[int]], R], what: str,
+                 widths: Sequence[int] | None = None, max_tokens: int | None = None) -> Iterator[tuple[list[int], R]]:
     """(indices, run(indices)) for consecutive batches of `order`; a batch that runs out of GPU
     memory is halved and retried, down to one example, and the smaller size is kept from then on.
+    With `max_tokens`, a batch also holds at most that many tokens, `widths[i]` each (`order` is
+    longest first, so its first row's width is the batch's).
 
     Why: batch sizes are chosen before the GPU's free memory is known (another process, a long
     prompt at the start of the length-sorted order), and a crash there would fail a run hours
@@ -40,7 +75,10 @@ def split_on_oom(order: Sequence[int], batch_size: int, run: Callable[[list[int]
     """
     size, start = max(1, batch_size), 0
     while start < len(order):
-        idx = list(order[start : start + size])
+        rows = size
+        if max_tokens is not None and widths is not None:
+            rows = min(size, max(1, max_tokens // max(1, widths[order[start]])))
+        idx = list(order[start : start + rows])
         failed = False
         try:
             result = run(idx)
@@ -53,7 +91,7 @@ def split_on_oom(order: Sequence[int], batch_size: int, run: Callable[[list[int]
                     f"{what}: one example does not fit in the GPU's memory even alone; use --max-prompt-tokens, "
                     "fewer --max-new-tokens, a lower-precision --dtype or a GPU with more memory"
                 )
-            size = max(1, size // 2)  # a multiple of the next size: batches line up with a plain run at it
+            size = max(1, (rows if rows < size else size) // 2)  # a multiple of the next size: batches line up with a plain run at it
             continue
         yield idx, result
         start += len(idx)

@@ -71,6 +71,7 @@ def generate_greedy(
     reference: Scorer | None = None,
     check_margin: float = GEN_CHECK_MARGIN,
     batched_prefill: bool | None = None,
+    max_batch_tokens: int | None = None,
 ) -> list[Generation]:
     """Greedy continuations of `prompts` (token ids), in input order.
 
@@ -88,7 +89,8 @@ def generate_greedy(
     already streamed cannot be taken back.
 
     `batched_prefill` (default: on CUDA) prefills each batch in one padded forward instead of
-    row by row; either way decoding continues on a preallocated cache.
+    row by row; either way decoding continues on a preallocated cache. `max_batch_tokens` (on
+    GPUs, `forward.memory_batch_tokens`) bounds a batch's tokens, prompt plus `max_new_tokens`.
     """
     if reference is not None and on_token is not None:
         raise ValueError("a streamed generation cannot be re-checked: pass on_token or reference, not both")
@@ -107,7 +109,9 @@ def generate_greedy(
 
     # A batch that runs out of GPU memory is halved and retried; not a streamed one, whose
     # tokens have already gone to the client.
-    batches = split_on_oom(order, batch_size, run, "generation") if on_token is None else _batches(order, batch_size, run)
+    widths = [len(p) - shared + max_new_tokens for p in prompts]
+    batches = split_on_oom(order, batch_size, run, "generation", widths, max_batch_tokens) if on_token is None \
+        else _batches(order, batch_size, run)
     for idx, (gens, mins) in batches:
         for i, g, m in zip(idx, gens, mins):
             out[i], margins[i] = g, m
@@ -117,7 +121,8 @@ def generate_greedy(
         close = [i for i, m in enumerate(margins) if m < check_margin and out[i].finish_reason != "cancelled"]  # type: ignore[union-attr]
         if close:
             again = generate_greedy(reference, tokenizer, [prompts[i] for i in close], max_new_tokens, stop, batch_size,
-                                    share_prefix=share_prefix, should_stop=should_stop, batched_prefill=batched_prefill)
+                                    share_prefix=share_prefix, should_stop=should_stop, batched_prefill=batched_prefill,
+                                    max_batch_tokens=max_batch_tokens)
             for i, g in zip(close, again):
                 out[i] = Generation(g.text, g.n_tokens, g.finish_reason, rechecked=True)
     return out  # type: ignore[return-value]
