@@ -13,6 +13,7 @@ import typer
 
 from fincocktail.errors import ConfigError
 from fincocktail.evaluation.dtypes import DEFAULT_EVAL_DTYPE
+from fincocktail.models.device import DEVICE_HELP, check_device
 
 CHOICE_TASKS = "fpb,fiqa_sa,tfns,headline,ner_cls,cfa"
 
@@ -72,9 +73,10 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(8, "--batch-size", help="Examples per forward pass (API models: parallel requests)."),
         dtype: str = typer.Option(
             DEFAULT_EVAL_DTYPE, "--dtype",
-            help="float32 (default, the reference) | auto: on a CPU with native bf16, score in bf16 and re-check "
+            help="float32 (default, the reference) | auto: on a CPU with native bf16 or a bf16 GPU, score in bf16 and re-check "
             "close calls in fp32 (fp32's predictions, 1.3-1.6x faster on this CPU kind), generate in fp32; elsewhere float32 | bfloat16 | float16.",
         ),
+        device: str = typer.Option("auto", "--device", help=f"Local models: {DEVICE_HELP}."),
         out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/eval/<timestamp>-<model>)."),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
         tasks_dir: Optional[Path] = typer.Option(None, "--tasks-dir", help="Folder of user task YAMLs."),
@@ -101,6 +103,7 @@ def register(app: typer.Typer) -> None:
         if out is not None:
             check_out_dir(out)
         _check_model_and_adapter(model, adapter)
+        device = check_device(device)
         if mode not in ("auto", "choice", "generate"):
             raise ConfigError(f"--mode {mode!r}: expected auto, choice or generate")
         if style not in (None, "instruction", "chat"):
@@ -108,7 +111,7 @@ def register(app: typer.Typer) -> None:
         config = _config(
             model=model, adapter=adapter, tasks=_task_list(tasks), split=split, limit=limit, sample=sample,
             sample_seed=sample_seed, shots=shots, mode=mode,
-            style=style, batch_size=batch_size, dtype=dtype, out=out, data_dir=data_dir, tasks_dir=tasks_dir,
+            style=style, batch_size=batch_size, dtype=dtype, device=device, out=out, data_dir=data_dir, tasks_dir=tasks_dir,
             base_url=base_url, seed=seed, max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
             judge=judge, judge_base_url=judge_base_url,
         )

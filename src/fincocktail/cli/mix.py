@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fincocktail.errors import ConfigError
+from fincocktail.models.device import DEVICE_HELP, check_device
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -32,7 +33,8 @@ def search(
     constraint: list[str] = typer.Option([], "--constraint", help="no-task-below-single | min:TASK=VALUE (repeatable; on validation scores)."),
     batch: int = typer.Option(2, "--batch", "-b", help="Mixtures per round (run at once by the executor)."),
     executor: str = typer.Option("local", "--executor", "-e", help="local or ray."),
-    workers: int = typer.Option(1, "--workers", "-w", help="Runs at once (local processes / CPUs of a local Ray)."),
+    workers: int | None = typer.Option(None, "--workers", "-w", help="Runs at once (local processes, default 1 or one per GPU / CPUs of a local Ray)."),
+    device: str | None = typer.Option(None, "--device", help=f"{DEVICE_HELP} (default: the sweep's resources.device). Not part of run ids."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address."),
     total: str | None = typer.Option(None, "--total", help="Range of examples per epoch, MIN:MAX (default: the sweep's smallest and largest run)."),
     model: str | None = typer.Option(None, "--model", help="Which model of the sweep (default: the first)."),
@@ -57,12 +59,14 @@ def search(
 
     if simulate and runner:
         raise ConfigError("--simulate and --runner: give one of them")
+    device = check_device(device) if device is not None else None
     plan = load_plan(sweep_file)
     chosen = runner or ("simulate" if simulate else "real")
     out = out or (plan.out_dir / SIMULATED_DIR if chosen == "simulate" else plan.out_dir)
     resolved = str(find_data_dir(data_dir or plan.spec.data_dir)) if chosen == "real" else None
     options = SearchOptions(tuple(objective), tuple(constraint), budget, batch, seed, model, _total(total), name)
-    result = run_search(plan, options, out, make_executor(executor, workers=workers, address=address),
+    result = run_search(plan, options, out, make_executor(executor, workers=workers, address=address,
+                                                                      device=device or plan.spec.resources.device),
                         chosen, resolved, progress=not quiet)
     summary = write_outputs(result)
     rec = summary.get("recommended")

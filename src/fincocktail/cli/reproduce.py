@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from fincocktail.errors import ConfigError
+from fincocktail.models.device import DEVICE_HELP, check_device
 
 PRESETS = ("quick", "cpu-small", "cpu-study", "paper")
 
@@ -36,7 +37,8 @@ def register(app: typer.Typer) -> None:
         preset: str = typer.Option("cpu-small", "--preset", "-p", help="cpu-small (<= 60 min on 2 cores) or paper (GPU cluster)."),
         quick: bool = typer.Option(False, "--quick", help="The few-minute demo: the same pipeline with tiny sample counts."),
         executor: str = typer.Option("local", "--executor", "-e", help="local or ray."),
-        workers: int = typer.Option(1, "--workers", "-w", help="Runs at once."),
+        workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Runs at once (default 1, or one per GPU on GPUs)."),
+        device: Optional[str] = typer.Option(None, "--device", help=f"{DEVICE_HELP} (default: the preset's resources.device). Not part of run ids."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default: sweeps/<preset>)."),
         data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Datasets folder."),
     ) -> None:
@@ -48,6 +50,7 @@ def register(app: typer.Typer) -> None:
         from fincocktail.sweep.executors import make_executor, run_sweep
         from fincocktail.sweep.spec import load_plan
 
+        device = check_device(device) if device is not None else None
         console = Console()
         path = preset_file("quick" if quick else preset)
         plan = load_plan(path)
@@ -56,7 +59,7 @@ def register(app: typer.Typer) -> None:
         summary = run_sweep(
             plan,
             out_dir=out_dir,
-            executor=make_executor(executor, workers=workers),
+            executor=make_executor(executor, workers=workers, device=device or plan.spec.resources.device),
             runner="real",
             data_dir=str(find_data_dir(data_dir or plan.spec.data_dir)),
             progress=True,

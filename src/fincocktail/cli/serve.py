@@ -9,6 +9,7 @@ import typer
 
 from fincocktail.errors import ConfigError, ModelError
 from fincocktail.evaluation.dtypes import DEFAULT_EVAL_DTYPE
+from fincocktail.models.device import DEVICE_HELP, check_device
 
 MAX_PORT = 65535
 
@@ -33,6 +34,7 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8000, "--port"),
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 exposes it to the network)."),
         dtype: str = typer.Option(DEFAULT_EVAL_DTYPE, "--dtype", help="float32 | bfloat16 | float16 (auto = float32: serving only generates)."),
+        device: str = typer.Option("auto", "--device", help=DEVICE_HELP + "."),
         name: Optional[str] = typer.Option(None, "--name", help="Model id of the base (of a single unnamed --adapter, if one is given); default: the folder name."),
         verbose: bool = typer.Option(False, "--verbose", help="Log every request."),
         max_tokens_cap: int = typer.Option(1024, "--max-tokens-cap", min=1, help="Largest max_tokens a request may ask for (larger: 400)."),
@@ -47,10 +49,11 @@ def register(app: typer.Typer) -> None:
         from fincocktail.evaluation.server import ChatService, make_server
 
         check_port(port)
+        device = check_device(device)
         specs = parse_adapter_specs(adapters, single_name=name)
         single_unnamed = len(adapters) == 1 and not split_spec(adapters[0])[0]  # then --name names that adapter
         base_name = (None if single_unnamed else name) or Path(model.rstrip("/")).name
-        loaded = load_for_eval(model, None, "float32" if dtype == "auto" else dtype)
+        loaded = load_for_eval(model, None, "float32" if dtype == "auto" else dtype, device=device)
         try:
             service = ChatService(ModelPool(loaded, base_name, specs), max_tokens_cap=max_tokens_cap, queue_timeout_s=queue_timeout)
         except ValueError as exc:

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from fincocktail.errors import ConfigError
+from fincocktail.models.device import DEVICE_HELP, check_device
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -39,7 +40,11 @@ def run(
     sweep_file: Path = typer.Argument(..., help="Sweep YAML."),
     executor: str = typer.Option("local", "--executor", "-e", help="local or ray."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address (default: a private local Ray on 127.0.0.1)."),
-    workers: int = typer.Option(1, "--workers", "-w", help="Runs at once (local: processes, each with cores // N torch threads; ray: CPUs of a local Ray)."),
+    workers: int | None = typer.Option(
+        None, "--workers", "-w",
+        help="Runs at once (local: processes, each with cores // N torch threads; default 1, or one per GPU on GPUs; ray: CPUs of a local Ray).",
+    ),
+    device: str | None = typer.Option(None, "--device", help=f"{DEVICE_HELP} (default: the sweep's resources.device, auto). Not part of run ids."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: the sweep's `out`, else sweeps/NAME)."),
     data_dir: str | None = typer.Option(None, "--data-dir", help="Datasets folder (default: FINCOCKTAIL_DATA, ./data, ../shared/data)."),
     only: list[str] | None = typer.Option(None, "--only", help="Run just these run ids (repeatable)."),
@@ -58,6 +63,7 @@ def run(
 
     if simulate and runner:
         raise ConfigError("--simulate and --runner: give one of them")
+    device = check_device(device) if device is not None else None
     p = load_plan(sweep_file)
     chosen_runner = runner or ("simulate" if simulate else "real")
     resolved_data = None
@@ -68,7 +74,7 @@ def run(
     summary = run_sweep(
         p,
         out_dir=out_dir,
-        executor=make_executor(executor, workers=workers, address=address),
+        executor=make_executor(executor, workers=workers, address=address, device=device or p.spec.resources.device),
         runner=chosen_runner,
         data_dir=resolved_data,
         progress=not quiet,

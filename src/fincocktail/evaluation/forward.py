@@ -6,7 +6,9 @@ keeps every existing import working.
 """
 
 from fincocktail.models.forward import (
+    MEMORY_SHARE,
     MIN_SHARED_PREFIX,
+    OUT_OF_MEMORY,
     Padded,
     Scorer,
     _preallocated_layer,
@@ -14,11 +16,17 @@ from fincocktail.models.forward import (
     common_prefix_length,
     left_pad,
     prefill_rows,
+    memory_batch_tokens,
+    release_memory,
     run_prompts,
     shared_prefix_cache,
+    split_on_oom,
+    tokens_that_fit,
+    with_room,
 )
 
 __all__ = [
+    "MEMORY_SHARE", "OUT_OF_MEMORY", "memory_batch_tokens", "release_memory", "split_on_oom", "tokens_that_fit", "with_room",
     "MIN_SHARED_PREFIX", "Padded", "Scorer", "_preallocated_layer", "answer_logprobs", "common_prefix_length", "left_pad",
     "prefill_rows", "run_prompts", "shared_prefix_cache",
 ]

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from fincocktail.evaluation.forward import Scorer, left_pad, prefill_rows, run_prompts, shared_prefix_cache
+from fincocktail.evaluation.forward import Scorer, left_pad, prefill_rows, run_prompts, shared_prefix_cache, split_on_oom, with_room
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,8 @@ def generate_greedy(
     on_token: Callable[[int, int], None] | None = None,
     reference: Scorer | None = None,
     check_margin: float = GEN_CHECK_MARGIN,
+    batched_prefill: bool | None = None,
+    max_batch_tokens: int | None = None,
 ) -> list[Generation]:
     """Greedy continuations of `prompts` (token ids), in input order.
 
@@ -85,6 +87,10 @@ def generate_greedy(
     was ever within `check_margin` nats of the runner-up is decoded again with the reference,
     so outputs are fp32's while most rows cost a bf16 decode. Not with `on_token`: tokens
     already streamed cannot be taken back.
+
+    `batched_prefill` (default: on CUDA) prefills each batch in one padded forward instead of
+    row by row; either way decoding continues on a preallocated cache. `max_batch_tokens` (on
+    GPUs, `forward.memory_batch_tokens`) bounds a batch's tokens, prompt plus `max_new_tokens`.
     """
     if reference is not None and on_token is not None:
         raise ValueError("a streamed generation cannot be re-checked: pass on_token or reference, not both")
@@ -94,12 +100,19 @@ def generate_greedy(
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     out: list[Generation | None] = [None] * len(prompts)
     margins = [float("inf")] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = [prompts[i] for i in idx]
-        seen = (lambda r, tok, idx=idx: on_token(idx[r], tok)) if on_token else None
-        gens, mins = _generate_batch(scorer, tokenizer, batch, max_new_tokens, stop, stops, pad_id, prefix, shared, should_stop, seen,
-                                     track_margins=reference is not None)
+    batched = scorer.device.type == "cuda" if batched_prefill is None else batched_prefill
+
+    def run(idx: list[int]) -> tuple[list[Generation], list[float]]:
+        seen = (lambda r, tok: on_token(idx[r], tok)) if on_token else None
+        return _generate_batch(scorer, tokenizer, [prompts[i] for i in idx], max_new_tokens, stop, stops, pad_id, prefix, shared,
+                               should_stop, seen, track_margins=reference is not None, batched_prefill=batched)
+
+    # A batch that runs out of GPU memory is halved and retried; not a streamed one, whose
+    # tokens have already gone to the client.
+    widths = [len(p) - shared + max_new_tokens for p in prompts]
+    batches = split_on_oom(order, batch_size, run, "generation", widths, max_batch_tokens) if on_token is None \
+        else _batches(order, batch_size, run)
+    for idx, (gens, mins) in batches:
         for i, g, m in zip(idx, gens, mins):
             out[i], margins[i] = g, m
         if on_batch:
@@ -108,14 +121,22 @@ def generate_greedy(
         close = [i for i, m in enumerate(margins) if m < check_margin and out[i].finish_reason != "cancelled"]  # type: ignore[union-attr]
         if close:
             again = generate_greedy(reference, tokenizer, [prompts[i] for i in close], max_new_tokens, stop, batch_size,
-                                    share_prefix=share_prefix, should_stop=should_stop)
+                                    share_prefix=share_prefix, should_stop=should_stop, batched_prefill=batched_prefill,
+                                    max_batch_tokens=max_batch_tokens)
             for i, g in zip(close, again):
                 out[i] = Generation(g.text, g.n_tokens, g.finish_reason, rechecked=True)
     return out  # type: ignore[return-value]
 
 
+def _batches(order: Sequence[int], batch_size: int, run: Callable[[list[int]], Any]) -> Any:
+    """(indices, run(indices)) for consecutive batches, without retries."""
+    for start in range(0, len(order), batch_size):
+        idx = list(order[start : start + batch_size])
+        yield idx, run(idx)
+
+
 def _generate_batch(scorer, tokenizer, prompts, max_new_tokens, stop, stop_ids, pad_id, prefix=None, shared=0, should_stop=None,
-                    on_token=None, track_margins=False) -> tuple[list[Generation], list[float]]:
+                    on_token=None, track_margins=False, batched_prefill=False) -> tuple[list[Generation], list[float]]:
     """Greedy rows of one batch, and (with `track_margins`; else inf) each row's smallest margin in nats between
     its chosen token and the runner-up: only a re-check reads them, so plain decoding skips the top-2."""
     n = len(prompts)
@@ -124,13 +145,14 @@ def _generate_batch(scorer, tokenizer, prompts, max_new_tokens, stop, stop_ids, 
     margins = [float("inf")] * n
     if max_new_tokens <= 0:
         return [Generation("", 0, "length") for _ in range(n)], margins
-    stacked = prefill_rows(scorer, prompts, prefix, shared, room=max_new_tokens)
+    stacked = None if batched_prefill else prefill_rows(scorer, prompts, prefix, shared, room=max_new_tokens)
     if stacked is not None:
         last, cache, mask = stacked
     else:
         padded = left_pad([p[shared:] for p in prompts], pad_id)
         hidden, cache, mask = run_prompts(scorer, padded, prefix, shared, use_cache=True)
         last = hidden[:, -1, :]
+        cache = with_room(cache, max_new_tokens) if batched_prefill else cache
     present = list(range(n))  # original row of each row of the batch tensors
     next_pos = torch.tensor([len(p) for p in prompts], dtype=torch.long)
     for step in range(max_new_tokens):

@@ -7,6 +7,7 @@ first use); the adapter is applied with plain peft and merged, since evaluation 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,15 @@ from fincocktail.models.precision import cast_weights, native_bf16
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-def checked_bf16(dtype: str) -> bool:
-    """Whether `dtype` means bf16 scoring with an fp32 re-check (`auto` on native-bf16 CPUs).
+def checked_bf16(dtype: str, device: Any = "cpu") -> bool:
+    """Whether `dtype` means bf16 scoring with an fp32 re-check (`auto` on native-bf16 hardware).
 
     Plain bf16 flips a few close choice predictions against fp32 (98.0% agreement on a tuned
     FPB adapter), so `auto` scores in bf16, re-scores the close calls in fp32 and generates in
-    fp32 (evaluation.runner); elsewhere `auto` is plain fp32, as emulated bf16 is slower.
+    fp32 (evaluation.runner), on bf16 CPUs and on GPUs that report bf16 alike; elsewhere `auto`
+    is plain fp32, as emulated bf16 is slower.
     """
-    return dtype == "auto" and native_bf16("cpu")
+    return dtype == "auto" and native_bf16(device)
 
 
 @dataclass
@@ -38,6 +40,7 @@ class LoadedModel:
     path: str  # the local folder it resolved to
     adapter: str | None  # the adapter folder, when one was applied
     reference: Any | None = None  # dtype auto on bf16 hardware: the fp32 model that re-checks close calls
+    device: str = "cpu"  # where the weights live (`models.device`), for the run card
 
 
 def adapter_folder(run_dir: str | Path) -> Path:
@@ -110,26 +113,33 @@ def check_adapter_keys(peft_model: Any, adapter_dir: Path, adapter_name: str) ->
         )
 
 
-def _load_base(name_or_path: str, dtype: str) -> tuple[Any, Any, str]:
+def _load_base(name_or_path: str, dtype: str, device: str = "cpu") -> tuple[Any, Any, str]:
     from fincocktail.models import load_model_and_tokenizer, resolve_model
 
     path = resolve_model(name_or_path)
-    model, tokenizer = load_model_and_tokenizer(path, dtype=dtype)  # type: ignore[arg-type]
+    model, tokenizer = load_model_and_tokenizer(path, dtype=dtype, device=device)  # type: ignore[arg-type]
     return model, tokenizer, str(path)
 
 
-def load_for_eval(name_or_path: str, adapter: str | Path | None = None, dtype: str = "float32", merge: bool = True) -> LoadedModel:
+def load_for_eval(
+    name_or_path: str, adapter: str | Path | None = None, dtype: str = "float32", merge: bool = True, device: str = "cpu"
+) -> LoadedModel:
     """The model in eval mode with its tokenizer; a LoRA adapter is merged for speed unless `merge=False`.
 
     A merged adapter is merged in float32 and only then cast to `dtype`: merging into bf16
     weights would round W + BA as a whole, and the small LoRA update loses most of its bits.
+    `device` is a name `models.device.resolve_device` accepts (`auto`: the GPU when there is one);
+    the adapter lands on the base model's device, so scoring and re-checks run there too.
     """
+    from fincocktail.models.device import resolve_device
+
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
-    checked = checked_bf16(dtype)
+    where = str(resolve_device(device))
+    checked = checked_bf16(dtype, where)
     dtype = "float32" if dtype == "auto" else dtype
     merge_first = adapter is not None and merge and dtype != "float32"
-    model, tokenizer, path = _load_base(name_or_path, "float32" if merge_first else dtype)
+    model, tokenizer, path = _load_base(name_or_path, "float32" if merge_first else dtype, where)
     adapter_dir: Path | None = None
     if adapter is not None:
         adapter_dir = adapter_folder(adapter)
@@ -144,7 +154,7 @@ def load_for_eval(name_or_path: str, adapter: str | Path | None = None, dtype: s
     reference = None
     if checked:
         reference, model = model, cast_weights(copy.deepcopy(model), torch.bfloat16).eval()
-    return LoadedModel(model, tokenizer, name_or_path, path, str(adapter_dir) if adapter_dir else None, reference)
+    return LoadedModel(model, tokenizer, name_or_path, path, str(adapter_dir) if adapter_dir else None, reference, where)
 
 
 def cast_for_eval(loaded: LoadedModel, dtype: str) -> LoadedModel:
@@ -155,12 +165,31 @@ def cast_for_eval(loaded: LoadedModel, dtype: str) -> LoadedModel:
     """
     if dtype not in DTYPES:
         raise ModelError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
-    if checked_bf16(dtype):
+    if checked_bf16(dtype, loaded.device):
         bf16 = cast_weights(copy.deepcopy(loaded.model), torch.bfloat16).eval()
-        return LoadedModel(bf16, loaded.tokenizer, loaded.name, loaded.path, loaded.adapter, loaded.model)
+        return LoadedModel(bf16, loaded.tokenizer, loaded.name, loaded.path, loaded.adapter, loaded.model, loaded.device)
     if dtype in ("auto", "float32"):
         return loaded
-    return LoadedModel(cast_weights(loaded.model, getattr(torch, dtype)).eval(), loaded.tokenizer, loaded.name, loaded.path, loaded.adapter)
+    return LoadedModel(cast_weights(loaded.model, getattr(torch, dtype)).eval(), loaded.tokenizer, loaded.name, loaded.path,
+                       loaded.adapter, device=loaded.device)
+
+
+def to_device(loaded: LoadedModel, device: str) -> LoadedModel:
+    """`loaded` with its model (and fp32 reference) moved to `device`, in place: pass a copy you own.
+
+    Why: a sweep worker keeps its fp32 base in RAM and sends each run's merged copy to the GPU,
+    so the GPU holds one model (plus its bf16 copy under `dtype: auto`), not the base as well.
+    """
+    loaded.model.to(device)
+    if loaded.reference is not None:
+        loaded.reference.to(device)
+    return dataclasses.replace(loaded, device=device)
+
+
+def own_copy(loaded: LoadedModel) -> LoadedModel:
+    """A `LoadedModel` with its own copy of the weights (the tokenizer is shared)."""
+    reference = copy.deepcopy(loaded.reference) if loaded.reference is not None else None
+    return dataclasses.replace(loaded, model=copy.deepcopy(loaded.model), reference=reference)
 
 
 def with_adapter(base: LoadedModel, adapter: str | Path, dtype: str) -> LoadedModel:
@@ -173,5 +202,5 @@ def with_adapter(base: LoadedModel, adapter: str | Path, dtype: str) -> LoadedMo
     folder = adapter_folder(adapter)
     merged = apply_adapter(copy.deepcopy(base.model), folder).merge_and_unload()
     merged.eval()
-    return cast_for_eval(LoadedModel(merged, base.tokenizer, base.name, base.path, str(folder)), dtype)
+    return cast_for_eval(LoadedModel(merged, base.tokenizer, base.name, base.path, str(folder), device=base.device), dtype)
 

@@ -59,6 +59,7 @@ class EvalConfig(BaseModel):
     style: Literal["instruction", "chat"] | None = None  # None: instruction locally, chat for API models
     batch_size: int = Field(default=8, ge=1)
     dtype: EvalDtype = DEFAULT_EVAL_DTYPE
+    device: str = "auto"  # models.device: auto | cpu | cuda | cuda:N | mps; speed only, the same predictions
     out: Path | None = None
     data_dir: Path | None = None
     tasks_dir: Path | None = None
@@ -73,6 +74,16 @@ class EvalConfig(BaseModel):
     max_prompt_tokens: int | None = Field(default=None, ge=16)
     judge: str | None = None  # openai:MODEL grading open-answer tasks (evaluation.judge)
     judge_base_url: str | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        from fincocktail.models.device import check_device
+
+        try:
+            return check_device(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("--device ")) from None
 
     @field_validator("tasks")
     @classmethod
@@ -172,7 +183,7 @@ def _run_eval_locked(config: EvalConfig, tasks: list[Task], api: bool, style: st
         if loaded is None:
             from fincocktail.evaluation.loading import load_for_eval
 
-            loaded = load_for_eval(config.model, config.adapter, config.dtype)
+            loaded = load_for_eval(config.model, config.adapter, config.dtype, device=config.device)
         backend = _LocalBackend(loaded, config.batch_size, config.max_prompt_tokens, tokens)
 
     results: list[TaskResult] = []
@@ -382,7 +393,7 @@ cocktail adapter on TFNS) of the examples.
 
 class _LocalBackend(_Backend):
     def __init__(self, loaded: Any, batch_size: int, max_prompt_tokens: int | None = None, tokens: TokenCache | None = None):
-        from fincocktail.evaluation.forward import Scorer
+        from fincocktail.evaluation.forward import Scorer, memory_batch_tokens
 
         self.loaded = loaded
         self.tok = loaded.tokenizer
@@ -390,6 +401,8 @@ class _LocalBackend(_Backend):
         reference = getattr(loaded, "reference", None)
         self.reference = Scorer(reference) if reference is not None else None
         self.batch_size = batch_size
+        # On a GPU a batch also holds at most the tokens that fit (the fp32 reference, if any, needs the most)
+        self.batch_tokens = memory_batch_tokens(reference if reference is not None else loaded.model)
         self.max_prompt_tokens = max_prompt_tokens
         self.encode = encoder_for(tokens)
 
@@ -424,10 +437,11 @@ class _LocalBackend(_Backend):
             rows.append(_Row(example=ex, prompt=prompt, prompt_tokens=len(ids), truncated=cut))
             items.append(ChoiceItem(ids, [choice_ids(c, ex) for c in choices]))
         t0 = time.perf_counter()
-        scores = score_choices(self.scorer, items, self.tok.pad_token_id, self.batch_size, on_batch=tick)
+        scores = score_choices(self.scorer, items, self.tok.pad_token_id, self.batch_size, on_batch=tick, max_batch_tokens=self.batch_tokens)
         if self.reference is not None:
             close = [i for i, sc in enumerate(scores) if close_margin(sc.logprobs, sc.logprobs_norm) < CHECK_MARGIN]
-            rescored = score_choices(self.reference, [items[i] for i in close], self.tok.pad_token_id, self.batch_size)
+            rescored = score_choices(self.reference, [items[i] for i in close], self.tok.pad_token_id, self.batch_size,
+                                     max_batch_tokens=self.batch_tokens)
             for i, sc in zip(close, rescored):
                 scores[i] = sc
                 rows[i].rescored = True
@@ -459,7 +473,7 @@ class _LocalBackend(_Backend):
         # and prefill dominates, so that measured 0.57x fp32's speed (README, Performance).
         gens = generate_greedy(
             self.reference or self.scorer, self.tok, prompts, max_new_tokens or spec.max_new_tokens, tuple(spec.stop), self.batch_size,
-            on_batch=tick,
+            on_batch=tick, max_batch_tokens=self.batch_tokens,
         )
         seconds = time.perf_counter() - t0
         for row, g in zip(rows, gens):
@@ -489,7 +503,8 @@ class _LocalBackend(_Backend):
         dtype = str(getattr(self.loaded.model, "dtype", "")).removeprefix("torch.")
         if self.reference is not None:
             dtype += f" (choices within {CHECK_MARGIN} nats re-checked in float32; generation in float32)"
-        return {"model_path": self.loaded.path, "adapter_path": self.loaded.adapter, "model_dtype": dtype}
+        return {"model_path": self.loaded.path, "adapter_path": self.loaded.adapter, "model_dtype": dtype,
+                "device": getattr(self.loaded, "device", "cpu")}
 
 
 class _ApiBackend(_Backend):

@@ -21,7 +21,7 @@ import torch
 from fincocktail.errors import ModelError
 from fincocktail.prompts import PromptStyle, encoder_for, render
 from fincocktail.tasks.base import Example, Task
-from fincocktail.models.forward import Scorer, left_pad, run_prompts, shared_prefix_cache
+from fincocktail.models.forward import Scorer, left_pad, run_prompts, shared_prefix_cache, split_on_oom
 
 
 @dataclass(frozen=True)
@@ -94,13 +94,16 @@ def score_choices(
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
     share_prefix: bool = True,
+    max_batch_tokens: int | None = None,
 ) -> list[ChoiceScores]:
     """Score every choice of every item. Results come back in the order of `items`.
 
     Items are processed longest prompt first, so padding inside a batch stays small and the
-    memory peak shows up at the start rather than after an hour. When all prompts start with
+    memory peak shows up at the start rather than after an hour; a batch that runs out of GPU
+    memory is halved and retried (`forward.split_on_oom`). When all prompts start with
     the same tokens (the instruction; k-shot demonstrations), that prefix runs once and every
-    batch continues from a copy of its KV cache.
+    batch continues from a copy of its KV cache. `max_batch_tokens` (on GPUs,
+    `forward.memory_batch_tokens`) also bounds a batch's tokens, prompt plus longest choice.
     """
     for it in items:
         if not it.choice_ids or any(len(c) == 0 for c in it.choice_ids):
@@ -108,10 +111,13 @@ def score_choices(
     shared, prefix = shared_prefix_cache(scorer, [it.prompt_ids for it in items]) if share_prefix else (0, None)
     order = sorted(range(len(items)), key=lambda i: (-len(items[i].prompt_ids), i))
     results: list[ChoiceScores | None] = [None] * len(items)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = [items[i] for i in idx]
-        for i, res in zip(idx, _score_batch(scorer, batch, pad_id, prefix, shared)):
+
+    def run(idx: list[int]) -> list[ChoiceScores]:
+        return _score_batch(scorer, [items[i] for i in idx], pad_id, prefix, shared)
+
+    widths = [len(it.prompt_ids) - shared + max(len(c) for c in it.choice_ids) for it in items]
+    for idx, scores in split_on_oom(order, batch_size, run, "choice scoring", widths, max_batch_tokens):
+        for i, res in zip(idx, scores):
             results[i] = res
         if on_batch:
             on_batch(len(idx))

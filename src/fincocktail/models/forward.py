@@ -14,11 +14,90 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Sequence
+from collections.abc import Callable, Iterator
+from typing import Any, Sequence, TypeVar
 
 import torch
 
+from fincocktail.errors import ModelError
 from fincocktail.models.kv_cache import cache_kwargs, output_cache
+
+R = TypeVar("R")
+OUT_OF_MEMORY: tuple[type[BaseException], ...] = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),)
+
+
+MEMORY_SHARE = 0.6  # of the GPU memory free when evaluation starts, for one batch's cache and activations
+
+
+def tokens_that_fit(config: Any, dtype_bytes: int, free_bytes: int, share: float = MEMORY_SHARE) -> int:
+    """How many tokens one batch may hold in `share` of `free_bytes`: each token keeps its keys and
+    values in every layer, and one layer's activations (attention and MLP) at a time.
+
+    An estimate, deliberately simple: it only has to keep batches of long prompts from asking
+    for several times the memory there is; `split_on_oom` catches what it gets wrong.
+    """
+    hidden = int(config.hidden_size)
+    heads = int(getattr(config, "num_attention_heads", 1) or 1)
+    head_dim = int(getattr(config, "head_dim", None) or hidden // heads)
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+    layers = int(config.num_hidden_layers)
+    intermediate = int(getattr(config, "intermediate_size", None) or 4 * hidden)
+    per_token = (2 * layers * kv_heads * head_dim + 4 * hidden + 2 * intermediate) * dtype_bytes
+    return max(1, int(free_bytes * share / per_token))
+
+
+def memory_batch_tokens(model: Any) -> int | None:
+    """On a CUDA GPU, the tokens a batch may hold in the memory free now (`tokens_that_fit`);
+    None elsewhere: CPU batches are bounded by the batch size alone, as before."""
+    from fincocktail.models.loading import text_config
+
+    param = next(iter(model.parameters()), None)
+    if param is None or param.device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(param.device)
+    return tokens_that_fit(text_config(model.config), param.element_size(), free)
+
+
+def release_memory() -> None:
+    """Hand the blocks an out-of-memory batch left in torch's CUDA cache back, before the retry."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def split_on_oom(order: Sequence[int], batch_size: int, run: Callable[[list[int]], R], what: str,
+                 widths: Sequence[int] | None = None, max_tokens: int | None = None) -> Iterator[tuple[list[int], R]]:
+    """(indices, run(indices)) for consecutive batches of `order`; a batch that runs out of GPU
+    memory is halved and retried, down to one example, and the smaller size is kept from then on.
+    With `max_tokens`, a batch also holds at most that many tokens, `widths[i]` each (`order` is
+    longest first, so its first row's width is the batch's).
+
+    Why: batch sizes are chosen before the GPU's free memory is known (another process, a long
+    prompt at the start of the length-sorted order), and a crash there would fail a run hours
+    into a sweep. Halving keeps the batches aligned with a plain run at the smaller size, so the
+    results are those of that run. Only one example that does not fit is an error, in one line.
+    """
+    size, start = max(1, batch_size), 0
+    while start < len(order):
+        rows = size
+        if max_tokens is not None and widths is not None:
+            rows = min(size, max(1, max_tokens // max(1, widths[order[start]])))
+        idx = list(order[start : start + rows])
+        failed = False
+        try:
+            result = run(idx)
+        except OUT_OF_MEMORY:
+            failed = True  # retried below, once the exception (and the tensors its frames hold) is gone
+        if failed:
+            release_memory()
+            if len(idx) == 1:
+                raise ModelError(
+                    f"{what}: one example does not fit in the GPU's memory even alone; use --max-prompt-tokens, "
+                    "fewer --max-new-tokens, a lower-precision --dtype or a GPU with more memory"
+                )
+            size = max(1, (rows if rows < size else size) // 2)  # a multiple of the next size: batches line up with a plain run at it
+            continue
+        yield idx, result
+        start += len(idx)
 
 
 @dataclass
@@ -178,6 +257,29 @@ def _preallocated_layer():
     return PreallocatedLayer
 
 
+def with_room(cache: Any, room: int) -> Any:
+    """The cache of a padded batch prefill, copied into preallocated buffers with `room` free
+    columns per layer, so decoding writes in place; other cache layouts are returned as they are.
+
+    Why: on a GPU one padded forward of the whole batch beats prefilling rows one by one (the
+    CPU's choice, `prefill_rows`), and decoding then needs the same preallocated cache.
+    """
+    from transformers.cache_utils import Cache, DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        return cache
+    preallocated = _preallocated_layer()
+    stacked = []
+    for layer in layers:
+        k, v = layer.keys, layer.values
+        keys = k.new_zeros((k.shape[0], k.shape[1], k.shape[2] + room, k.shape[3]))
+        values = v.new_zeros((v.shape[0], v.shape[1], v.shape[2] + room, v.shape[3]))
+        keys[:, :, : k.shape[2]], values[:, :, : v.shape[2]] = k, v
+        stacked.append(preallocated(keys, values, k.shape[2]))
+    return Cache(layers=stacked)
+
+
 def prefill_rows(
     scorer: Scorer, rows: Sequence[Sequence[int]], prefix: Any, shared: int, room: int = 0
 ) -> tuple[torch.Tensor, Any, torch.Tensor] | None:
@@ -236,15 +338,21 @@ def answer_logprobs(
             raise ValueError("teacher forcing needs a non-empty prompt and answer")
     order = sorted(range(len(rows)), key=lambda i: (-(len(rows[i][0]) + len(rows[i][1])), i))
     out: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+
+    def run(idx: list[int]) -> list[tuple[float, int]]:
         padded = left_pad([list(rows[i][0]) + list(rows[i][1]) for i in idx], pad_id)
         hidden, _ = scorer.hidden(padded.input_ids, padded.attention_mask, padded.position_ids)
         width = padded.input_ids.shape[1]
+        got = []
         for b, i in enumerate(idx):
             answer = list(rows[i][1])
             n = len(answer)
             lp = scorer.log_probs(hidden[b, width - n - 1 : width - 1])  # [n, V]: the positions that predict the answer
             picked = lp[torch.arange(n), torch.tensor(answer, dtype=torch.long, device=lp.device)]
-            out[i] = (float(picked.sum()), n)
+            got.append((float(picked.sum()), n))
+        return got
+
+    for idx, got in split_on_oom(order, batch_size, run, "answer log-likelihood"):
+        for i, value in zip(idx, got):
+            out[i] = value
     return out

@@ -49,6 +49,7 @@ class RunContext:
     data_dir: str | None
     attempt: int
     threads: int | None = None
+    device: str = "auto"  # models.device name; not part of the run id (speed, not results)
 
 
 RunFunction = Callable[[RunSpec, RunContext], RunOutcome]
@@ -127,12 +128,14 @@ def execute_run(
     runner: str = "real",
     threads: int | None = None,
     use_store: bool = True,
+    device: str = "auto",
 ) -> RunResult:
     """Run one sweep run and say how it ended.
 
     With `use_store` the worker records its own start, attempt and result in `OUT/results.sqlite`
     (same machine or shared disk); the driver also records the returned outcome, idempotently,
-    which is all a remote worker without the store can rely on.
+    which is all a remote worker without the store can rely on. `device` is where the run
+    trains and evaluates (`models.device`); the run's id and results do not depend on it.
     """
     run = RunSpec.model_validate(run_json)
     run_dir = run_dir_for(out_dir, run.run_id)
@@ -152,7 +155,7 @@ def execute_run(
     started = time.time()
     try:
         fn = resolve_runner(runner)
-        outcome = fn(run, RunContext(run_dir=run_dir, data_dir=data_dir, attempt=attempt, threads=threads))
+        outcome = fn(run, RunContext(run_dir=run_dir, data_dir=data_dir, attempt=attempt, threads=threads, device=device))
     except Exception as exc:  # a failed run must not stop the sweep: record it and go on
         error = _one_line(exc)
         (run_dir / "error.log").write_text(redact(traceback.format_exc()), encoding="utf-8")
@@ -181,19 +184,28 @@ WORKER_TOKENS = TokenCache()  # this process's: the runs a worker executes share
 _BASE_CACHE: dict[tuple[str, str], Any] = {}
 
 
-def _loaded_model(model: str, adapter: Path | None, dtype: str = "float32") -> Any:
-    """The model to evaluate, loading each base model once per worker process (in fp32);
-    a run's adapter is merged into a copy of it (`evaluation.loading.with_adapter`)."""
-    from fincocktail.evaluation.loading import cast_for_eval, load_for_eval, with_adapter
+def _loaded_model(model: str, adapter: Path | None, dtype: str = "float32", device: str = "auto") -> Any:
+    """The model to evaluate, loading each base model once per worker process (in fp32, in RAM);
+    a run's adapter is merged into a copy of it (`evaluation.loading.with_adapter`).
 
+    On a GPU the run's copy (merged in fp32 on the CPU) is moved to the GPU and cast there, so
+    the GPU holds the model being evaluated, never the cached base as well.
+    """
+    from fincocktail.evaluation.loading import cast_for_eval, load_for_eval, own_copy, to_device, with_adapter
+    from fincocktail.models.device import resolve_device
+
+    where = str(resolve_device(device))
     key = (model, "float32")
     if key not in _BASE_CACHE:
         _BASE_CACHE.clear()  # one base model in memory at a time
         _BASE_CACHE[key] = load_for_eval(model, None, "float32")
     base = _BASE_CACHE[key]
-    if adapter is None:
-        return cast_for_eval(base, dtype) if dtype != "float32" else base
-    return with_adapter(base, adapter, dtype)
+    if where == "cpu":
+        if adapter is None:
+            return cast_for_eval(base, dtype) if dtype != "float32" else base
+        return with_adapter(base, adapter, dtype)
+    owned = with_adapter(base, adapter, "float32") if adapter is not None else own_copy(base)
+    return cast_for_eval(to_device(owned, where), dtype)
 
 
 def _metric_rows(metrics_json: dict[str, Any], split: str, out: Path) -> list[MetricRow]:
@@ -231,7 +243,7 @@ def _evaluate(run: RunSpec, ctx: RunContext, adapter: Path | None, tokens: Token
             out = ctx.run_dir / "eval" / split / task_id
             if not (out / "run_card.json").is_file():
                 if not api and loaded is None:
-                    loaded = _loaded_model(run.model, adapter, ev.dtype)
+                    loaded = _loaded_model(run.model, adapter, ev.dtype, ctx.device)
                 config = EvalConfig(
                     model=run.model,
                     adapter=str(adapter) if adapter else None,
@@ -241,6 +253,7 @@ def _evaluate(run: RunSpec, ctx: RunContext, adapter: Path | None, tokens: Token
                     sample=ev.sample,
                     sample_seed=ev.sample_seed,
                     dtype=ev.dtype,
+                    device=ctx.device,
                     shots=ev.shots,
                     mode=ev.mode,
                     batch_size=(run.api or {}).get("concurrency") or ev.batch_size if api else ev.batch_size,
@@ -277,7 +290,8 @@ def _real_run(run: RunSpec, ctx: RunContext, tokens: TokenCache) -> RunOutcome:
         from fincocktail.training.config import TrainConfig
         from fincocktail.training.trainer import train
 
-        config = TrainConfig.model_validate({**run.train, "data_dir": ctx.data_dir})
+        # The sweep's device, not the run config's: it is outside the run id (and the resume fingerprint)
+        config = TrainConfig.model_validate({**run.train, "data_dir": ctx.data_dir, "device": ctx.device})
         train_dir = ctx.run_dir / "train"
         t0 = time.time()
         result = train(config, train_dir, resume="if_present", progress=False, tokens=tokens)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from fincocktail.errors import ConfigError, FincocktailError
 from fincocktail.fileio import FolderLock, lock_held
+from fincocktail.models.device import check_device, gpu_count, visible_gpus, wants_gpu
 from fincocktail.redact import redact
 from fincocktail.sweep.execute import RunResult, execute_run, read_result, run_dir_for
 from fincocktail.sweep.spec import Plan, RunSpec, canonical_json
@@ -47,65 +48,135 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _init_worker(threads: int) -> None:
-    """Thread budget of a worker process; torch reads it when a run first imports it."""
+def _init_worker(threads: int, gpus: Any = None) -> None:
+    """Thread budget of a worker process; torch reads it when a run first imports it. With
+    `gpus` (a queue of CUDA_VISIBLE_DEVICES values), the worker takes one before torch starts
+    CUDA, so each worker process sees, and loads its models on, its own GPU."""
     set_threads(threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus.get()
+
+
+@dataclass(frozen=True)
+class WorkerSlot:
+    """One worker of the local executor: the device its runs use and the GPU its process sees."""
+
+    device: str  # what runs in this worker pass to training and evaluation
+    visible: str | None = None  # CUDA_VISIBLE_DEVICES of its own process (None: inherited)
+    index: int | None = None  # the GPU's number in this (the driver's) process, for a run in-process
+
+    @property
+    def in_process_device(self) -> str:
+        """The device a run executed in the driver's own process uses (it cannot change its variable)."""
+        return f"cuda:{self.index}" if self.index is not None else self.device
+
+
+def worker_slots(device: str, gpus: int, workers: int | None = None, gpu_share: float = 0.0,
+                 env: dict[str, str] | None = None) -> list[WorkerSlot]:
+    """Where each local worker runs: one worker per visible GPU when the device is `cuda` (or
+    `auto` and there are GPUs), else `workers` CPU workers (default 1).
+
+    A pure function of the device, the GPU count and the environment, so the assignment is
+    tested without GPUs. One model per GPU, unless the runs ask for a fraction of one
+    (`resources.num_gpus: 0.5`: two workers share each GPU); an explicit `workers` takes the
+    GPUs round-robin. `cuda:N` is that one GPU.
+    """
+    name = check_device(device)
+    if not wants_gpu(name) or (name == "auto" and gpus == 0):
+        return [WorkerSlot("cpu" if name == "auto" else name) for _ in range(workers or 1)]
+    if gpus == 0:
+        raise ConfigError(f"--device {name}: torch sees no CUDA GPU (no driver, a CPU-only torch, or CUDA_VISIBLE_DEVICES hides them); use cpu or auto")
+    ids = visible_gpus(gpus, env)
+    indices = list(range(len(ids)))
+    if ":" in name:
+        index = int(name.split(":", 1)[1])
+        if index >= len(ids):
+            raise ConfigError(f"--device {name}: torch sees {len(ids)} CUDA GPU(s), numbered 0 to {len(ids) - 1}")
+        indices = [index]
+    per_gpu = max(1, int(1 / gpu_share)) if 0 < gpu_share < 1 else 1
+    n = workers or len(indices) * per_gpu
+    return [WorkerSlot("cuda", ids[indices[i % len(indices)]], indices[i % len(indices)]) for i in range(n)]
 
 
 class LocalExecutor:
     """Runs on this machine: one at a time in this process, or N worker processes.
 
     With N workers each gets `cores // N` torch threads, so N runs never oversubscribe the CPU.
-    Worker processes live for the whole sweep, so each loads its base model once.
+    Worker processes live for the whole sweep, so each loads its base model once. On GPUs
+    (`device` cuda, or auto with GPUs) there is one worker per visible GPU by default, each
+    process with its own CUDA_VISIBLE_DEVICES (`worker_slots`).
     """
 
     name = "local"
 
-    def __init__(self, workers: int = 1, threads: int | None = None):
-        if workers < 1:
+    def __init__(self, workers: int | None = 1, threads: int | None = None, device: str = "auto"):
+        if workers is not None and workers < 1:
             raise ConfigError(f"--workers {workers}: expected 1 or more")
         self.workers = workers
-        self.threads = threads or max(1, cpu_count() // workers)
+        self.device = check_device(device)
+        self.threads = threads or (max(1, cpu_count() // workers) if workers else None)
+
+    def slots(self, runs: list[RunSpec] | None = None) -> list[WorkerSlot]:
+        """This machine's workers for `runs` (their smallest GPU share decides how many share a GPU)."""
+        gpus = gpu_count() if wants_gpu(self.device) else 0
+        shares = [r.resources.num_gpus for r in runs or [] if r.resources.num_gpus]
+        return worker_slots(self.device, gpus, self.workers, min(shares, default=0.0))
 
     def capacity(self) -> int:
-        return self.workers
+        return self.workers or len(self.slots())
 
     def execute(self, runs: list[RunSpec], out_dir: Path, data_dir: str | None, runner: str, on_event: Event) -> None:
         jobs = [(r, r.model_dump(mode="json")) for r in runs]
-        if self.workers == 1:
+        slots = self.slots(runs)
+        threads = self.threads or max(1, cpu_count() // len(slots))
+        if len(slots) == 1:
+            device = slots[0].in_process_device
             for run, payload in jobs:
                 on_event("start", run, None)
-                threads = self.threads if self.threads != cpu_count() else None  # in-process: keep torch's default
-                on_event("end", run, execute_run(payload, str(out_dir), data_dir, runner, threads))
+                in_process = threads if threads != cpu_count() else None  # in-process: keep torch's default
+                on_event("end", run, execute_run(payload, str(out_dir), data_dir, runner, in_process, device=device))
             return
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
-        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.threads,)) as pool:
-            pending: dict[Future, RunSpec] = {}
-            # Longest first (the plan's estimates): the last runs to finish are short ones, so no
-            # worker idles through a long tail while another runs the sweep's biggest run alone.
-            queue = sorted(jobs, key=lambda job: -(job[0].est_seconds or 0.0))
-            while queue or pending:
-                while queue and len(pending) < self.workers:
-                    run, payload = queue.pop(0)
-                    try:
-                        fut = pool.submit(execute_run, payload, str(out_dir), data_dir, runner, self.threads)
-                    except BrokenProcessPool:  # a worker died hard (e.g. out of memory): the rest cannot run
-                        for left, _ in [(run, payload), *queue]:
-                            on_event("start", left, None)
-                            on_event("end", left, RunResult.failed(left.run_id, "worker pool broke (a worker process died); rerun the sweep"))
-                        queue.clear()
-                        break
-                    on_event("start", run, None)
-                    pending[fut] = run
-                if not pending:
-                    break
-                finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    run = pending.pop(fut)
-                    on_event("end", run, _future_result(fut, run))
+        gpus = None
+        if any(slot.visible is not None for slot in slots):
+            gpus = ctx.Queue()
+            for slot in slots:
+                gpus.put(slot.visible)
+        device = slots[0].device
+        with ProcessPoolExecutor(len(slots), mp_context=ctx, initializer=_init_worker, initargs=(threads, gpus)) as pool:
+            _drain(len(slots), jobs, lambda payload: pool.submit(execute_run, payload, str(out_dir), data_dir, runner, threads, device=device),
+                   on_event)
+
+
+def _drain(workers: int, jobs: list[tuple[RunSpec, dict[str, Any]]], submit: Callable[[dict[str, Any]], Future],
+           on_event: Event) -> None:
+    """Keep `workers` runs going in `pool` until every job has ended, longest first."""
+    pending: dict[Future, RunSpec] = {}
+    # Longest first (the plan's estimates): the last runs to finish are short ones, so no
+    # worker idles through a long tail while another runs the sweep's biggest run alone.
+    queue = sorted(jobs, key=lambda job: -(job[0].est_seconds or 0.0))
+    while queue or pending:
+        while queue and len(pending) < workers:
+            run, payload = queue.pop(0)
+            try:
+                fut = submit(payload)
+            except BrokenProcessPool:  # a worker died hard (e.g. out of memory): the rest cannot run
+                for left, _ in [(run, payload), *queue]:
+                    on_event("start", left, None)
+                    on_event("end", left, RunResult.failed(left.run_id, "worker pool broke (a worker process died); rerun the sweep"))
+                queue.clear()
+                break
+            on_event("start", run, None)
+            pending[fut] = run
+        if not pending:
+            break
+        finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+        for fut in finished:
+            run = pending.pop(fut)
+            on_event("end", run, _future_result(fut, run))
 
 
 def _future_result(fut: Any, run: RunSpec) -> RunResult:
@@ -148,6 +219,15 @@ def start_local_ray(num_cpus: int | None = None, num_gpus: int | None = None) ->
     return ray
 
 
+def ray_gpus(run: RunSpec, device: str) -> tuple[float, str]:
+    """(num_gpus the Ray task asks for, the device its run uses). Ray gives a task the GPUs it
+    asked for in its own CUDA_VISIBLE_DEVICES, so `cuda:N` means `cuda` there, and a `cuda` run
+    that asks for no GPU asks for one (Ray would hide every GPU from it)."""
+    if device.startswith("cuda"):
+        return (run.resources.num_gpus or 1.0), "cuda"
+    return run.resources.num_gpus, device
+
+
 class RayExecutor:
     """Each run is a Ray task asking for the run's `num_cpus` / `num_gpus`.
 
@@ -158,8 +238,9 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None):
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None, device: str = "auto"):
         self.address = address
+        self.device = check_device(device)
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
         self._started = False
@@ -196,9 +277,10 @@ class RayExecutor:
             refs: dict[Any, RunSpec] = {}
             for run in runs:
                 threads = max(1, int(run.resources.num_cpus)) if run.resources.num_cpus else 1
+                num_gpus, device = ray_gpus(run, self.device)
                 ref = remote.options(
-                    num_cpus=run.resources.num_cpus, num_gpus=run.resources.num_gpus, max_retries=0, name=run.run_id
-                ).remote(run.model_dump(mode="json"), str(Path(out_dir).resolve()), data_dir, runner, threads)
+                    num_cpus=run.resources.num_cpus, num_gpus=num_gpus, max_retries=0, name=run.run_id
+                ).remote(run.model_dump(mode="json"), str(Path(out_dir).resolve()), data_dir, runner, threads, device=device)
                 refs[ref] = run
             started = 0
             for run in runs[: self._capacity]:
@@ -424,11 +506,13 @@ def _write_plan(out: Path, plan: Plan) -> None:
     os.replace(tmp, out / "plan.json")
 
 
-def make_executor(name: str, workers: int = 1, address: str | None = None, num_cpus: int | None = None) -> Executor:
+def make_executor(name: str, workers: int | None = 1, address: str | None = None, num_cpus: int | None = None,
+                  device: str = "auto") -> Executor:
+    """The executor `--executor` names; `workers` None: one per GPU on GPUs, else 1 (local)."""
     if name == "local":
         if address:
             raise ConfigError("--address is for --executor ray")
-        return LocalExecutor(workers=workers)
+        return LocalExecutor(workers=workers, device=device)
     if name == "ray":
-        return RayExecutor(address=address, num_cpus=num_cpus if num_cpus else (workers if workers > 1 else None))
+        return RayExecutor(address=address, num_cpus=num_cpus if num_cpus else (workers if workers and workers > 1 else None), device=device)
     raise ConfigError(f"--executor {name!r}: expected 'local' or 'ray'")

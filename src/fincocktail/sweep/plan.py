@@ -44,6 +44,7 @@ def run_row(run: RunSpec) -> dict[str, Any]:
         "est_seconds": run.est_seconds,
         "num_cpus": run.resources.num_cpus,
         "num_gpus": run.resources.num_gpus,
+        "device": run.resources.device,
         "config_sha256": run.config_sha256,
         "matched_to": run.matched_to,
     }
@@ -75,6 +76,11 @@ def plan_table(plan: Plan, status: dict[str, RunRow] | None = None, workers: int
     if workers > 1:
         wall = makespan([r.est_seconds for r in plan.runs], workers)
         title += f", ~{format_seconds(wall)} on {workers} workers (longest first)"
+    if "est_gpu_hours" in totals:
+        spec = plan.spec
+        on_gpus = [m for m in spec.models if m.num_gpus or (m.num_gpus is None and spec.resources.asks_for_gpus())]
+        given = all(m.gpu_tokens_per_s or spec.estimates.gpu_tokens_per_s for m in on_gpus)
+        title += f", ~{totals['est_gpu_hours']:g} GPU-hours" + ("" if given else " (some models give no gpu_tokens_per_s: their tokens_per_s is used)")
     table = Table(title=title, title_justify="left")
     for col in ("id", "kind", "model", "cocktail", "seed", "est. tokens", "est. time"):
         table.add_column(col, justify="right" if col.startswith("est") or col == "seed" else "left", no_wrap=col == "id")

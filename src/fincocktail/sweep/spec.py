@@ -61,6 +61,12 @@ class ModelEntry(_Strict):
         description="training throughput with prefix_sharing off, for time estimates (runs with it on: x1.2, measured)",
     )
     eval_examples_per_s: float | None = Field(default=None, gt=0, description="evaluation throughput (choice mode)")
+    gpu_tokens_per_s: float | None = Field(
+        default=None, gt=0, description="training tokens/s on one GPU: used instead of tokens_per_s when the sweep runs on GPUs"
+    )
+    gpu_eval_examples_per_s: float | None = Field(
+        default=None, gt=0, description="evaluation examples/s on one GPU (choice mode), when the sweep runs on GPUs"
+    )
     num_cpus: float | None = Field(default=None, ge=0)
     num_gpus: float | None = Field(default=None, ge=0)
     training: dict[str, Any] = Field(default_factory=dict, description="per-model training overrides")
@@ -168,7 +174,7 @@ class EvalSpec(_Strict):
     sample_seed: int = Field(default=0, description="the same rows for every run and model of the sweep")
     dtype: SweepEvalDtype = Field(
         default=DEFAULT_EVAL_DTYPE,
-        description="auto: on a CPU with native bf16, choice scoring in bf16 with close calls re-checked in fp32 "
+        description="auto: on a CPU with native bf16 or a bf16 GPU, choice scoring in bf16 with close calls re-checked in fp32 "
         "(the same predictions as fp32), generation in fp32",
     )
     selection_metric: Literal["primary", "likelihood"] = Field(
@@ -197,10 +203,30 @@ class EvalSpec(_Strict):
 
 
 class Resources(_Strict):
-    """What one run asks an executor for (Ray: num_cpus / num_gpus of its task)."""
+    """What one run asks an executor for (Ray: num_cpus / num_gpus of its task), and the device
+    its runs train and evaluate on. None of it is part of run ids: the same run on any machine."""
 
     num_cpus: float = Field(default=1, ge=0)
     num_gpus: float = Field(default=0, ge=0)
+    device: str = Field(
+        default="auto",
+        description="auto | cpu | cuda | cuda:N | mps (`sweep run --device` overrides); auto: the GPUs when torch sees "
+        "any (the local executor then runs one worker per GPU)",
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        from fincocktail.models.device import check_device
+
+        try:
+            return check_device(value, "device")
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("device ")) from None
+
+    def asks_for_gpus(self) -> bool:
+        """Whether runs are planned for GPUs: GPUs requested, or a `cuda` device named."""
+        return self.num_gpus > 0 or self.device.startswith("cuda")
 
 
 class TaskEstimate(_Strict):
@@ -216,6 +242,12 @@ class EstimateSpec(_Strict):
 
     tokens_per_s: float = Field(default=200.0, gt=0, description="training tokens/s when a model gives none")
     eval_examples_per_s: float = Field(default=10.0, gt=0, description="FPB-like eval examples/s when a model gives none")
+    gpu_tokens_per_s: float | None = Field(
+        default=None, gt=0, description="on GPUs: training tokens/s when a model gives no gpu_tokens_per_s (default: tokens_per_s)"
+    )
+    gpu_eval_examples_per_s: float | None = Field(
+        default=None, gt=0, description="on GPUs: eval examples/s when a model gives no gpu_eval_examples_per_s (default: eval_examples_per_s)"
+    )
     overhead_s: float = Field(default=10.0, ge=0, description="per run: loading, saving, bookkeeping")
     tasks: dict[str, TaskEstimate] = Field(default_factory=dict)
 
@@ -389,7 +421,17 @@ class Plan:
             "training_runs": len(self.training_runs),
             "est_tokens": sum(r.est_tokens for r in self.runs),
             "est_seconds": sum(r.est_seconds for r in self.runs),
+            **({"est_gpu_hours": self.gpu_hours()} if any(r.resources.asks_for_gpus() for r in self.runs) else {}),
         }
+
+    def gpu_hours(self) -> float:
+        """GPU-hours of the whole plan: each run's estimated time (at the GPU rates) times the GPUs
+        it holds (its `num_gpus`, one where a `cuda` device asks for none); API runs hold none."""
+        total = 0.0
+        for r in self.runs:
+            if r.kind != "api" and r.resources.asks_for_gpus():
+                total += r.est_seconds * (r.resources.num_gpus or 1.0)
+        return round(total / 3600, 2)
 
 
 def default_out_dir(spec: SweepSpec, source: str = "") -> Path:
@@ -672,10 +714,21 @@ def _eval_seconds(spec: SweepSpec, rate: float | None, cost: float) -> float:
     return cost / (rate or spec.estimates.eval_examples_per_s)
 
 
+def rates(spec: SweepSpec, m: ModelEntry) -> tuple[float | None, float | None]:
+    """(training tokens/s, eval examples/s) of model `m` where the sweep runs: its GPU rates when
+    its runs ask for GPUs (`num_gpus`, the sweep's or its own, or a `cuda` device; falling back to the sweep's GPU defaults, then to the CPU figures)."""
+    if not _resources(spec, m).asks_for_gpus():
+        return m.tokens_per_s, m.eval_examples_per_s
+    est = spec.estimates
+    return (m.gpu_tokens_per_s or est.gpu_tokens_per_s or m.tokens_per_s,
+            m.gpu_eval_examples_per_s or est.gpu_eval_examples_per_s or m.eval_examples_per_s)
+
+
 def _resources(spec: SweepSpec, m: ModelEntry) -> Resources:
     return Resources(
         num_cpus=m.num_cpus if m.num_cpus is not None else spec.resources.num_cpus,
         num_gpus=m.num_gpus if m.num_gpus is not None else spec.resources.num_gpus,
+        device=spec.resources.device,
     )
 
 
@@ -713,13 +766,14 @@ def trained_run(
     config = {"schema": RUN_SCHEMA, "kind": kind, "model": m.name, "train": train, "eval": run_ev}
     h = config_hash(config)
     tokens = _train_tokens(spec, train)
-    rate = (m.tokens_per_s or spec.estimates.tokens_per_s) * (ESTIMATED_SPEEDUP if tc.prefix_sharing != "off" else 1.0)
+    train_rate, eval_rate = rates(spec, m)
+    rate = (train_rate or spec.estimates.tokens_per_s) * (ESTIMATED_SPEEDUP if tc.prefix_sharing != "off" else 1.0)
     n_eval, cost = eval_cost if eval_cost is not None else _eval_count(spec, run_ev)
     return RunSpec(
         run_id=f"{kind}-{h[:12]}", sweep=spec.name, kind=kind, label=label, model=m.name, train_tasks=list(train_tasks),
         general=general, math=math, seed=seed, train=train, eval=run_ev, config_sha256=h,
         resources=_resources(spec, m), est_tokens=tokens, est_eval_examples=n_eval,
-        est_seconds=round(spec.estimates.overhead_s + tokens / rate + _eval_seconds(spec, m.eval_examples_per_s, cost), 1),
+        est_seconds=round(spec.estimates.overhead_s + tokens / rate + _eval_seconds(spec, eval_rate, cost), 1),
         origin=origin, matched_to=matched_to,
     )
 
@@ -840,6 +894,10 @@ def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> 
         for key in m.training:
             if key in _SWEEP_OWNED_TRAIN_FIELDS:
                 c.fail(f"models.{i}.training.{key}", "set by the sweep for each run; remove it here")
+    for where, training in [("training", spec.training)] + [(f"models.{i}.training", m.training) for i, m in enumerate(spec.models)]:
+        if training.get("device", "auto") != "auto":
+            c.fail(f"{where}.device", "the device is not part of a run (the same run id on any machine): set resources.device "
+                   "or pass `sweep run --device`")
     for key in spec.training:
         if key in _SWEEP_OWNED_TRAIN_FIELDS:
             c.fail(f"training.{key}", "set by the sweep for each run (model, cocktail, seed, folders); remove it here")
@@ -919,7 +977,7 @@ def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> 
                 RunSpec(
                     run_id=f"base-{h[:12]}", sweep=spec.name, kind="base", label="zero-shot", model=m.name,
                     eval=ev, config_sha256=h, resources=resources, est_eval_examples=n_eval,
-                    est_seconds=round(spec.estimates.overhead_s + eval_seconds(m.eval_examples_per_s), 1),
+                    est_seconds=round(spec.estimates.overhead_s + eval_seconds(rates(spec, m)[1]), 1),
                     origin=f"design.base (models.{mi})",
                 )
             )

@@ -86,7 +86,11 @@ class TrainConfig(BaseModel):
         description="attention implementation; auto: eager for bf16 on CPU with max_length <= 1024 (faster "
         "there), else the model's default (sdpa)",
     )
-    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: cuda when available")
+    device: str = Field(
+        default="auto",
+        description="auto | cpu | cuda | cuda:N | mps; auto: the GPU when torch sees one (not part of the fingerprint "
+        "nor of sweep run ids: the device changes speed, not the result)",
+    )
     threads: int | None = Field(
         default=None, gt=0, description="CPU threads for torch (default: torch's); 1 is often faster on a busy shared machine"
     )
@@ -150,6 +154,17 @@ class TrainConfig(BaseModel):
         if twice:
             raise ValueError(f"listed twice: {', '.join(twice)}")
         return cleaned
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        """Names are checked here (no torch needed); whether the device exists, when the run starts."""
+        from fincocktail.models.device import check_device
+
+        try:
+            return check_device(value, "device")
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("device ")) from None
 
     @field_validator("max_batch_tokens")
     @classmethod

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from fincocktail.errors import ConfigError
+from fincocktail.models.device import resolve_device as resolve_named_device
 from fincocktail.models.precision import native_bf16
 from fincocktail.training.config import TrainConfig
 from fincocktail.training.dropout import use_packed_dropout
@@ -47,12 +48,9 @@ def lora_targets(config: TrainConfig, model: Any) -> list[str]:
 
 
 def resolve_device(config: TrainConfig) -> torch.device:
-    """`cuda` without a GPU is an error, not a silent CPU run that takes a hundred times longer."""
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda was asked for but torch sees no CUDA device")
-    if config.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(config.device)
+    """The run's device, resolved as every command resolves it (`models.device`): `cuda` without
+    a GPU is an error, not a silent CPU run that takes a hundred times longer."""
+    return resolve_named_device(config.device, "device:")
 
 
 def resolve_precision(config: TrainConfig, device: torch.device) -> str:
