@@ -213,6 +213,8 @@ def test_cpu_study_is_sized_to_decide_its_classification_claims():
     for t in spec.tasks:
         assert seeds[("single", (t,), 0.0)] == {0, 1, 2}
     assert seeds[("cocktail", every, 0.0)] == {0, 1, 2} and seeds[("cocktail", every, 0.15)] == {0, 1, 2}
+    for t in spec.tasks:  # claim (a) at matched steps: each task alone for the all-task cocktail's steps, seed 0
+        assert seeds[("matched", (t,), 0.0)] == {0}
     for r in plan.runs:
         ev = r.eval
         assert ev["sample"] == "stratified"
