@@ -46,6 +46,8 @@ def rows_for(sweep: Path, pairs: list[str]) -> tuple[list[dict], list[dict]]:
                 continue
             for paired in (True, False):
                 st = contrast(a[1], b[1], tester.pooled_seed_variance(task), pair=paired)
+                if not paired and st.design != "unpaired":
+                    continue  # a zero-shot side: there is nothing to pair, the row above says it all
                 out.append({"claim": claim, "task": task, "recipe": an.recipe_label(rec), "reference": an.recipe_label(ref),
                             "metric": a[0], "design": st.design, "seeds": f"{len(a[1].scores)}v{len(b[1].scores)}",
                             "n": st.n_examples, "effect": st.effect, "seed_se": math.sqrt(st.seed_part),
