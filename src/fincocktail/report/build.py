@@ -116,5 +116,5 @@ def print_main_table(built: BuiltReport, console: Console | None = None) -> None
 
     console.print("[bold]Findings[/] (paired contrasts, Holm-adjusted; details in the report):")
     for line in claim_summary(findings(built.analysis)):
-        console.print(f"  {line}", highlight=False)
+        console.print(f"  {line}", highlight=False, markup=False)
     console.print(f"report: [bold]{built.html}[/] (and {built.md.name} beside it)")
