@@ -8,9 +8,12 @@ later runtime import would close), and relative ones (`from .x import y`).
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "fincocktail"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "fincocktail"
+LAYOUT_DOC = ROOT / "docs" / "code-layout.md"
 
 # Bottom to top. A top-level module or package may import from its own package and from lower
 # layers only; two in the same layer do not import each other.
@@ -190,3 +193,21 @@ def test_relative_imports_resolve_against_module_and_package():
     assert isinstance(node, ast.ImportFrom)
     assert _absolute(node, "fincocktail.tasks.a", is_package=False) == "fincocktail.tasks.b"
     assert _absolute(node, "fincocktail.tasks", is_package=True) == "fincocktail.tasks.b"
+
+
+def _documented_layers(text: str) -> list[set[str]]:
+    """The layer table of docs/code-layout.md: rows `| n | `module`, ... | what they hold |`."""
+    rows = re.findall(r"^\| (\d+) \| ([^|]*) \|", text, flags=re.MULTILINE)
+    assert [int(n) for n, _ in rows] == list(range(len(rows))), "layer rows are numbered 0, 1, ... in order"
+    return [set(re.findall(r"`([^`]+)`", modules)) for _, modules in rows]
+
+
+def test_the_layout_doc_shows_this_layer_table():
+    # `<root>` is the package's own __init__, which the doc's table does not list.
+    assert _documented_layers(LAYOUT_DOC.read_text(encoding="utf-8")) == [layer - {"<root>"} for layer in LAYERS]
+
+
+def test_the_doc_check_catches_a_drifted_table():
+    drifted = "| 0 | `errors` | x |\n| 1 | `fileio`, `tasks` | y |\n"
+    assert _documented_layers(drifted) == [{"errors"}, {"fileio", "tasks"}]
+    assert _documented_layers(drifted) != [layer - {"<root>"} for layer in LAYERS]
