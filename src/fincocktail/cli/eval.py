@@ -149,7 +149,7 @@ def _register_lmeval_export() -> None:
         """Write tasks as lm-evaluation-harness YAMLs + JSONL (run with `lm_eval --include_path DIR`)."""
         from rich.console import Console
 
-        from fincocktail.evaluation.export_lmeval import export_lmeval
+        from fincocktail.export.lmeval import export_lmeval
         from fincocktail.fileio import check_out_dir
         from fincocktail.paths import find_data_dir
         from fincocktail.tasks.registry import get_task
