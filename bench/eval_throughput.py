@@ -56,7 +56,7 @@ def _ours(loaded, task: str, n: int, mode: str, batch_size: int, data_dir: Path,
 
 
 def part1_choice(loaded, reference, args, data_dir: Path, tmp: Path) -> dict:
-    from fincocktail.evaluation.export_lmeval import export_lmeval, lmeval_task_name
+    from fincocktail.export.lmeval import export_lmeval, lmeval_task_name
     from fincocktail.tasks.registry import get_task
 
     export_lmeval(tmp / "export", ["fpb"], data_dir, get_task, limit=args.fpb_n)
@@ -80,7 +80,7 @@ def part1_choice(loaded, reference, args, data_dir: Path, tmp: Path) -> dict:
 
 
 def part2_generate(loaded, reference, args, data_dir: Path, tmp: Path) -> dict:
-    from fincocktail.evaluation.export_lmeval import export_lmeval, lmeval_task_name
+    from fincocktail.export.lmeval import export_lmeval, lmeval_task_name
     from fincocktail.tasks.registry import get_task
 
     export_lmeval(tmp / "export", ["finqa"], data_dir, get_task, limit=args.finqa_n)

@@ -9,7 +9,7 @@ import os, time, torch
 torch.set_num_threads(2)
 from fincocktail.evaluation.loading import load_for_eval
 from fincocktail.evaluation.generate import generate_greedy
-from fincocktail.evaluation.runner import _LocalBackend
+from fincocktail.evaluation.runner import LocalBackend
 from fincocktail.tasks.registry import get_task
 from fincocktail.paths import find_data_dir
 from fincocktail.tasks.sampling import draw_sample
@@ -17,7 +17,7 @@ print("load", os.getloadavg(), "cpu", torch.backends.cpu.get_cpu_capability(), f
 task = get_task("finqa")
 exs = draw_sample(task.load("test", find_data_dir(None)), 100, task_id="finqa", split="test", kind=task.kind).examples[:6]
 loaded = load_for_eval("smollm2-135m-instruct", None, dtype="auto")
-be = _LocalBackend(loaded, 16)
+be = LocalBackend(loaded, 16)
 prompts = [be._prompt(task, e, [], "instruction")[1] for e in exs]
 args = (loaded.tokenizer, prompts, task.generation.max_new_tokens, tuple(task.generation.stop), 16)
 tot = {"auto": 0.0, "fp32": 0.0}

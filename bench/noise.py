@@ -24,7 +24,7 @@ from pathlib import Path
 def rows_for(sweep: Path, pairs: list[str]) -> tuple[list[dict], list[dict]]:
     from fincocktail.report.analysis import Analysis
     from fincocktail.report.contrast_stats import contrast
-    from fincocktail.report.findings import _Tester, design_pairs
+    from fincocktail.report.findings import Tester, design_pairs
     from fincocktail.report.records import from_store
     from fincocktail.sweep.store import ResultsStore
 
@@ -40,7 +40,7 @@ def rows_for(sweep: Path, pairs: list[str]) -> tuple[list[dict], list[dict]]:
     out = []
     for claim, task, rec, ref in wanted:
         for kind in ("primary", "likelihood"):
-            tester = _Tester(an, kind)  # type: ignore[arg-type]
+            tester = Tester(an, kind)  # type: ignore[arg-type]
             a, b = tester.side(an.recipes[rec], task), tester.side(an.recipes[ref], task)
             if a is None or b is None:
                 continue

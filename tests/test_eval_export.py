@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from eval_fakes import FakeNumeric, FakeSentiment, lively_model_dir, resolver  # noqa: F401 (fixture)
-from fincocktail.evaluation.export_lmeval import export_lmeval
+from fincocktail.export.lmeval import export_lmeval
 from fincocktail.evaluation.loading import load_for_eval
 from fincocktail.evaluation.runner import EvalConfig, run_eval
 from fincocktail.prompts import render

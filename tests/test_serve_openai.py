@@ -143,7 +143,7 @@ def test_lm_eval_local_completions_through_the_server_matches_fincocktail_eval(s
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from fincocktail.evaluation.export_lmeval import export_lmeval
+    from fincocktail.export.lmeval import export_lmeval
     from fincocktail.evaluation.runner import EvalConfig, run_eval
 
     tasks = resolver(FakeSentiment("fmulti", labels=MULTI, sizes={"train": 12, "test": 12}))

@@ -13,10 +13,8 @@ import hashlib
 import json
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Literal
-
-if TYPE_CHECKING:  # prompts sit below tasks: tasks put TEMPLATE_VERSION into their versions
-    from fincocktail.tasks.base import Example, Task
+from collections.abc import Mapping
+from typing import Any, Callable, Literal, Protocol
 
 PromptStyle = Literal["instruction", "chat"]
 
@@ -25,6 +23,27 @@ TEMPLATE_VERSION = "v1"
 
 INSTRUCTION_TEMPLATE = "Instruction: {instruction}\nInput: {input}\nAnswer:"
 INSTRUCTION_TEMPLATE_NO_INPUT = "Instruction: {instruction}\nAnswer:"
+
+
+class HasInstruction(Protocol):
+    """What `render` reads of a task (`tasks.base.Task`): prompts sit below tasks, because tasks
+    put TEMPLATE_VERSION into their versions, so they name the shape instead of importing it."""
+
+    @property
+    def instruction(self) -> str: ...
+
+
+class Promptable(Protocol):
+    """What `render` reads of an example (`tasks.base.Example`), named here for the same reason."""
+
+    @property
+    def input(self) -> str: ...
+
+    @property
+    def target(self) -> str: ...
+
+    @property
+    def meta(self) -> Mapping[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -38,8 +57,8 @@ def _user_text(instruction: str, input_text: str) -> str:
 
 
 def render(
-    task: Task,
-    example: Example,
+    task: HasInstruction,
+    example: Promptable,
     style: PromptStyle = "instruction",
     tokenizer: Any | None = None,
     instruction: str | None = None,

@@ -125,6 +125,12 @@ def register(app: typer.Typer) -> None:
             console.print(judged)
         console.print(f"results in {run.out_dir}", highlight=False)
 
+    _register_lmeval_export()
+    app.add_typer(export_app, name="export", help="Export tasks for lm-evaluation-harness, or a tuned model as a Hugging Face folder with a model card.")
+
+
+def _register_lmeval_export() -> None:
+    """`export lm-eval`: the suite's tasks as lm-evaluation-harness YAMLs (a sub-command of `export`)."""
     @export_app.command("lm-eval")
     def export_lmeval_cmd(
         directory: Path = typer.Argument(..., metavar="DIR", help="Folder to write the task YAMLs and data into."),
@@ -143,7 +149,7 @@ def register(app: typer.Typer) -> None:
         """Write tasks as lm-evaluation-harness YAMLs + JSONL (run with `lm_eval --include_path DIR`)."""
         from rich.console import Console
 
-        from fincocktail.evaluation.export_lmeval import export_lmeval
+        from fincocktail.export.lmeval import export_lmeval
         from fincocktail.fileio import check_out_dir
         from fincocktail.paths import find_data_dir
         from fincocktail.tasks.registry import get_task
@@ -168,5 +174,3 @@ def register(app: typer.Typer) -> None:
             console.print(f"{e.name}: {e.n} examples ({e.output_type}) -> {e.yaml_path}", highlight=False)
         names = ",".join(e.name for e in exported)
         console.print(f"run: lm_eval --model hf --model_args pretrained=MODEL --include_path {directory} --tasks {names}", highlight=False)
-
-    app.add_typer(export_app, name="export", help="Export tasks for lm-evaluation-harness, or a tuned model as a Hugging Face folder with a model card.")

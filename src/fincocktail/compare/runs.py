@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fincocktail.errors import ConfigError
+from fincocktail.evaluation.results import read_task_result
 from fincocktail.fileio import safe_name
 
 
@@ -87,18 +88,18 @@ def _load_eval_dir(path: Path, run: RunResults | None = None) -> RunResults:
     run = run or RunResults(path=path, model=str(config.get("model", "?")), adapter=config.get("adapter"))
     for task_id, info in (card.get("tasks") or {}).items():
         metrics_file = path / f"{safe_name(task_id)}.metrics.json"
-        metrics = _read_json(metrics_file) if metrics_file.is_file() else {}
+        result = read_task_result(metrics_file) if metrics_file.is_file() else None
         run.tasks[task_id] = TaskPredictions(
             task=task_id,
             split=str(config.get("split", "test")),
             version=str(info.get("version", "")),
             mode=str(info.get("mode", "")),
-            metric=str(metrics.get("metric", "")),
-            metrics=dict(metrics.get("metrics") or {}),
+            metric=result.metric if result else "",
+            metrics=dict(result.metrics) if result else {},
             rows=_read_predictions(path / f"{safe_name(task_id)}.predictions.jsonl"),
             path=path / f"{safe_name(task_id)}.predictions.jsonl",
             shots=int(config.get("shots") or 0),
-            sample_hash=(info.get("sample") or metrics.get("sample") or {}).get("sha256"),
+            sample_hash=(info.get("sample") or (result.sample if result else None) or {}).get("sha256"),
         )
     return run
 

@@ -174,17 +174,17 @@ def _run_eval_locked(config: EvalConfig, tasks: list[Task], api: bool, style: st
         if _TEMP_FILE.match(stale.name) and stale.is_file():
             stale.unlink()
 
-    backend: _Backend
+    backend: Backend
     if api:
         from fincocktail.evaluation.api import ChatClient
 
-        backend = _ApiBackend(ChatClient(model=api_model_name(config.model), **({"base_url": config.base_url} if config.base_url else {})), config.batch_size)
+        backend = ApiBackend(ChatClient(model=api_model_name(config.model), **({"base_url": config.base_url} if config.base_url else {})), config.batch_size)
     else:
         if loaded is None:
             from fincocktail.evaluation.loading import load_for_eval
 
             loaded = load_for_eval(config.model, config.adapter, config.dtype, device=config.device)
-        backend = _LocalBackend(loaded, config.batch_size, config.max_prompt_tokens, tokens)
+        backend = LocalBackend(loaded, config.batch_size, config.max_prompt_tokens, tokens)
 
     results: list[TaskResult] = []
     try:
@@ -366,7 +366,10 @@ def _likelihood(mode: str, rows: list[_Row]) -> _Likelihood:
 # --- backends --------------------------------------------------------------------------------
 
 
-class _Backend:
+class Backend:
+    """How the evaluation loop reaches a model: choice scoring and generation over a batch of examples.
+    Public so bench scripts drive the same backends as `run_eval` (`LocalBackend`, `ApiBackend`)."""
+
     def choice(self, task, examples, demos, style, tick) -> tuple[list[_Row], _Timing]:
         raise NotImplementedError
 
@@ -391,7 +394,9 @@ cocktail adapter on TFNS) of the examples.
 """
 
 
-class _LocalBackend(_Backend):
+class LocalBackend(Backend):
+    """A loaded local model (`evaluation.loading`): choice by answer log-likelihood, batched generation."""
+
     def __init__(self, loaded: Any, batch_size: int, max_prompt_tokens: int | None = None, tokens: TokenCache | None = None):
         from fincocktail.evaluation.forward import Scorer, memory_batch_tokens
 
@@ -507,7 +512,9 @@ class _LocalBackend(_Backend):
                 "device": getattr(self.loaded, "device", "cpu")}
 
 
-class _ApiBackend(_Backend):
+class ApiBackend(Backend):
+    """An OpenAI-compatible endpoint: generation only, requests in parallel."""
+
     def __init__(self, client: Any, concurrency: int):
         self.client = client
         self.concurrency = concurrency
@@ -578,7 +585,7 @@ def _prepare_out_dir(config: EvalConfig) -> Path:
     return out
 
 
-def _run_card(config: EvalConfig, style: str, tasks: Sequence[Task], results: Sequence[TaskResult], backend: _Backend, wall: float) -> dict[str, Any]:
+def _run_card(config: EvalConfig, style: str, tasks: Sequence[Task], results: Sequence[TaskResult], backend: Backend, wall: float) -> dict[str, Any]:
     from fincocktail.provenance import provenance
     from fincocktail.redact import redact_obj
 

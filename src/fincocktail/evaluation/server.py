@@ -226,142 +226,152 @@ class _DeadlineReader(io.RawIOBase):
             self.sock.settimeout(self.idle_timeout_s)
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """The OpenAI-compatible routes over one `ChatService`; `make_handler` binds the service and the limits
+    (http.server builds one handler per connection from a class, so they travel as class attributes)."""
+
+    server_version = "fincocktail"
+    protocol_version = "HTTP/1.1"
+    timeout: float = DEFAULT_CLIENT_TIMEOUT_S  # socket timeout: a client sending (or reading) slower than this is dropped
+    service: ChatService
+    quiet: bool = True
+    waiting: threading.BoundedSemaphore
+    max_waiting: int = DEFAULT_MAX_WAITING
+
+    def setup(self) -> None:
+        super().setup()
+        self._reader = _DeadlineReader(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        """One request, whose line, headers and body must all arrive within the handler's `timeout`."""
+        self._reader.deadline = time.monotonic() + self.timeout
+        super().handle_one_request()
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+        if not self.quiet:
+            super().log_message(fmt, *args)
+
+    def _send(self, status: int, obj: dict[str, Any]) -> None:
+        data = json.dumps(obj).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str, kind: str = "invalid_request_error", code: str | int | None = None,
+               param: str | None = None) -> None:
+        self._send(status, {"error": {"message": message, "type": kind, "param": param, "code": code if code is not None else status}})
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (bad request line, unknown method) as JSON, not HTML."""
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # an unparsable request line: still answer with a status line
+            self.request_version = "HTTP/1.1"
+        try:
+            self._error(code, message or explain or "error", "invalid_request_error" if code < 500 else "server_error")
+        except OSError:
+            pass
+
+    def _not_allowed(self) -> None:
+        self.close_connection = True
+        self._error(405, f"method {self.command} is not allowed; use GET /v1/models, POST /v1/chat/completions or POST /v1/completions",
+                    code="method_not_allowed")
+
+    def _streamed(self, run: Callable[[Callable[[dict[str, Any]], None]], None]) -> None:
+        """Run `run(emit)` as a server-sent event stream; an error after the first event becomes the last event."""
+        from fincocktail.evaluation.streaming import EventStream
+
+        events = EventStream(self)
+        try:
+            run(events.send)
+        except (ClientGone, BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client left: decoding stopped
+            return
+        except Exception as exc:
+            if not events.started:
+                raise  # nothing sent yet: answered as a plain JSON error with its status
+            bad = isinstance(exc, BadRequest)
+            events.send({"error": {"message": str(exc) if bad else f"internal error: {type(exc).__name__}: {exc}",
+                                   "type": exc.kind if bad else "server_error"}})
+        events.close()
+
+    def _post_completion(self, path: str, body: Any) -> None:
+        """Chat or text completion, plain or streamed; the model and the budget are checked before any byte is sent."""
+        gone = lambda: peer_closed(self.connection)  # noqa: E731
+        if path.endswith("/chat/completions"):
+            req = parse_chat_request(body)
+            self.service.check(req.model, req.max_tokens)
+            if req.stream:
+                return self._streamed(lambda emit: self.service.stream_chat(req, emit, gone))
+            return self._send(200, self.service.complete(req, client_gone=gone))
+        from fincocktail.evaluation.completions import parse_completion_request
+
+        creq = parse_completion_request(body)
+        self.service.check(creq.model, creq.max_tokens)
+        if creq.stream:
+            return self._streamed(lambda emit: self.service.completion(creq, emit, gone))
+        return self._send(200, self.service.completion(creq, client_gone=gone))
+
+    do_DELETE = do_PUT = do_PATCH = do_OPTIONS = _not_allowed  # noqa: N815
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        path = self.path.split("?")[0].rstrip("/")
+        if path in ("/v1/models", "/models"):
+            self._send(200, self.service.models())
+        elif path in ("/health", "/v1/health"):
+            self._send(200, {"status": "ok"})
+        else:
+            self._error(404, f"no route GET {path}; try POST /v1/chat/completions, POST /v1/completions or GET /v1/models", "not_found")
+
+    def do_POST(self) -> None:  # noqa: N802
+        path = self.path.split("?")[0].rstrip("/")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY_BYTES:
+            self.close_connection = True
+            return self._error(400, "a Content-Length between 0 and 16 MiB is required")
+        try:
+            raw = self.rfile.read(length) if length else b""
+        except (TimeoutError, OSError):  # a slow or vanished client: drop it, keep serving others
+            self.close_connection = True
+            return
+        if len(raw) < length:
+            self.close_connection = True
+            return
+        if path not in ("/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions"):
+            return self._error(404, f"no route POST {path}; try /v1/chat/completions or /v1/completions", "not_found")
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return self._error(400, f"the request body is not valid JSON ({exc})")
+        except RecursionError:  # e.g. 200,000 nested '[': the parser's stack, not the server, gives out
+            return self._error(400, "the request body nests JSON too deeply")
+        if not self.waiting.acquire(blocking=False):
+            return self._error(503, f"the server's queue is full ({self.max_waiting} requests wait for the model); retry later",
+                               "server_error", "busy")
+        try:
+            self._post_completion(path, body)
+        except ClientGone:
+            self.close_connection = True
+        except BadRequest as exc:
+            self._error(exc.status, str(exc), exc.kind, exc.code, exc.param)
+        except Exception as exc:  # keep serving; the client learns what failed
+            self._error(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
+        finally:
+            self.waiting.release()
+
+
 def make_handler(service: ChatService, quiet: bool = True, client_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S,
                  max_waiting: int = DEFAULT_MAX_WAITING) -> type[BaseHTTPRequestHandler]:
-    waiting = threading.BoundedSemaphore(max_waiting)
-
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "fincocktail"
-        protocol_version = "HTTP/1.1"
-        timeout = client_timeout_s  # socket timeout: a client sending (or reading) slower than this is dropped
-
-        def setup(self) -> None:
-            super().setup()
-            self._reader = _DeadlineReader(self.connection, client_timeout_s)
-            self.rfile = io.BufferedReader(self._reader)
-
-        def handle_one_request(self) -> None:
-            """One request, whose line, headers and body must all arrive within `client_timeout_s`."""
-            self._reader.deadline = time.monotonic() + client_timeout_s
-            super().handle_one_request()
-
-        def log_message(self, fmt: str, *args: Any) -> None:
-            if not quiet:
-                super().log_message(fmt, *args)
-
-        def _send(self, status: int, obj: dict[str, Any]) -> None:
-            data = json.dumps(obj).encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _error(self, status: int, message: str, kind: str = "invalid_request_error", code: str | int | None = None,
-                   param: str | None = None) -> None:
-            self._send(status, {"error": {"message": message, "type": kind, "param": param, "code": code if code is not None else status}})
-
-        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-            """http.server's own errors (bad request line, unknown method) as JSON, not HTML."""
-            self.close_connection = True
-            if self.request_version == "HTTP/0.9":  # an unparsable request line: still answer with a status line
-                self.request_version = "HTTP/1.1"
-            try:
-                self._error(code, message or explain or "error", "invalid_request_error" if code < 500 else "server_error")
-            except OSError:
-                pass
-
-        def _not_allowed(self) -> None:
-            self.close_connection = True
-            self._error(405, f"method {self.command} is not allowed; use GET /v1/models, POST /v1/chat/completions or POST /v1/completions",
-                        code="method_not_allowed")
-
-        def _streamed(self, run: Callable[[Callable[[dict[str, Any]], None]], None]) -> None:
-            """Run `run(emit)` as a server-sent event stream; an error after the first event becomes the last event."""
-            from fincocktail.evaluation.streaming import EventStream
-
-            events = EventStream(self)
-            try:
-                run(events.send)
-            except (ClientGone, BrokenPipeError, ConnectionResetError):
-                self.close_connection = True  # the client left: decoding stopped
-                return
-            except Exception as exc:
-                if not events.started:
-                    raise  # nothing sent yet: answered as a plain JSON error with its status
-                bad = isinstance(exc, BadRequest)
-                events.send({"error": {"message": str(exc) if bad else f"internal error: {type(exc).__name__}: {exc}",
-                                       "type": exc.kind if bad else "server_error"}})
-            events.close()
-
-        def _post_completion(self, path: str, body: Any) -> None:
-            """Chat or text completion, plain or streamed; the model and the budget are checked before any byte is sent."""
-            gone = lambda: peer_closed(self.connection)  # noqa: E731
-            if path.endswith("/chat/completions"):
-                req = parse_chat_request(body)
-                service.check(req.model, req.max_tokens)
-                if req.stream:
-                    return self._streamed(lambda emit: service.stream_chat(req, emit, gone))
-                return self._send(200, service.complete(req, client_gone=gone))
-            from fincocktail.evaluation.completions import parse_completion_request
-
-            creq = parse_completion_request(body)
-            service.check(creq.model, creq.max_tokens)
-            if creq.stream:
-                return self._streamed(lambda emit: service.completion(creq, emit, gone))
-            return self._send(200, service.completion(creq, client_gone=gone))
-
-        do_DELETE = do_PUT = do_PATCH = do_OPTIONS = _not_allowed  # noqa: N815
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            path = self.path.split("?")[0].rstrip("/")
-            if path in ("/v1/models", "/models"):
-                self._send(200, service.models())
-            elif path in ("/health", "/v1/health"):
-                self._send(200, {"status": "ok"})
-            else:
-                self._error(404, f"no route GET {path}; try POST /v1/chat/completions, POST /v1/completions or GET /v1/models", "not_found")
-
-        def do_POST(self) -> None:  # noqa: N802
-            path = self.path.split("?")[0].rstrip("/")
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if length < 0 or length > MAX_BODY_BYTES:
-                self.close_connection = True
-                return self._error(400, "a Content-Length between 0 and 16 MiB is required")
-            try:
-                raw = self.rfile.read(length) if length else b""
-            except (TimeoutError, OSError):  # a slow or vanished client: drop it, keep serving others
-                self.close_connection = True
-                return
-            if len(raw) < length:
-                self.close_connection = True
-                return
-            if path not in ("/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions"):
-                return self._error(404, f"no route POST {path}; try /v1/chat/completions or /v1/completions", "not_found")
-            try:
-                body = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                return self._error(400, f"the request body is not valid JSON ({exc})")
-            except RecursionError:  # e.g. 200,000 nested '[': the parser's stack, not the server, gives out
-                return self._error(400, "the request body nests JSON too deeply")
-            if not waiting.acquire(blocking=False):
-                return self._error(503, f"the server's queue is full ({max_waiting} requests wait for the model); retry later",
-                                   "server_error", "busy")
-            try:
-                self._post_completion(path, body)
-            except ClientGone:
-                self.close_connection = True
-            except BadRequest as exc:
-                self._error(exc.status, str(exc), exc.kind, exc.code, exc.param)
-            except Exception as exc:  # keep serving; the client learns what failed
-                self._error(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
-            finally:
-                waiting.release()
-
-    return Handler
+    """A handler class serving `service`, dropping clients slower than `client_timeout_s` and
+    answering 503 once `max_waiting` requests wait for the model."""
+    attrs = {"service": service, "quiet": quiet, "timeout": client_timeout_s, "max_waiting": max_waiting,
+             "waiting": threading.BoundedSemaphore(max_waiting)}
+    return type("Handler", (_Handler,), attrs)
 
 
 class _Server(ThreadingHTTPServer):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fincocktail.errors import ConfigError, ModelError
+from fincocktail.evaluation.results import read_metrics
 from fincocktail.fileio import first_line, write_json_atomic
 from fincocktail.export.modelcard import EvalScore, SourceLicence, render_card, source_licences
 
@@ -75,15 +76,14 @@ def eval_scores(eval_dirs: Sequence[Path], adapter_dir: Path | None, base_model:
             subject = "base model"
         else:
             raise ConfigError(f"--eval {d}: evaluated {cfg.get('model')} with adapter {cfg.get('adapter')}, not this run's model; pass evaluations of this run (or of its base)")
-        metrics = _read_json(d / "metrics.json")
-        for task_id, m in metrics.items():
-            iv = m.get("interval") or {}
-            extra = {k: float(v) for k, v in (m.get("metrics") or {}).items() if k in ("judge_accuracy", "judge_agreement")}
+        for task_id, m in read_metrics(d / "metrics.json").items():
+            iv = m.interval
+            extra = {k: float(v) for k, v in m.metrics.items() if k in ("judge_accuracy", "judge_agreement")}
             scores.append(EvalScore(
-                task=task_id, split=str(cfg.get("split", "test")), n=int(m.get("n", 0)), limit=cfg.get("limit"),
-                shots=int(cfg.get("shots") or 0), mode=str(m.get("mode", "")), metric=str(m["metric"]),
-                value=float(m["metrics"][m["metric"]]), low=iv.get("low"), high=iv.get("high"), subject=subject, extra=extra,
-                sample=((card.get("tasks") or {}).get(task_id) or {}).get("sample") or m.get("sample"),
+                task=task_id, split=str(cfg.get("split", "test")), n=int(m.n), limit=cfg.get("limit"),
+                shots=int(cfg.get("shots") or 0), mode=str(m.mode), metric=str(m.metric),
+                value=float(m.metrics[m.metric]), low=iv.low if iv else None, high=iv.high if iv else None, subject=subject,
+                extra=extra, sample=((card.get("tasks") or {}).get(task_id) or {}).get("sample") or m.sample or None,
             ))
     return scores
 

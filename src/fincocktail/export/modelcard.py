@@ -92,25 +92,10 @@ def _spdx(licence: str) -> str | None:
     return SPDX.get(licence.strip().lower())
 
 
-def render_card(
-    *,
-    name: str,
-    base_model: str,
-    base_hub_id: str | None,
-    base_licence: str,
-    base_note: str,
-    base_weights: str,
-    method: str,
-    merged: bool,
-    train_card: dict[str, Any],
-    scores: Sequence[EvalScore],
-    licences: Sequence[SourceLicence],
-) -> str:
-    """README.md text: the YAML metadata header, then the card."""
+def _card_metadata(name: str, base_hub_id: str | None, base_licence: str, method: str, merged: bool,
+                   scores: Sequence[EvalScore], licences: Sequence[SourceLicence]) -> dict[str, Any]:
+    """The Hub's YAML header: base model, library, licence (`other` when the data restricts it), scores."""
     restricted = [s for s in licences if s.commercial is not True]
-    non_commercial = [s for s in licences if s.commercial is False]
-    config = train_card.get("config") or {}
-    manifest = train_card.get("data_manifest") or {}
     meta: dict[str, Any] = {}
     if base_hub_id:
         meta["base_model"] = base_hub_id
@@ -134,27 +119,27 @@ def render_card(
                 for s in scores if s.subject == "this model"
             ],
         }]
-    lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "", f"# {_md(name)}", ""]
-    if non_commercial or restricted:
-        what = ", ".join(f"{_md(s.task)} ({_md(s.licence)})" for s in restricted)
-        lines += [
-            "> **Warning: not for commercial use.** This model was trained on data whose licence does not allow "
-            f"commercial use or states none: {what}. The training data's terms apply to the model; the base "
-            f"model's own licence ({_md(base_licence)}) does not lift them.",
-            "",
-        ]
-    kind = {"lora": "a LoRA adapter", "full": "a fully fine-tuned model"}.get(method, method)
-    form = "merged into the base weights (plain `transformers` loads it)" if merged else (
-        "as a peft adapter (`peft` loads it on top of the base model)" if method == "lora" else "a full model (plain `transformers` loads it)")
-    lines += [
-        f"Fine-tuned with fincocktail on a cocktail of financial tasks: {kind}, exported {form}.",
+    return meta
+
+
+def _licence_warning(licences: Sequence[SourceLicence], base_licence: str) -> list[str]:
+    """The not-for-commercial-use banner when any training source restricts or omits its terms."""
+    restricted = [s for s in licences if s.commercial is not True]
+    non_commercial = [s for s in licences if s.commercial is False]
+    if not (non_commercial or restricted):
+        return []
+    what = ", ".join(f"{_md(s.task)} ({_md(s.licence)})" for s in restricted)
+    return [
+        "> **Warning: not for commercial use.** This model was trained on data whose licence does not allow "
+        f"commercial use or states none: {what}. The training data's terms apply to the model; the base "
+        f"model's own licence ({_md(base_licence)}) does not lift them.",
         "",
-        "## Base model",
-        "",
-        f"- model: `{_code(base_model)}`" + (f" (from [{_md(base_hub_id)}](https://huggingface.co/{_md(base_hub_id)}))" if base_hub_id else ""),
-        f"- licence: {_md(base_licence)}" + (f" ({_md(base_note)})" if base_note else ""),
-        f"- weights trained on: {_md(base_weights)}",
-        "",
+    ]
+
+
+def _data_section(manifest: dict[str, Any], licences: Sequence[SourceLicence]) -> list[str]:
+    """The cocktail: one row per source (version, counts, file hashes, licence) and the epoch fingerprints."""
+    lines = [
         "## Training data (the cocktail)",
         "",
         f"Cocktail `{_code(manifest.get('name', '?'))}`, seed {_md(manifest.get('seed', '?'))}, {_md(manifest.get('n_epochs', '?'))} epoch(s), "
@@ -172,8 +157,13 @@ def render_card(
             f"| {_md(task_id)} | {_md(e.get('task_version'))} | {_md(e.get('examples_per_epoch'))} | {_md(e.get('unique_examples_per_epoch'))} | "
             f"{_md(e.get('dropped_contaminated', 0))} | {files} | {_md(lic_text)} | {_md(lic_status)} |"
         )
-    lines += ["", "Epoch fingerprints (sha256 of the drawn example ids): " + ", ".join(f"`{_code(h[:16])}`" for h in manifest.get("epoch_sha256", [])), ""]
-    lines += ["## Training", "", "| setting | value |", "|---|---|"]
+    return lines + ["", "Epoch fingerprints (sha256 of the drawn example ids): " + ", ".join(f"`{_code(h[:16])}`" for h in manifest.get("epoch_sha256", [])), ""]
+
+
+def _training_section(train_card: dict[str, Any]) -> list[str]:
+    """The training settings and outcome from the run card, and the library versions."""
+    config = train_card.get("config") or {}
+    lines = ["## Training", "", "| setting | value |", "|---|---|"]
     keys = ("method", "lora", "lr", "scheduler", "warmup_steps", "batch_size", "grad_accum", "epochs", "max_steps",
             "max_length", "prompt_style", "precision", "seed")
     for key in keys:
@@ -185,29 +175,61 @@ def render_card(
     versions = train_card.get("library_versions") or train_card.get("versions") or {}  # cards before library_versions
     if versions:
         lines.append("| libraries | " + ", ".join(f"{_md(k)} {_md(v)}" for k, v in versions.items()) + " |")
-    lines += ["", "## Evaluation", ""]
-    if scores:
-        extra_keys = sorted({k for s in scores for k in s.extra})
-        head = ["model", "task", "split", "examples", "shots", "mode", "metric", "value", "95% CI"] + [_md(k) for k in extra_keys]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for s in scores:
-            sample = _sample_text(s)
-            ci = f"[{s.low:.3f}, {s.high:.3f}]" if s.low is not None and s.high is not None else "-"
-            row = [_md(s.subject), _md(s.task), _md(s.split), _md(sample), str(s.shots), _md(s.mode), _md(s.metric), f"{s.value:.3f}", ci]
-            row += [f"{s.extra[k]:.3f}" if k in s.extra else "-" for k in extra_keys]
-            lines.append("| " + " | ".join(row) + " |")
-        lines += ["", "Intervals: 95% bootstrap over the evaluated examples (`fincocktail eval`)."]
-    else:
-        lines.append("Not evaluated: export with `--eval EVAL_RUN_DIR` to include scores.")
+    return lines
+
+
+def _evaluation_section(scores: Sequence[EvalScore]) -> list[str]:
+    """The scores table (with intervals and any extra metrics), or how to add one."""
+    lines = ["", "## Evaluation", ""]
+    if not scores:
+        return lines + ["Not evaluated: export with `--eval EVAL_RUN_DIR` to include scores."]
+    extra_keys = sorted({k for s in scores for k in s.extra})
+    head = ["model", "task", "split", "examples", "shots", "mode", "metric", "value", "95% CI"] + [_md(k) for k in extra_keys]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in scores:
+        sample = _sample_text(s)
+        ci = f"[{s.low:.3f}, {s.high:.3f}]" if s.low is not None and s.high is not None else "-"
+        row = [_md(s.subject), _md(s.task), _md(s.split), _md(sample), str(s.shots), _md(s.mode), _md(s.metric), f"{s.value:.3f}", ci]
+        row += [f"{s.extra[k]:.3f}" if k in s.extra else "-" for k in extra_keys]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines + ["", "Intervals: 95% bootstrap over the evaluated examples (`fincocktail eval`)."]
+
+
+def render_card(
+    *,
+    name: str,
+    base_model: str,
+    base_hub_id: str | None,
+    base_licence: str,
+    base_note: str,
+    base_weights: str,
+    method: str,
+    merged: bool,
+    train_card: dict[str, Any],
+    scores: Sequence[EvalScore],
+    licences: Sequence[SourceLicence],
+) -> str:
+    """README.md text: the YAML metadata header, then the card."""
+    meta = _card_metadata(name, base_hub_id, base_licence, method, merged, scores, licences)
+    lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "", f"# {_md(name)}", ""]
+    lines += _licence_warning(licences, base_licence)
+    kind = {"lora": "a LoRA adapter", "full": "a fully fine-tuned model"}.get(method, method)
+    form = "merged into the base weights (plain `transformers` loads it)" if merged else (
+        "as a peft adapter (`peft` loads it on top of the base model)" if method == "lora" else "a full model (plain `transformers` loads it)")
     lines += [
+        f"Fine-tuned with fincocktail on a cocktail of financial tasks: {kind}, exported {form}.",
         "",
-        "## How to load",
+        "## Base model",
         "",
-        "```python",
-        *(_load_snippet(merged or method == "full")),
-        "```",
+        f"- model: `{_code(base_model)}`" + (f" (from [{_md(base_hub_id)}](https://huggingface.co/{_md(base_hub_id)}))" if base_hub_id else ""),
+        f"- licence: {_md(base_licence)}" + (f" ({_md(base_note)})" if base_note else ""),
+        f"- weights trained on: {_md(base_weights)}",
         "",
     ]
+    lines += _data_section(train_card.get("data_manifest") or {}, licences)
+    lines += _training_section(train_card)
+    lines += _evaluation_section(scores)
+    lines += ["", "## How to load", "", "```python", *(_load_snippet(merged or method == "full")), "```", ""]
     return "\n".join(lines)
 
 

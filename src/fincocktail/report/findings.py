@@ -200,7 +200,7 @@ def needed_seeds(effect: float, seed_variance_sum: float, sample_part: float, z_
     return None
 
 
-class _Tester:
+class Tester:
     """Reads each run's per-example values on one metric kind and turns recipe pairs into contrasts."""
 
     def __init__(self, an: Analysis, kind: MetricKind = "primary"):
@@ -361,7 +361,7 @@ def findings(an: Analysis, decision: MetricKind = DECISION_METRIC) -> Findings:
     contrasts on the other metric form a second family, shown beside them.
     """
     pairs, untested = design_pairs(an)
-    testers = {kind: _Tester(an, kind) for kind in ("primary", "likelihood")}
+    testers = {kind: Tester(an, kind) for kind in ("primary", "likelihood")}
     lead_raw: list[tuple[Contrast, ContrastStats]] = []
     other_raw: list[tuple[Contrast, ContrastStats] | None] = []
     for claim, task, rec, ref in pairs:

@@ -8,7 +8,7 @@ Only then are test scores read. The recommended mixture was chosen on validation
 choice here ever sees a test score.
 
 Each difference is the paired contrast of the report's Findings (the same test rows; seed and
-test-sample variance; `findings._Tester`), Holm-adjusted over the table. The objective row
+test-sample variance; `findings.Tester`), Holm-adjusted over the table. The objective row
 weighs per-task differences like the objective (its interval treats tasks as independent: they
 are scored on different test sets). There, the cocktail baseline is the one hand-built cocktail
 with the best validation objective, chosen exactly as the recommendation was, so the verdict
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from scipy.stats import norm
 
 from fincocktail.report.analysis import Analysis, Score
-from fincocktail.report.findings import ALPHA, _Tester, holm
+from fincocktail.report.findings import ALPHA, Tester, holm
 
 BASELINES = ("best single-task", "best cocktail")
 NOTE = ("Test scores are never used to choose anything: the search proposes and recommends on validation scores, "
@@ -64,7 +64,7 @@ def _recipe_of(an: Analysis, run_ids: Sequence[str]) -> tuple | None:
     return None
 
 
-def _pair(tester: _Tester, task: str, rec: tuple, ref: tuple) -> Diff | None:
+def _pair(tester: Tester, task: str, rec: tuple, ref: tuple) -> Diff | None:
     """Recommended minus `ref` on `task`'s test rows (the Findings contrast), or None when not computable."""
     if ref == rec:  # the recommendation is this baseline itself
         return Diff(0.0, 0.0, 0.0, 1.0, same_recipe=True)
@@ -87,7 +87,7 @@ def compare(an: Analysis, run_ids: Sequence[str], weights: Mapping[str, float]) 
     rec = _recipe_of(an, run_ids)
     if rec is None:
         return []
-    tester = _Tester(an)
+    tester = Tester(an)
     rows: list[Row] = []
     for task in weights:
         mine = {s: an.score(an.recipes[rec], task, s) for s in ("validation", "test")}
@@ -115,7 +115,7 @@ def compare(an: Analysis, run_ids: Sequence[str], weights: Mapping[str, float]) 
     return rows + [objective]
 
 
-def _objective_row(an: Analysis, tester: _Tester, rec: tuple, rows: list[Row], weights: Mapping[str, float]) -> Row:
+def _objective_row(an: Analysis, tester: Tester, rec: tuple, rows: list[Row], weights: Mapping[str, float]) -> Row:
     """The objective on test (weights renormalised over the tasks scored). Against single-task runs: one per
     task (a specialist each); against cocktails: the one hand-built cocktail with the best validation objective,
     the study's own way of choosing, so one model is compared with one model."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import matplotlib
 
@@ -15,7 +16,9 @@ from fincocktail.report.analysis import Analysis, Delta, Score  # noqa: E402
 MAIN_COLUMNS = ("base zero-shot", "best single-task", "best cocktail", "cocktail + general", "cocktail + math")
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig: Any) -> bytes:
+    """The figure as PNG bytes (closed after, so a long report does not hold every figure);
+    public because the search's report section draws its own plot with it."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -46,7 +49,7 @@ def main_bars(rows: list[dict]) -> bytes:
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.12))
     ax.set_title("Per task: base, single-task, cocktails (95% intervals)")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def deltas_plot(deltas: list[Delta], title: str) -> bytes:
@@ -66,7 +69,7 @@ def deltas_plot(deltas: list[Delta], title: str) -> bytes:
     ax.invert_yaxis()
     ax.set_xlabel("difference in test score (95% interval; coloured when it excludes 0)")
     ax.set_title(title)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def heatmap(row_labels: list[str], col_labels: list[str], mat: np.ndarray) -> bytes:
@@ -83,7 +86,7 @@ def heatmap(row_labels: list[str], col_labels: list[str], mat: np.ndarray) -> by
     ax.set_xlabel("evaluation task (test)")
     ax.set_ylabel("training cocktail")
     ax.set_title("Transfer: test score of each training cocktail on each task")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def curves_plot(an: Analysis) -> bytes | None:
@@ -116,7 +119,7 @@ def curves_plot(an: Analysis) -> bytes | None:
         ax.set_ylabel(metric[task] + " (validation)")
         ax.legend(fontsize=6)
     fig.suptitle("Learning curves: each task's validation likelihood during training (mean over seeds)")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def all_plots(an: Analysis) -> dict[str, bytes]:

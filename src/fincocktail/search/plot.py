@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from fincocktail.report.plots import _png, plt
+from fincocktail.report.plots import png_bytes, plt
 
 
 def predicted_vs_measured(summary: dict[str, Any]) -> bytes:
@@ -45,4 +45,4 @@ def predicted_vs_measured(summary: dict[str, Any]) -> bytes:
     axes.flat[0].legend(fontsize=7, loc="upper left")
     fig.suptitle(f"mix search {summary['name']}: surrogate predictions vs measurements", fontsize=10)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fincocktail.errors import ConfigError
+from fincocktail.evaluation.results import TaskResult, read_metrics
 from fincocktail.fileio import write_json_atomic
 from fincocktail.prompts import TokenCache
 from fincocktail.quiet import quiet_libraries
@@ -208,22 +209,22 @@ def _loaded_model(model: str, adapter: Path | None, dtype: str = "float32", devi
     return cast_for_eval(to_device(owned, where), dtype)
 
 
-def _metric_rows(metrics_json: dict[str, Any], split: str, out: Path) -> list[MetricRow]:
+def _metric_rows(results: dict[str, TaskResult], split: str, out: Path) -> list[MetricRow]:
+    """The store's rows of one eval split: every metric of every task, the headline with its interval."""
     rows: list[MetricRow] = []
-    for task_id, res in metrics_json.items():
-        headline = res["metric"]
-        interval = res.get("interval") or {}
-        sample_sha = (res.get("sample") or {}).get("sha256")
+    for task_id, res in results.items():
+        interval = res.interval
+        sample_sha = res.sample.get("sha256")
         predictions = out / f"{task_id}.predictions.jsonl"
-        for name, value in res["metrics"].items():
+        for name, value in res.metrics.items():
             if value is None:
                 continue
-            is_head = name == headline
+            is_head = name == res.metric
             rows.append(
                 MetricRow(
                     run_id="", task=task_id, split=split, metric=name, value=float(value),
-                    ci_low=interval.get("low") if is_head else None, ci_high=interval.get("high") if is_head else None,
-                    n=int(res.get("n", 0)), headline=is_head, predictions=str(predictions) if predictions.is_file() else None,
+                    ci_low=interval.low if is_head and interval else None, ci_high=interval.high if is_head and interval else None,
+                    n=int(res.n), headline=is_head, predictions=str(predictions) if predictions.is_file() else None,
                     sample_sha256=sample_sha,
                 )
             )
@@ -267,8 +268,7 @@ def _evaluate(run: RunSpec, ctx: RunContext, adapter: Path | None, tokens: Token
                 t0 = time.perf_counter()
                 run_eval(config, loaded=loaded, tokens=tokens)
                 seconds += time.perf_counter() - t0
-            metrics_json = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-            rows.extend(_metric_rows(metrics_json, split, out))
+            rows.extend(_metric_rows(read_metrics(out / "metrics.json"), split, out))
     return [MetricRow(**{**r.__dict__, "run_id": run.run_id}) for r in rows], seconds
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from math import ceil
 from pathlib import Path
 from typing import Any, Literal
@@ -871,11 +872,8 @@ def task_estimate(spec: SweepSpec, task_id: str) -> TaskEstimate:
     return _estimate(spec, task_id)
 
 
-def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> Plan:
-    """All runs of `spec`, validated. Raises ConfigError naming `source` and the field."""
-    c = _Checker(source, check_tasks)
-
-    # -- lists: non-empty, no duplicates, known tasks and models
+def _check_grid_lists(spec: SweepSpec, c: _Checker) -> None:
+    """The grid's lists: non-empty, no duplicates, known tasks and models, no sweep-owned training keys."""
     if not spec.tasks:
         c.fail("tasks", "empty grid: list at least one financial task")
     _unique(spec.tasks, "tasks", c)
@@ -894,6 +892,11 @@ def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> 
         for key in m.training:
             if key in _SWEEP_OWNED_TRAIN_FIELDS:
                 c.fail(f"models.{i}.training.{key}", "set by the sweep for each run; remove it here")
+    _check_training_keys(spec, c)
+
+
+def _check_training_keys(spec: SweepSpec, c: _Checker) -> None:
+    """Training settings the sweep owns (device, per-run fields), train caps and boosters."""
     for where, training in [("training", spec.training)] + [(f"models.{i}.training", m.training) for i, m in enumerate(spec.models)]:
         if training.get("device", "auto") != "auto":
             c.fail(f"{where}.device", "the device is not part of a run (the same run id on any machine): set resources.device "
@@ -911,14 +914,12 @@ def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> 
             if booster.task in spec.tasks:
                 c.fail(f"{key}.task", f"task {booster.task!r} is already a financial task of this sweep (tasks)")
 
-    # -- the cocktails (lists of financial tasks), each with the field it came from
+
+def _incremental_mixes(spec: SweepSpec, c: _Checker) -> tuple[list[str], list[tuple[list[str], str]]]:
+    """The order `design.incremental` adds tasks in, and its cocktails (the first k tasks, k >= 2)."""
     d = spec.design
-    mixes: list[tuple[list[str], str]] = []
-    if d.single:
-        for i, t in enumerate(spec.tasks):
-            c.trainable(t, f"tasks.{i}")
-            mixes.append(([t], f"design.single (tasks.{i})"))
     order: list[str] = []
+    mixes: list[tuple[list[str], str]] = []
     if d.incremental:
         order = list(spec.tasks) if d.incremental is True else list(d.incremental)  # type: ignore[arg-type]
         if isinstance(d.incremental, list):
@@ -929,6 +930,20 @@ def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> 
                 c.task(t, f"design.incremental.{i}")
         for k in range(2, len(order) + 1):
             mixes.append((order[:k], f"design.incremental (first {k})"))
+    return order, mixes
+
+
+def _design_mixes(spec: SweepSpec, c: _Checker) -> list[tuple[list[str], str]]:
+    """The cocktails (lists of financial tasks) the design trains, each with the field it came from,
+    in plan order: single, incremental, all_tasks, then the listed cocktails."""
+    d = spec.design
+    mixes: list[tuple[list[str], str]] = []
+    if d.single:
+        for i, t in enumerate(spec.tasks):
+            c.trainable(t, f"tasks.{i}")
+            mixes.append(([t], f"design.single (tasks.{i})"))
+    order, incremental = _incremental_mixes(spec, c)
+    mixes += incremental
     if d.all_tasks and not (d.incremental and set(order) == set(spec.tasks)):
         if len(spec.tasks) >= 2 or not d.single:
             mixes.append((list(spec.tasks), "design.all_tasks"))
@@ -942,6 +957,13 @@ def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> 
     for mix, where in mixes:
         for t in mix:
             c.trainable(t, where)
+    _check_matched_steps(spec, mixes, c)
+    return mixes
+
+
+def _check_matched_steps(spec: SweepSpec, mixes: list[tuple[list[str], str]], c: _Checker) -> None:
+    """`design.matched_steps` / `matched_seeds` need single-task runs, a cocktail to match and known seeds."""
+    d = spec.design
     if d.matched_seeds is not None and not d.matched_steps:
         c.fail("design.matched_seeds", "needs design.matched_steps: true")
     if d.matched_seeds is not None and not set(d.matched_seeds) <= set(spec.seeds):
@@ -952,77 +974,99 @@ def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> 
         c.fail("design.matched_steps", "no cocktail to match: it adds single-task runs trained for a cocktail's steps; "
                "switch on incremental, all_tasks or cocktails")
 
+
+@dataclass
+class _PlanRuns:
+    """The runs planned so far, refusing a second run with the same config (the same run id)."""
+
+    c: _Checker
+    runs: list[RunSpec] = field(default_factory=list)
+    seen: dict[str, str] = field(default_factory=dict)
+
+    def add(self, run: RunSpec) -> None:
+        if run.config_sha256 in self.seen:
+            self.c.fail(run.origin, f"duplicate run {run.label!r} ({run.model}): the same run as {self.seen[run.config_sha256]}")
+        self.seen[run.config_sha256] = run.origin
+        self.runs.append(run)
+
+
+def _base_run(spec: SweepSpec, mi: int, ev: dict[str, Any], n_eval: int, eval_cost: float) -> RunSpec:
+    """The zero-shot run of `spec.models[mi]` (design.base)."""
+    m = spec.models[mi]
+    config = {"schema": RUN_SCHEMA, "kind": "base", "model": m.name, "train": None, "eval": ev}
+    h = config_hash(config)
+    return RunSpec(
+        run_id=f"base-{h[:12]}", sweep=spec.name, kind="base", label="zero-shot", model=m.name,
+        eval=ev, config_sha256=h, resources=_resources(spec, m), est_eval_examples=n_eval,
+        est_seconds=round(spec.estimates.overhead_s + _eval_seconds(spec, rates(spec, m)[1], eval_cost), 1),
+        origin=f"design.base (models.{mi})",
+    )
+
+
+def _trained_runs(spec: SweepSpec, mi: int, mixes: list[tuple[list[str], str]], ev: dict[str, Any],
+                  always: list[str] | None, source: str) -> Iterator[RunSpec]:
+    """The trained runs of `spec.models[mi]`: every cocktail x booster fractions x seed, in plan order."""
+    d = spec.design
+    g_fracs = spec.general.fractions if spec.general else [0.0]
+    m_fracs = spec.math.fractions if spec.math else [0.0]
+    for mix, where in mixes:
+        kind: RunKind = "single" if len(mix) == 1 else "cocktail"
+        every_task = len(spec.tasks) > 1 and set(mix) == set(spec.tasks)
+        boosted = kind in d.boosters_on or ("all_tasks" in d.boosters_on and every_task)
+        seeds = spec.seeds
+        if d.incremental_seeds is not None and kind == "cocktail" and not every_task and where.startswith("design.incremental"):
+            seeds = d.incremental_seeds
+        for gf in g_fracs if boosted else [0.0]:
+            for mf in m_fracs if boosted else [0.0]:
+                if gf and mf and not d.combine_boosters:
+                    continue
+                for seed in seeds:
+                    run_ev = _run_eval(spec, ev, always, mix, gf, mf, seed)
+                    yield trained_run(
+                        spec, mi, kind, _sweep_cocktail(spec, mix, gf, mf, seed), label=_cocktail_label(mix, gf, mf),
+                        train_tasks=mix, general=gf, math=mf, run_ev=run_ev, source=source,
+                        origin=f"{where}, models.{mi}, seeds={seed}, general={gf:g}, math={mf:g}",
+                        eval_cost=_eval_count(spec, run_ev),
+                    )
+
+
+def _api_run(spec: SweepSpec, ai: int, ev: dict[str, Any], n_eval: int) -> RunSpec:
+    """The zero-shot run of `spec.api_models[ai]`, generated through its OpenAI-compatible endpoint."""
+    a = spec.api_models[ai]
+    api = {"base_url": a.base_url, "concurrency": a.concurrency}
+    api_ev = {**ev, "mode": "generate"}
+    config = {"schema": RUN_SCHEMA, "kind": "api", "model": a.name, "train": None, "eval": api_ev, "api": api}
+    h = config_hash(config)
+    return RunSpec(
+        run_id=f"api-{h[:12]}", sweep=spec.name, kind="api", label="zero-shot (API)", model=a.name,
+        eval=api_ev, api=api, config_sha256=h, resources=Resources(num_cpus=spec.resources.num_cpus, num_gpus=0),
+        est_eval_examples=n_eval,
+        est_seconds=round(spec.estimates.overhead_s + n_eval / (a.eval_examples_per_s or 2.0), 1),
+        origin=f"api_models.{ai}",
+    )
+
+
+def expand(spec: SweepSpec, source: str = "sweep", check_tasks: bool = True) -> Plan:
+    """All runs of `spec`, validated. Raises ConfigError naming `source` and the field."""
+    c = _Checker(source, check_tasks)
+    _check_grid_lists(spec, c)
+    mixes = _design_mixes(spec, c)
     ev = _eval_plan(spec, c)
     always = _always_tasks(spec, ev, c) if spec.eval.scope == "needed" else None
     n_eval, eval_cost = _eval_count(spec, ev)
-
-    runs: list[RunSpec] = []
-    seen: dict[str, str] = {}
-
-    def add(run: RunSpec) -> None:
-        if run.config_sha256 in seen:
-            c.fail(run.origin, f"duplicate run {run.label!r} ({run.model}): the same run as {seen[run.config_sha256]}")
-        seen[run.config_sha256] = run.origin
-        runs.append(run)
-
-    def eval_seconds(rate: float | None, cost: float = eval_cost) -> float:
-        return _eval_seconds(spec, rate, cost)
-
+    plan = _PlanRuns(c)
     for mi, m in enumerate(spec.models):
-        resources = _resources(spec, m)
-        if d.base:
-            config = {"schema": RUN_SCHEMA, "kind": "base", "model": m.name, "train": None, "eval": ev}
-            h = config_hash(config)
-            add(
-                RunSpec(
-                    run_id=f"base-{h[:12]}", sweep=spec.name, kind="base", label="zero-shot", model=m.name,
-                    eval=ev, config_sha256=h, resources=resources, est_eval_examples=n_eval,
-                    est_seconds=round(spec.estimates.overhead_s + eval_seconds(rates(spec, m)[1]), 1),
-                    origin=f"design.base (models.{mi})",
-                )
-            )
-        g_fracs = spec.general.fractions if spec.general else [0.0]
-        m_fracs = spec.math.fractions if spec.math else [0.0]
-        for mix, where in mixes:
-            kind: RunKind = "single" if len(mix) == 1 else "cocktail"
-            every_task = len(spec.tasks) > 1 and set(mix) == set(spec.tasks)
-            boosted = kind in d.boosters_on or ("all_tasks" in d.boosters_on and every_task)
-            seeds = spec.seeds
-            if d.incremental_seeds is not None and kind == "cocktail" and not every_task and where.startswith("design.incremental"):
-                seeds = d.incremental_seeds
-            for gf in g_fracs if boosted else [0.0]:
-                for mf in m_fracs if boosted else [0.0]:
-                    if gf and mf and not d.combine_boosters:
-                        continue
-                    for seed in seeds:
-                        run_ev = _run_eval(spec, ev, always, mix, gf, mf, seed)
-                        add(
-                            trained_run(
-                                spec, mi, kind, _sweep_cocktail(spec, mix, gf, mf, seed), label=_cocktail_label(mix, gf, mf),
-                                train_tasks=mix, general=gf, math=mf, run_ev=run_ev, source=source,
-                                origin=f"{where}, models.{mi}, seeds={seed}, general={gf:g}, math={mf:g}",
-                                eval_cost=_eval_count(spec, run_ev),
-                            )
-                        )
-        if d.matched_steps:
-            for run in matched_runs(spec, mi, [r for r in runs if r.model == m.name], ev, always, source):
-                add(run)
-    for ai, a in enumerate(spec.api_models):
-        api = {"base_url": a.base_url, "concurrency": a.concurrency}
-        api_ev = {**ev, "mode": "generate"}
-        config = {"schema": RUN_SCHEMA, "kind": "api", "model": a.name, "train": None, "eval": api_ev, "api": api}
-        h = config_hash(config)
-        add(
-            RunSpec(
-                run_id=f"api-{h[:12]}", sweep=spec.name, kind="api", label="zero-shot (API)", model=a.name,
-                eval=api_ev, api=api, config_sha256=h, resources=Resources(num_cpus=spec.resources.num_cpus, num_gpus=0),
-                est_eval_examples=n_eval,
-                est_seconds=round(spec.estimates.overhead_s + n_eval / (a.eval_examples_per_s or 2.0), 1),
-                origin=f"api_models.{ai}",
-            )
-        )
-    if not runs:
+        if spec.design.base:
+            plan.add(_base_run(spec, mi, ev, n_eval, eval_cost))
+        for run in _trained_runs(spec, mi, mixes, ev, always, source):
+            plan.add(run)
+        if spec.design.matched_steps:
+            for run in matched_runs(spec, mi, [r for r in plan.runs if r.model == m.name], ev, always, source):
+                plan.add(run)
+    for ai in range(len(spec.api_models)):
+        plan.add(_api_run(spec, ai, ev, n_eval))
+    if not plan.runs:
         if not spec.models and not spec.api_models:
             c.fail("models", "empty grid: list at least one model (or api_models)")
         c.fail("design", "empty grid: every design is switched off (base, single, incremental, all_tasks, cocktails)")
-    return Plan(spec=spec, source=source, runs=runs)
+    return Plan(spec=spec, source=source, runs=plan.runs)

@@ -20,7 +20,7 @@ forward (`suffix_hidden`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -29,7 +29,6 @@ from fincocktail.models.kv_cache import cache_kwargs, output_cache
 
 if TYPE_CHECKING:
     from fincocktail.training.config import PrefixSharing
-    from fincocktail.training.data import Encoded
 
 ESTIMATED_SPEEDUP = 1.2
 """Training throughput with sharing on over off, for sweep time estimates: the median of eight
@@ -39,7 +38,18 @@ MIN_PREFIX_TOKENS = 8  # auto: shorter prefixes save less than the extra prefix 
 MIN_SAVED_SHARE = 0.15  # auto: the share of the micro-batch's real tokens the prefix must save
 
 
-def common_prefix(items: Sequence[Encoded]) -> int:
+class EncodedRow(Protocol):
+    """What the sharing decision reads of a training row (`training.data.Encoded`): data plans the
+    batches with `prefix_to_share`, so the row's shape is named here instead of imported back."""
+
+    @property
+    def input_ids(self) -> list[int]: ...
+
+    @property
+    def n_prompt(self) -> int: ...
+
+
+def common_prefix(items: Sequence[EncodedRow]) -> int:
     """Tokens every row starts with, capped so each row's first answer token is predicted by its suffix.
 
     The cap (one below the shortest prompt) keeps every scored position in the suffix part.
@@ -56,7 +66,7 @@ def common_prefix(items: Sequence[Encoded]) -> int:
     return max(n, 0)
 
 
-def prefix_to_share(items: Sequence[Encoded], mode: PrefixSharing) -> int:
+def prefix_to_share(items: Sequence[EncodedRow], mode: PrefixSharing) -> int:
     """How many leading tokens of this micro-batch to compute once (0: run it unshared).
 
     `on` shares any common prefix; `auto` only where it saves at least MIN_SAVED_SHARE of the
