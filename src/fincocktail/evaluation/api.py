@@ -94,6 +94,7 @@ class ChatResult:
     prompt_tokens: int | None
     completion_tokens: int | None
     cached: bool
+    first_token_logprobs: dict[str, float] | None = None  # the answer's first token: its top alternatives' log-probs
 
 
 @dataclass
@@ -112,6 +113,7 @@ class ChatClient:
     sleep: Callable[[float], None] = time.sleep
     requests_sent: int = field(default=0, init=False)
     hung: str | None = field(default=None, init=False)  # why the endpoint was given up on, for the whole run
+    no_logprobs: bool = field(default=False, init=False)  # the endpoint refused `logprobs`: not asked again
 
     def __post_init__(self) -> None:
         self.base_url = check_base_url(self.base_url)
@@ -139,10 +141,26 @@ class ChatClient:
         )
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
-    def chat(self, messages: list[dict[str, str]], max_tokens: int, stop: list[str] | None = None) -> ChatResult:
+    def chat(self, messages: list[dict[str, str]], max_tokens: int, stop: list[str] | None = None,
+             top_logprobs: int | None = None) -> ChatResult:
+        """One greedy chat completion; with `top_logprobs`, the answer's first-token alternatives too
+        (OpenAI's `logprobs` / `top_logprobs`), which the likelihood metric of choice tasks reads."""
         params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": 0}
         if stop:
             params["stop"] = list(stop)[:4]  # the OpenAI API accepts at most four
+        if top_logprobs and not self.no_logprobs:
+            params.update(logprobs=True, top_logprobs=top_logprobs)
+            try:
+                return self._chat(messages, params)
+            except ModelError as exc:
+                if " answered 400" not in str(exc) and " answered 422" not in str(exc):
+                    raise
+                self.no_logprobs = True  # an endpoint without log-probs: the run goes on without the likelihood
+                for key in ("logprobs", "top_logprobs"):
+                    params.pop(key)
+        return self._chat(messages, params)
+
+    def _chat(self, messages: list[dict[str, str]], params: dict[str, Any]) -> ChatResult:
         key = self.cache_key(messages, params)
         hit = self._cache.get(key)
         if hit is not None:
@@ -266,7 +284,19 @@ def _result(body: dict[str, Any], cached: bool) -> ChatResult:
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
         cached=cached,
+        first_token_logprobs=_first_token_logprobs(choice),
     )
+
+
+def _first_token_logprobs(choice: dict[str, Any]) -> dict[str, float] | None:
+    """{token text: log-prob} of the first generated token's alternatives (OpenAI's chat logprobs
+    format: choices[0].logprobs.content[0].top_logprobs); None when the reply carries none."""
+    try:
+        first = (choice.get("logprobs") or {}).get("content")[0]
+        alternatives = first.get("top_logprobs") or [first]
+        return {str(a["token"]): float(a["logprob"]) for a in alternatives}
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _error_detail(resp: Any) -> str:

@@ -35,7 +35,9 @@ from fincocktail.evaluation.dtypes import DEFAULT_EVAL_DTYPE, EvalDtype
 from fincocktail.evaluation.fewshot import build_pair, chat_messages, choice_target, select_demos
 from fincocktail.evaluation.judge import JUDGED_KINDS, apply_judge
 from fincocktail.evaluation.results import TaskResult, result_json
-from fincocktail.metrics.likelihood import GENERATIVE_LIKELIHOOD_METRIC, LIKELIHOOD_METRIC, gold_log_probability
+from fincocktail.metrics.likelihood import (
+    GENERATIVE_LIKELIHOOD_METRIC, LIKELIHOOD_METRIC, first_token_choice_logprobs, gold_log_probability,
+)
 from fincocktail.prompts import TokenCache, encoder_for
 from fincocktail.tasks.base import Example, Task
 from fincocktail.tasks.sampling import Sample, SampleMethod, draw_sample
@@ -327,7 +329,9 @@ def _finish_task(task, mode, sample: Sample, rows: list[_Row], timing: _Timing, 
                 line["rescored_fp32"] = True
         else:
             line["output_tokens"] = r.output_tokens
-            if lik is not None:
+            if lik is not None and r.logprobs:  # an API's first-token approximation (metrics.likelihood)
+                line.update(choice_logprobs_first_token=r.logprobs, **{LIKELIHOOD_METRIC: lik})
+            elif lik is not None:
                 line[GENERATIVE_LIKELIHOOD_METRIC] = lik
             if r.cached is not None:
                 line["cached"] = r.cached
@@ -351,7 +355,7 @@ def _likelihood(mode: str, rows: list[_Row]) -> _Likelihood:
     Generate rows: the gold answer's log-likelihood per token, where the backend scored it (an
     API model gives none).
     """
-    if mode == "choice":
+    if mode == "choice" or (rows and all(r.logprobs for r in rows)):  # API choice tasks: first-token log-probs
         logs = [gold_log_probability(r.logprobs, str(r.example.target)) if r.logprobs else -math.inf for r in rows]
         if not rows or any(math.isinf(v) for v in logs):
             return _Likelihood({}, [None] * len(rows))
@@ -512,6 +516,11 @@ class LocalBackend(Backend):
                 "device": getattr(self.loaded, "device", "cpu")}
 
 
+API_TOP_LOGPROBS = 20
+"""First-token alternatives asked of an API on choice tasks (OpenAI allows up to 20): the likelihood
+metric's approximation there (`metrics.likelihood.first_token_choice_logprobs`)."""
+
+
 class ApiBackend(Backend):
     """An OpenAI-compatible endpoint: generation only, requests in parallel."""
 
@@ -525,9 +534,10 @@ class ApiBackend(Backend):
         spec = task.generation
         limit = max_new_tokens or spec.max_new_tokens
         conversations = [chat_messages(task, ex, demos) for ex in examples]
+        top = API_TOP_LOGPROBS if task.kind in CHOICE_KINDS else None  # the likelihood metric's first-token read
 
         def one(messages):
-            res = self.client.chat(messages, max_tokens=limit, stop=list(spec.stop))
+            res = self.client.chat(messages, max_tokens=limit, stop=list(spec.stop), top_logprobs=top)
             tick(1)
             return res
 
@@ -547,6 +557,9 @@ class ApiBackend(Backend):
             _read_answer(task, row, cut_at_stop(res.text, spec.stop)[0])
             row.output_tokens = res.completion_tokens or 0
             row.cached = res.cached
+            choices = list(ex.choices or task.labels or ())
+            if top and choices and res.first_token_logprobs:
+                row.logprobs = first_token_choice_logprobs(res.first_token_logprobs, choices)
             rows.append(row)
         tokens = sum(r.prompt_tokens + r.output_tokens for r in rows)
         return rows, _Timing(seconds, tokens)

@@ -43,6 +43,33 @@ def gold_probability(logprobs: Mapping[str, float], gold: str) -> float:
     return math.exp(gold_log_probability(logprobs, gold))
 
 
+def first_token_choice_logprobs(alternatives: Mapping[str, float], choices: list[str]) -> dict[str, float] | None:
+    """Each choice's log-probability from an API's first-token alternatives (its top log-probs).
+
+    An API that returns log-probs only for the tokens it generated cannot score a given answer,
+    but a choice task's answer is decided by its first token: the alternatives whose text starts
+    a choice (case and leading spaces ignored) are summed for it. A choice with no such
+    alternative gets the smallest listed log-prob (an upper bound on its true value), so the
+    gold probability over the choices is an approximation, and only the first token's. None when
+    no choice is among the alternatives.
+    """
+    if not alternatives:
+        return None
+    floor = min(alternatives.values())
+    out: dict[str, float] = {}
+    found = False
+    for c in choices:
+        want = c.strip().lower()
+        hits = [lp for tok, lp in alternatives.items() if tok.strip() and want.startswith(tok.strip().lower())]
+        if hits:
+            found = True
+            top = max(hits)
+            out[c] = top + math.log(sum(math.exp(h - top) for h in hits))
+        else:
+            out[c] = floor
+    return out if found else None
+
+
 def likelihood_of_row(row: Mapping) -> float | None:
     """The likelihood value of one predictions-file row (None when the row carries none).
 
@@ -80,6 +107,6 @@ def likelihood_by_id(path: str | Path | None) -> tuple[str, dict[str, float]] | 
 
 
 __all__ = [
-    "GENERATIVE_LIKELIHOOD_METRIC", "LIKELIHOOD_KEYS", "LIKELIHOOD_METRIC", "choice_log_softmax",
+    "GENERATIVE_LIKELIHOOD_METRIC", "LIKELIHOOD_KEYS", "LIKELIHOOD_METRIC", "choice_log_softmax", "first_token_choice_logprobs",
     "gold_log_probability", "gold_probability", "likelihood_by_id", "likelihood_of_row",
 ]
