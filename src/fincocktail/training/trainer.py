@@ -307,13 +307,15 @@ def prepare_data(
     def check(sources: Mapping[str, list[Example]], tasks: Mapping[str, Task]) -> Mapping[str, set[str]] | None:
         if not (config.contamination_check or drop):
             return None
-        from fincocktail.contamination import contamination_for_cocktail
+        from fincocktail.contamination import check_drop_fraction, contamination_for_cocktail
 
         report = contamination_for_cocktail(
             sources, data_dir, n=cocktail.decontaminate.n, eval_tasks=eval_tasks, cocktail_tasks=tasks.values()
         )
         report.dropped = drop
         found.append(report)
+        if drop:
+            check_drop_fraction(report, sources, cocktail.decontaminate.max_drop_fraction)
         return report.contaminated_ids if drop else None
 
     data = prepare_cocktail(cocktail, data_dir, epochs=config.epochs, source=source, tasks=tasks, on_sources=check)
