@@ -316,3 +316,18 @@ def test_matched_steps_runs_reach_the_report_records(tmp_path):
     assert not any(r.steps_matched for r in data.runs if r.kind != "matched")
     singles = {r.cocktail_name for r in data.runs if r.kind == "single"}
     assert singles and not singles & {r.cocktail_name for r in matched}
+
+
+def test_reproduce_help_lists_every_preset(monkeypatch):
+    """Every preset `reproduce` accepts is named in its --help, and each has its sweep file."""
+    from typer.testing import CliRunner
+
+    from fincocktail.cli import app
+    from fincocktail.cli.reproduce import PRESETS, preset_file
+
+    monkeypatch.setenv("COLUMNS", "400")
+    result = CliRunner().invoke(app, ["reproduce", "--help"])
+    assert result.exit_code == 0, result.output
+    for name in PRESETS:
+        assert f"{name}:" in result.output
+        assert preset_file(name).is_file()
