@@ -42,7 +42,7 @@ def run(
     address: str | None = typer.Option(None, "--address", help="Ray cluster address (default: a private local Ray on 127.0.0.1)."),
     workers: int | None = typer.Option(
         None, "--workers", "-w",
-        help="Runs at once (local: processes, each with cores // N torch threads; default 1, or one per GPU on GPUs; ray: CPUs of a local Ray).",
+        help="Runs at once, on either executor (local: processes, each with cores // N torch threads, default 1, or one per GPU on GPUs; ray: also the CPUs of a private local Ray, default as many runs as its CPUs fit).",
     ),
     device: str | None = typer.Option(None, "--device", help=f"{DEVICE_HELP} (default: the sweep's resources.device, auto). Not part of run ids."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: the sweep's `out`, else sweeps/NAME)."),
