@@ -184,7 +184,10 @@ def test_shipped_cocktail_trains_on_every_ingredient(data_dir):
     tasks = resolve_tasks(cocktail, source=source)
     data, report = prepare_data(config, cocktail, source, tasks, data_dir, eval_tasks=None)
     assert report is not None and report.dropped
-    for ingredient in cocktail.ingredients:
-        kept = len(data.sources[ingredient.task])
-        lost = len(report.contaminated_ids[ingredient.task])
-        assert kept > 0 and lost <= kept, (ingredient.task, kept, lost)
+    assert {i.task for i in cocktail.ingredients} | {"general", "gsm8k"} == set(tasks)
+    for task in tasks:  # the ingredients and the general / math boosters
+        kept = len(data.sources[task])
+        lost = len(report.contaminated_ids[task])
+        assert kept > 0 and lost <= kept, (task, kept, lost)
+        assert sum(data.manifest()["sources"][task]["examples_per_epoch"]) > 0, task
+    assert len(data.sources["fiqa_sa"]) > 800  # all 826 were dropped when shared prompt text counted
