@@ -48,7 +48,7 @@ def run(
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: the sweep's `out`, else sweeps/NAME)."),
     data_dir: str | None = typer.Option(None, "--data-dir", help="Datasets folder (default: FINCOCKTAIL_DATA, ./data, ../shared/data)."),
     only: list[str] | None = typer.Option(None, "--only", help="Run just these run ids (repeatable)."),
-    mlflow: str | None = typer.Option(None, "--mlflow", help="Also log every run to this MLflow tracking URI."),
+    mlflow: str | None = typer.Option(None, "--mlflow", help="Also log every run to MLflow: a folder (./mlruns) or an http(s):// server; loss, lr and curves live (docs/sweeps.md#mlflow)."),
     simulate: bool = typer.Option(False, "--simulate", help="Fake, deterministic metrics in a moment: check the sweep and executor without compute."),
     runner: str | None = typer.Option(None, "--runner", hidden=True, help="module:function run function (advanced)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
