@@ -100,3 +100,14 @@ def test_the_training_log_is_followed_live(tmp_path):
     assert done.data.tags["fincocktail.adapter_dir"] == str(train_dir / "adapter")
     MlflowTracker(uri, "live", poll_s=0).log_run(row(run_dir), [metric])  # a rerun logs nothing twice
     assert len(client.search_runs([tracker.experiment_id])) == 1
+
+
+def test_a_tracking_failure_is_one_warning_not_the_end_of_the_sweep(tmp_path, capsys):
+    tracker = MlflowTracker(str(tmp_path / "mlruns"), "blip", poll_s=0)
+
+    def down(*_: object) -> None:
+        raise ConnectionError("tracking server\nunreachable")
+
+    tracker.safely("single-x", down, None)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("warning: --mlflow: could not log single-x: tracking server unreachable") and "\n" not in err

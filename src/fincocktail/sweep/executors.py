@@ -478,19 +478,19 @@ def _run_sweep_locked(
 
     def on_event(kind: str, run: RunSpec, result: RunResult | None) -> None:
         if kind == "start" and tracker is not None:
-            tracker.start(store.run(run.run_id), run_dir_for(out, run.run_id))  # its curves go to MLflow live
+            tracker.safely(run.run_id, tracker.start, store.run(run.run_id), run_dir_for(out, run.run_id))  # curves go live
         if kind == "end" and result is not None:
             if result.status == "done" and result.outcome is not None:
                 store.finish(run.run_id, RunOutcome.from_json(result.outcome))
                 (summary.skipped if result.skipped else summary.executed).append(run.run_id)
                 if tracker is not None:
-                    tracker.finish(store.run(run.run_id), store.metrics(run.run_id))
+                    tracker.safely(run.run_id, tracker.finish, store.run(run.run_id), store.metrics(run.run_id))
             else:
                 if store.run(run.run_id).status != "failed":  # type: ignore[union-attr]
                     store.fail(run.run_id, result.error or "unknown error")
                 summary.failed[run.run_id] = redact(result.error or "unknown error")  # a remote worker's text
                 if tracker is not None:
-                    tracker.finish(store.run(run.run_id), [], failed=True)
+                    tracker.safely(run.run_id, tracker.finish, store.run(run.run_id), [], failed=True)
         bar.event(kind, run, result)
 
     try:

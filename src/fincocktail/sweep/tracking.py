@@ -252,6 +252,19 @@ class MlflowTracker:
                 log_artifacts(self.client, mlflow_id, run, metrics)
             self.client.set_terminated(mlflow_id, "FAILED" if failed else "FINISHED")
 
+    def safely(self, what: str, call: Any, *args: Any, **kwargs: Any) -> None:
+        """Run a tracking call; a failure is one line on stderr, not the end of the sweep.
+
+        Why: hours of runs must not die because a tracking server blipped; the run's MLflow
+        record is redone by the next `sweep run --mlflow` (only FINISHED ones are skipped).
+        """
+        import sys
+
+        try:
+            call(*args, **kwargs)
+        except Exception as exc:
+            print(f"warning: --mlflow: could not log {what}: {_one_line(exc)}; rerun with --mlflow to log it", file=sys.stderr)
+
     def log_run(self, run: RunRow | None, metrics: Sequence[MetricRow]) -> None:
         """A finished run in one go (a run recorded before this sweep's tracker existed)."""
         self.finish(run, metrics)
