@@ -144,3 +144,50 @@ def test_indexing_is_fast(n_eval):
     start = time.perf_counter()
     check_contamination(train, evals, n=13)
     assert time.perf_counter() - start < 10
+
+
+def test_shared_instruction_text_is_not_overlap():
+    """A prompt that every example of both splits carries word for word (FiQA-SA's instruction is
+    14 words, more than one 13-gram) must not mark every training example as contaminated."""
+    prompt = "What is the sentiment of this news? Please choose an answer from {negative/neutral/positive}."
+    meta = {"instruction": prompt}
+    train = [Example(id=f"t{i}", input=f"train headline number {i} about {w}", target="neutral", meta=meta) for i, w in enumerate(WORDS[:5])]
+    evals = [Example(id=f"e{i}", input=f"eval headline {i} on {w} today", target="neutral", meta=meta) for i, w in enumerate(WORDS[:4])]
+    report = check_contamination({"tr": train}, {("ev", "test"): evals})
+    assert report.contaminated_ids["tr"] == set()
+    # an example's own instruction (unique within its split, as in Alpaca) still counts
+    own = [Example(id="a", input="", target="x", meta={"instruction": LONG_TEST_TEXT})]
+    report = check_contamination({"tr": own}, {("ev", "test"): [Example(id="b", input=LONG_TEST_TEXT, target="y")]})
+    assert report.contaminated_ids["tr"] == {"a"}
+
+
+def test_ingredient_losing_most_rows_stops_the_run():
+    from fincocktail.contamination import check_drop_fraction
+    from fincocktail.errors import ConfigError
+
+    train = [Example(id=f"t{i}", input=f"text {i}", target="y") for i in range(4)]
+    report = contamination_mod.ContaminationReport(n=13, pairs=[], contaminated_ids={"fiqa_sa": {"t0", "t1", "t2"}})
+    with pytest.raises(ConfigError, match="'fiqa_sa'.*max_drop_fraction"):
+        check_drop_fraction(report, {"fiqa_sa": train}, 0.5)
+    check_drop_fraction(report, {"fiqa_sa": train}, 1.0)  # allowed knowingly
+
+
+def test_shipped_cocktail_trains_on_every_ingredient(data_dir):
+    """configs/train/smollm2_cocktail_lora.yaml with its decontamination, on the real data, no training."""
+    from pathlib import Path
+
+    from fincocktail.training.config import load_train_config, resolve_cocktail
+    from fincocktail.training.trainer import prepare_data
+
+    config = load_train_config(Path(__file__).parent.parent / "configs/train/smollm2_cocktail_lora.yaml")
+    cocktail, source = resolve_cocktail(config)
+    tasks = resolve_tasks(cocktail, source=source)
+    data, report = prepare_data(config, cocktail, source, tasks, data_dir, eval_tasks=None)
+    assert report is not None and report.dropped
+    assert {i.task for i in cocktail.ingredients} | {"general", "gsm8k"} == set(tasks)
+    for task in tasks:  # the ingredients and the general / math boosters
+        kept = len(data.sources[task])
+        lost = len(report.contaminated_ids[task])
+        assert kept > 0 and lost <= kept, (task, kept, lost)
+        assert sum(data.manifest()["sources"][task]["examples_per_epoch"]) > 0, task
+    assert len(data.sources["fiqa_sa"]) > 800  # all 826 were dropped when shared prompt text counted

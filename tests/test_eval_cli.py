@@ -51,3 +51,20 @@ def test_user_error_is_one_line_and_non_zero(monkeypatch, capsys, tmp_path):
     assert info.value.code != 0
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err and "log-probabilities" in err
+
+
+def test_a_failed_eval_leaves_no_out_folder(tiny_model_dir, tmp_path):
+    """A task whose data is missing fails once --out was made and locked: the folder (and the parent
+    made for it) goes again instead of lingering with only `.eval.lock`; a folder the user made stays."""
+    empty_data = tmp_path / "data"
+    empty_data.mkdir()
+    out = tmp_path / "new" / "run"
+    args = ["eval", "--model", str(tiny_model_dir), "--tasks", "fpb", "--limit", "2",
+            "--data-dir", str(empty_data), "--no-progress"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code != 0 and "fpb" in str(result.exception), result.exception
+    assert not (tmp_path / "new").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    assert CliRunner().invoke(app, [*args, "--out", str(mine)]).exit_code != 0
+    assert mine.is_dir()

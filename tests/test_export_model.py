@@ -126,3 +126,29 @@ def test_source_licences_from_the_catalogue():
     assert set(got) == {"fpb", "tfns", "mine"}
     assert got["fpb"].commercial is False and got["fpb"].licence == "fpb: CC BY-NC-SA 3.0"
     assert got["tfns"].commercial is True and got["mine"].commercial is None and got["mine"].licence == "CC0"
+
+
+def test_export_travels_hub_id_datasets_licence_link_prompt_and_plain_loading(tuned, tiny_model_dir, tmp_path, monkeypatch):
+    """A registry base: the adapter names it by hub id (not the local cache folder), the card has
+    `datasets:`, `license_link` (a LICENSES.md beside it), the exact prompt with an example, and
+    its plain transformers + peft snippet runs (the hub id swapped for the local base folder)."""
+    import fincocktail.models as models_pkg
+    from fincocktail.models.registry import get_model_spec
+    from fincocktail.prompts import INSTRUCTION_TEMPLATE
+
+    smol = get_model_spec("smollm2-135m-instruct")
+    monkeypatch.setattr(models_pkg, "spec_for", lambda name: smol)
+    monkeypatch.setattr(models_pkg, "resolve_model", lambda name: tiny_model_dir)
+    out = tmp_path / "adapter"
+    export_model(tuned / "run", out)
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == smol.hub_id
+    meta, body = _card(out)
+    assert meta["base_model"] == smol.hub_id
+    assert {"takala/financial_phrasebank", "zeroshot/twitter-financial-news-sentiment"} <= set(meta["datasets"])
+    assert meta["license_link"] == "LICENSES.md" and "fpb" in (out / "LICENSES.md").read_text()
+    assert INSTRUCTION_TEMPLATE in body and "Instruction: What is the sentiment of this news?" in body
+    assert "dequantized to float32 from a Q4_1 GGUF" in body
+    code = body.split("## How to load", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    code = code.replace(f'"{smol.hub_id}"', repr(str(tiny_model_dir))).replace('"PATH"', repr(str(out)))
+    exec(compile(code, "card-snippet", "exec"), {})  # plain transformers + peft, as the card says
+    (out / "README.md").replace(tmp_path / "card.md")  # left for a look: pytest keeps tmp_path

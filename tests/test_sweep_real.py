@@ -161,3 +161,28 @@ def test_killed_sweep_resumes_training_from_its_checkpoint(tiny_model_dir, data_
     assert card["resumed_from"] is not None and int(card["resumed_from"].split("-")[1]) >= killed_at
     assert row.card["train"]["resumed_from"] == card["resumed_from"]
     assert [a.status for a in store.attempts(run.run_id)] == ["interrupted", "done"]
+
+
+def test_mlflow_shows_a_tiny_runs_curves_metrics_and_artifacts(tiny_plan, data_dir, tmp_path, monkeypatch):
+    """`sweep run --mlflow FOLDER` on a real tiny run, read back with mlflow.search_runs and get_metric_history."""
+    mlflow = pytest.importorskip("mlflow", reason="mlflow is optional (pip install 'fincocktail[mlflow]')")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "unset")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")  # what `make setup` users have: no opt-in
+    uri = (tmp_path / "mlruns").as_uri()
+    (single,) = [r.run_id for r in tiny_plan.runs if r.kind != "base"][:1]
+    summary = run_sweep(tiny_plan, tmp_path / "out", executor=LocalExecutor(workers=1, threads=1), data_dir=str(data_dir),
+                        progress=False, only=[single], mlflow_uri=uri)
+    assert not summary.failed, summary.failed
+    mlflow.set_tracking_uri(uri)
+    frame = mlflow.search_runs(experiment_names=["tiny"])
+    assert list(frame["tags.fincocktail.run_id"]) == [single] and list(frame["status"]) == ["FINISHED"]
+    assert frame["metrics.test/fpb/accuracy_n"][0] == 6
+    client = MlflowClient(tracking_uri=uri)
+    rid = frame["run_id"][0]
+    assert [m.step for m in client.get_metric_history(rid, "train/loss")] == [1, 2]
+    assert len(client.get_metric_history(rid, "train/lr")) == 2
+    top = {a.path for a in client.list_artifacts(rid)}
+    assert {"adapter", "eval", "train"} <= top
+    assert "train/run_card.json" in {a.path for a in client.list_artifacts(rid, "train")}

@@ -316,3 +316,72 @@ def test_matched_steps_runs_reach_the_report_records(tmp_path):
     assert not any(r.steps_matched for r in data.runs if r.kind != "matched")
     singles = {r.cocktail_name for r in data.runs if r.kind == "single"}
     assert singles and not singles & {r.cocktail_name for r in matched}
+
+
+def test_reproduce_help_lists_every_preset(monkeypatch):
+    """Every preset `reproduce` accepts is named in its --help, and each has its sweep file."""
+    from typer.testing import CliRunner
+
+    from fincocktail.cli import app
+    from fincocktail.cli.reproduce import PRESETS, preset_file
+
+    monkeypatch.setenv("COLUMNS", "400")
+    result = CliRunner().invoke(app, ["reproduce", "--help"])
+    assert result.exit_code == 0, result.output
+    for name in PRESETS:
+        assert f"{name}:" in result.output
+        assert preset_file(name).is_file()
+
+
+class _FakeRay:
+    """Just enough of `ray` for RayExecutor: tasks finish in submission order, and the most
+    submitted-but-unfinished at any time is recorded."""
+
+    def __init__(self, cpus: float) -> None:
+        self.cpus, self.in_flight, self.most = cpus, [], 0
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def cluster_resources(self) -> dict:
+        return {"CPU": self.cpus}
+
+    def remote(self, fn):
+        fake = self
+
+        class Remote:
+            def options(self, **_: object):
+                return self
+
+            def remote(self, run: dict, *args: object, **kwargs: object) -> str:
+                fake.in_flight.append(run["run_id"])
+                fake.most = max(fake.most, len(fake.in_flight))
+                return run["run_id"]
+
+        return Remote()
+
+    def wait(self, refs: list, num_returns: int = 1):
+        first = self.in_flight.pop(0)
+        return [first], [r for r in refs if r != first]
+
+    def get(self, ref: str):
+        from fincocktail.sweep.execute import RunResult
+
+        return RunResult.failed(ref, "fake")
+
+
+@pytest.mark.parametrize(("workers", "expected"), [(1, 1), (2, 2), (None, 4)])
+def test_ray_workers_mean_runs_at_once_as_locally(tmp_path, monkeypatch, workers, expected):
+    """--workers 1 on a 4-CPU Ray runs one run at a time, as the local executor does."""
+    from fincocktail.sweep.executors import make_executor
+
+    fake = _FakeRay(cpus=4)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    runs = load_plan(write(tmp_path)).runs
+    for run in runs:
+        run.resources.num_cpus = 1
+    executor = make_executor("ray", workers=workers)
+    ended: list[str] = []
+    executor.execute(runs, tmp_path / "out", None, "simulate", lambda kind, run, result: ended.append(run.run_id) if kind == "end" else None)
+    assert fake.most == expected and executor.capacity() == expected
+    assert sorted(ended) == sorted(r.run_id for r in runs)

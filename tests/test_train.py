@@ -356,3 +356,16 @@ def test_cli_train_runs_with_named_flags_and_set(tiny_model_dir, tmp_path, monke
     card = json.loads((out / "run_card.json").read_text())
     assert card["steps"] == 3 and card["config"]["lr"] == 1e-3 and card["config"]["lora"]["r"] == 2
     assert json.loads((out / "adapter" / "adapter_config.json").read_text())["r"] == 2
+
+
+def test_warmup_longer_than_the_run_is_warned(tiny_model_dir, tmp_path, capsys):
+    """warmup_steps 50 with max_steps 20 would peak the rate at 2/5 of lr: one warning line."""
+    from fincocktail.training.trainer import warmup_warning
+
+    cfg = config(tiny_model_dir, tmp_path, lr=2e-4, warmup_steps=50)
+    line = warmup_warning(cfg, 20)
+    assert line is not None and "peaks at 8e-05 instead of 0.0002" in line and "\n" not in line
+    assert warmup_warning(cfg, 51) is None
+    assert warmup_warning(config(tiny_model_dir, tmp_path), 20) is None  # no warmup
+    run(config(tiny_model_dir, tmp_path, warmup_steps=50, max_steps=2), tmp_path / "run")
+    assert "warmup_steps 50 is not shorter than the run's 2 steps" in capsys.readouterr().err

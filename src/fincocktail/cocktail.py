@@ -87,6 +87,10 @@ class Decontaminate(BaseModel):
 
     n: int = Field(default=13, ge=1, description="n-gram length, in normalised words")
     drop: bool = Field(default=False, description="remove training examples that overlap any eval split")
+    max_drop_fraction: float = Field(
+        default=0.5, ge=0, le=1,
+        description="with drop: stop the run when an ingredient would lose more than this share of its rows",
+    )
 
 
 class CocktailConfig(BaseModel):

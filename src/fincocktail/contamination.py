@@ -13,6 +13,7 @@ lookups. The whole suite's eval splits (~30k examples, 1.4M 13-grams) index in a
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +30,31 @@ def normalise_words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def example_text(example: Example) -> str:
-    """What we compare: the input and the target (instruction data carries its own instruction)."""
-    parts = [str(example.meta.get("instruction", "")) if example.meta else "", example.input, example.target]
+def example_text(example: Example, shared: frozenset[str] | set[str] = frozenset()) -> str:
+    """What we compare: the example's own text, its input and target, plus its instruction when
+    that instruction is its own (instruction data such as Alpaca). An instruction in `shared` is
+    prompt text that many examples of a split carry word for word (FiQA-SA's "What is the
+    sentiment of this news? ..."); counting it would mark every example that uses the same
+    prompt as overlapping any eval split that uses it too."""
+    instruction = str(example.meta.get("instruction", "")) if example.meta else ""
+    if instruction in shared:
+        instruction = ""
+    parts = [instruction, example.input, example.target]
     return "\n".join(p for p in parts if p)
+
+
+def shared_instructions(examples: Sequence[Example]) -> set[str]:
+    """Instructions that more than one example of a split carries: a template, not the example's text."""
+    counts: Counter[str] = Counter(
+        str(ex.meta["instruction"]) for ex in examples if ex.meta and ex.meta.get("instruction")
+    )
+    return {text for text, count in counts.items() if count > 1}
+
+
+def split_hashes(examples: Sequence[Example], n: int) -> list[set[int]]:
+    """The n-gram hashes of each example of one split, its shared prompt text left out."""
+    shared = shared_instructions(examples)
+    return [ngram_hashes(example_text(ex, shared), n) for ex in examples]
 
 
 def ngram_hashes(text: str, n: int) -> set[int]:
@@ -71,6 +93,7 @@ class ContaminationReport:
         return {
             "n": self.n,
             "normalisation": "lower-cased \\w+ words; texts shorter than n words count as one n-gram",
+            "compared": "input and target, plus the instruction unless several examples of the split share it",
             "dropped": self.dropped,
             "pairs": [
                 {
@@ -101,13 +124,11 @@ def check_contamination(
     """Overlap of every training source with every eval split, per pair."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    train_grams = {
-        task: [ngram_hashes(example_text(ex), n) for ex in examples] for task, examples in train_sources.items()
-    }
+    train_grams = {task: split_hashes(examples, n) for task, examples in train_sources.items()}
     contaminated: dict[str, set[str]] = {task: set() for task in train_sources}
     pairs: list[PairResult] = []
     for (eval_task, split), eval_examples in eval_sets.items():
-        eval_grams = [ngram_hashes(example_text(ex), n) for ex in eval_examples]
+        eval_grams = split_hashes(eval_examples, n)
         index: set[int] = set().union(*eval_grams) if eval_grams else set()
         for task, examples in train_sources.items():
             hit_train = 0
@@ -122,6 +143,27 @@ def check_contamination(
                 PairResult(task, eval_task, split, len(examples), len(eval_examples), hit_train, hit_eval)
             )
     return ContaminationReport(n=n, pairs=pairs, contaminated_ids=contaminated)
+
+
+def check_drop_fraction(
+    report: ContaminationReport, train_sources: Mapping[str, Sequence[Example]], max_fraction: float
+) -> None:
+    """Stop a run whose decontamination would leave an ingredient mostly empty.
+
+    Dropping is silent otherwise: a cocktail that names an ingredient and trains on none of it
+    looks like a working run. Raised before anything is drawn, naming the ingredient, so the
+    user either fixes the data or raises `decontaminate.max_drop_fraction` knowingly.
+    """
+    from fincocktail.errors import ConfigError
+
+    for task, examples in train_sources.items():
+        lost = len(report.contaminated_ids.get(task, ()))
+        if examples and lost / len(examples) > max_fraction:
+            raise ConfigError(
+                f"decontamination would drop {lost} of {len(examples)} training examples of {task!r} "
+                f"(more than {max_fraction:.0%}); see `fincocktail data contamination`, or set "
+                f"decontaminate.max_drop_fraction: 1.0 in the cocktail to train on the rest anyway"
+            )
 
 
 def load_eval_sets(

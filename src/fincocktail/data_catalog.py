@@ -29,6 +29,18 @@ class Dataset:
     files: tuple[DataFile, ...]
 
 
+# The Hugging Face Hub copy of the same data, where a well-known one exists: a model card's
+# `datasets:` must name Hub ids for the Hub to link them. Copies here come from GitHub (see the
+# urls), so this is for the card only; datasets without an entry are named in the card's table.
+HUB_DATASETS: dict[str, str] = {
+    "fpb": "takala/financial_phrasebank",
+    "tfns": "zeroshot/twitter-financial-news-sentiment",
+    "gsm8k": "openai/gsm8k",
+    "lima": "GAIR/lima",
+    "alpaca": "vicgalle/alpaca-gpt4",
+    "financebench": "PatronusAI/financebench",
+}
+
 DATASETS: tuple[Dataset, ...] = (
     Dataset(
         "fpb",

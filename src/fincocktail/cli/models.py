@@ -141,6 +141,7 @@ def show_cmd(
         ("description", spec.description),
         ("source", spec.source),
         ("hub id", spec.hub_id),
+        ("local weights", spec.local_weights),
         ("parameters", f"{spec.parameters:,} ({_params(spec.parameters)})"),
         ("licence", spec.licence),
         ("licence note", spec.licence_note or "-"),

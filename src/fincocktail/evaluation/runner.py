@@ -146,15 +146,21 @@ def run_eval(
             raise ConfigError(problem)
     data_dir = find_data_dir(config.data_dir)
     judge = _make_judge(config)  # before any folder is made: a missing key fails first
-    out_dir = _prepare_out_dir(config)
+    out_dir, created = _prepare_out_dir(config)
+    locked = False
     try:
         with FolderLock(out_dir, EVAL_LOCK, "an evaluation", "wait for it or choose another --out"):
+            locked = True
             try:
                 return _run_eval_locked(config, tasks, api, style, data_dir, out_dir, loaded, progress, started, judge, tokens)
             except Exception as exc:
                 if is_disk_full(exc):  # no card yet (it is written last): the one line is the whole report
                     raise FincocktailError(disk_full_message(out_dir)) from None
                 raise
+    except BaseException:
+        if locked:
+            _remove_empty_out_dir(out_dir, created)
+        raise
     finally:
         if judge is not None:
             judge.close()
@@ -590,12 +596,31 @@ def default_out_dir(model: str, now: datetime | None = None) -> Path:
     return Path("runs") / "eval" / f"{now:%Y%m%d-%H%M%S}-{slug}"
 
 
-def _prepare_out_dir(config: EvalConfig) -> Path:
+def _prepare_out_dir(config: EvalConfig) -> tuple[Path, list[Path]]:
+    """The output folder, made, and the folders this call made (deepest first), so that a
+    failed run can take them back (see `_remove_empty_out_dir`)."""
     out = Path(config.out) if config.out else default_out_dir(config.model)
     if (out / "run_card.json").exists():
         raise ConfigError(f"--out {out} already holds an evaluation (run_card.json); choose another folder")
+    created = [folder for folder in (out, *out.parents) if not folder.exists()]
     out.mkdir(parents=True, exist_ok=True)
-    return out
+    return out, created
+
+
+def _remove_empty_out_dir(out: Path, created: Sequence[Path]) -> None:
+    """After a failed run: remove the folders it made when they hold nothing but its lock.
+
+    Why: a folder holding only `.eval.lock` looks like an evaluation and makes the user wonder
+    what ran; one that holds predictions is kept, since they show how far the run got.
+    """
+    if not created or any(entry.name != EVAL_LOCK for entry in out.iterdir()):
+        return
+    (out / EVAL_LOCK).unlink(missing_ok=True)
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: something else lives there now
+            return
 
 
 def _run_card(config: EvalConfig, style: str, tasks: Sequence[Task], results: Sequence[TaskResult], backend: Backend, wall: float) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from fincocktail.errors import ConfigError, ModelError
 from fincocktail.evaluation.results import read_metrics
 from fincocktail.fileio import first_line, write_json_atomic
-from fincocktail.export.modelcard import EvalScore, SourceLicence, render_card, source_licences
+from fincocktail.export.modelcard import LICENCE_FILE, EvalScore, SourceLicence, render_card, render_licences, source_licences
 
 CARD_COPY = "fincocktail_run_card.json"
 
@@ -152,6 +152,50 @@ def export_model(run_dir: str | Path, out: str | Path, merge: bool = False, eval
         raise
 
 
+def _name_the_base(cfg_path: Path, hub_id: str | None, base_path: Path) -> None:
+    """Point the adapter at its base by hub id, so the folder loads on any machine.
+
+    Why: training records the local folder it loaded (under ~/.cache/fincocktail), which exists
+    nowhere else. A base outside the registry has no hub id; then a folder that exists here is kept.
+    """
+    adapter_cfg = _read_json(cfg_path)
+    if hub_id:
+        adapter_cfg["base_model_name_or_path"] = hub_id
+    elif not Path(str(adapter_cfg.get("base_model_name_or_path", ""))).is_dir():
+        adapter_cfg["base_model_name_or_path"] = str(base_path)  # plain peft finds the base here
+    write_json_atomic(cfg_path, adapter_cfg)
+
+
+EXAMPLE_INPUT = "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn in the corresponding period in 2007."
+
+
+def prompt_example(style: str, manifest: dict[str, Any], tokenizer_dir: Path) -> str:
+    """One prompt of the run's first training task, rendered as training rendered it (the chat
+    style needs the tokenizer's template); empty when it cannot be rendered here."""
+    from fincocktail.prompts import render_text
+    from fincocktail.tasks.registry import get_task
+
+    instruction = ""
+    for task_id in manifest.get("sources") or {}:
+        try:
+            instruction = get_task(task_id).instruction
+        except Exception:  # a user task not on this machine
+            continue
+        if instruction:
+            break
+    if not instruction:
+        return ""
+    tokenizer = None
+    if style == "chat":
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    try:
+        return render_text(instruction, EXAMPLE_INPUT, "", style=style, tokenizer=tokenizer).prompt  # type: ignore[arg-type]
+    except ValueError:
+        return ""
+
+
 def _export(run_dir: Path, train_dir: Path, card: dict[str, Any], out: Path, merge: bool, eval_dirs: Sequence[str | Path],
             name: str | None) -> ExportResult:
     from fincocktail.models import resolve_model, spec_for
@@ -176,11 +220,7 @@ def _export(run_dir: Path, train_dir: Path, card: dict[str, Any], out: Path, mer
     else:
         shutil.copytree(weights, out, dirs_exist_ok=True)
         if method == "lora":
-            cfg_path = out / "adapter_config.json"
-            adapter_cfg = _read_json(cfg_path)
-            if not Path(str(adapter_cfg.get("base_model_name_or_path", ""))).is_dir():
-                adapter_cfg["base_model_name_or_path"] = str(base_path)  # plain peft finds the base here
-                write_json_atomic(cfg_path, adapter_cfg)
+            _name_the_base(out / "adapter_config.json", spec.hub_id if spec else None, base_path)
     sweep_evals = sorted(p.parent for p in run_dir.glob("eval/*/*/run_card.json")) if train_dir != run_dir else []
     evals = [Path(d).expanduser() for d in eval_dirs] + [d for d in sweep_evals if d not in eval_dirs]
     scores = eval_scores(evals, weights if method == "lora" else None, base_model)
@@ -199,8 +239,11 @@ def _export(run_dir: Path, train_dir: Path, card: dict[str, Any], out: Path, mer
         train_card=card,
         scores=scores,
         licences=licences,
+        prompt_example=prompt_example(str(config.get("prompt_style", "instruction")), manifest, out if merged else base_path),
+        local_weights=spec.local_weights if spec else "",
     )
     _verify_weights(out)  # what was copied or written is whole too
     (out / "README.md").write_text(text, encoding="utf-8")
+    (out / LICENCE_FILE).write_text(render_licences(base_model, spec.licence if spec else "unknown", spec.licence_note if spec else "", licences), encoding="utf-8")
     write_json_atomic(out / CARD_COPY, card)
     return ExportResult(out, merged, scores, licences)

@@ -11,14 +11,16 @@ stated at the top of the card, not in a footnote.
 from __future__ import annotations
 
 import html
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
-from fincocktail.data_catalog import DATASETS, Dataset
+from fincocktail.data_catalog import DATASETS, HUB_DATASETS, Dataset
 
+LICENCE_FILE = "LICENSES.md"  # written beside the card; the card's `license_link` points at it
 SPDX = {"apache-2.0": "apache-2.0", "mit": "mit", "cc by 4.0": "cc-by-4.0", "cc by 3.0": "cc-by-3.0"}
 
 
@@ -107,6 +109,10 @@ def _card_metadata(name: str, base_hub_id: str | None, base_licence: str, method
         meta["license_name"] = "non-commercial-training-data" if restricted else base_licence
     else:
         meta["license"] = base_spdx
+    meta["license_link"] = LICENCE_FILE  # the base's and every training source's terms, in one file
+    hub_datasets = sorted({HUB_DATASETS[d] for s in licences for d in s.datasets if d in HUB_DATASETS})
+    if hub_datasets:
+        meta["datasets"] = hub_datasets
     meta["pipeline_tag"] = "text-generation"
     meta["language"] = ["en"]
     meta["tags"] = ["fincocktail", "finance", "text-generation"] + (["lora"] if method == "lora" else [])
@@ -208,8 +214,15 @@ def render_card(
     train_card: dict[str, Any],
     scores: Sequence[EvalScore],
     licences: Sequence[SourceLicence],
+    prompt_example: str = "",
+    local_weights: str = "",
 ) -> str:
-    """README.md text: the YAML metadata header, then the card."""
+    """README.md text: the YAML metadata header, then the card.
+
+    `prompt_example` is one prompt exactly as the model saw them in training (a prompt in
+    another format gets other answers); `local_weights` what the trained-on weights are
+    relative to the hub id (e.g. dequantized from a GGUF).
+    """
     meta = _card_metadata(name, base_hub_id, base_licence, method, merged, scores, licences)
     lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "", f"# {_md(name)}", ""]
     lines += _licence_warning(licences, base_licence)
@@ -229,7 +242,9 @@ def render_card(
     lines += _data_section(train_card.get("data_manifest") or {}, licences)
     lines += _training_section(train_card)
     lines += _evaluation_section(scores)
-    lines += ["", "## How to load", "", "```python", *(_load_snippet(merged or method == "full")), "```", ""]
+    style = str((train_card.get("config") or {}).get("prompt_style", "instruction"))
+    lines += _prompt_section(style, prompt_example)
+    lines += _load_section(merged or method == "full", base_hub_id, local_weights, prompt_example)
     return "\n".join(lines)
 
 
@@ -251,17 +266,64 @@ def _inline(value: Any) -> str:
     return str(value)
 
 
-def _load_snippet(standalone: bool) -> list[str]:
+def _prompt_section(style: str, example: str) -> list[str]:
+    """The prompt format the model was trained in, with one prompt exactly as it saw them."""
+    from fincocktail.prompts import INSTRUCTION_TEMPLATE, INSTRUCTION_TEMPLATE_NO_INPUT
+
+    lines = ["", "## Prompt format", "", f"Trained with prompt style `{_code(style)}`. "]
+    if style == "instruction":
+        lines[-1] += ("Prompts are plain text (no chat template); the answer follows `Answer:` after one space, "
+                      "and the model ends it with the tokenizer's EOS token:")
+        lines += ["", "```text", INSTRUCTION_TEMPLATE, "```", "",
+                  "or, for an example without input:", "", "```text", INSTRUCTION_TEMPLATE_NO_INPUT, "```"]
+    else:
+        lines[-1] += ("Prompts go through the tokenizer's chat template (`tokenizer.apply_chat_template(messages, "
+                      "add_generation_prompt=True)`), with one user message holding the instruction, a blank line and the input.")
+    if example:
+        lines += ["", "Example (exactly as in training; the model's answer follows it):", "", "```text", example, "```"]
+    return lines + ["", "A prompt in another format (e.g. a chat message for an instruction-style model) gets other answers.", ""]
+
+
+def _load_section(standalone: bool, base_hub_id: str | None, local_weights: str, example: str) -> list[str]:
+    """How to load it with plain transformers (+ peft for an adapter) and ask it one prompt."""
+    base = base_hub_id or "BASE_MODEL"
+    lines = ["## How to load", "", "With plain `transformers`" + ("" if standalone else " and `peft`") + ":", "", "```python"]
     if standalone:
-        return [
+        lines += [
             "from transformers import AutoModelForCausalLM, AutoTokenizer",
             'model = AutoModelForCausalLM.from_pretrained("PATH")',
             'tokenizer = AutoTokenizer.from_pretrained("PATH")',
         ]
-    return [
-        "from peft import AutoPeftModelForCausalLM",
-        "from transformers import AutoTokenizer",
-        '# base_model_name_or_path in adapter_config.json names the base model folder',
-        'model = AutoPeftModelForCausalLM.from_pretrained("PATH")',
-        'tokenizer = AutoTokenizer.from_pretrained("PATH")',
+    else:
+        lines += [
+            "from peft import PeftModel",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            f'base = AutoModelForCausalLM.from_pretrained("{_code(base)}")  # base_model_name_or_path of adapter_config.json',
+            'model = PeftModel.from_pretrained(base, "PATH")',
+            'tokenizer = AutoTokenizer.from_pretrained("PATH")',
+        ]
+    lines += [
+        f"prompt = {json.dumps(example) if example else '...  # see Prompt format'}",
+        'ids = tokenizer(prompt, return_tensors="pt")',
+        "out = model.generate(**ids, max_new_tokens=16, do_sample=False)",
+        'print(tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))',
+        "```",
+        "",
     ]
+    if local_weights and "dequantized" in local_weights and not standalone:
+        lines += [f"The adapter was trained on the base's local weights, {_md(local_weights)}. For the exact model "
+                  "that was evaluated, load the base from the folder `fincocktail models pull` makes instead of the hub id.", ""]
+    return lines
+
+
+def render_licences(base_model: str, base_licence: str, base_note: str, licences: Sequence[SourceLicence]) -> str:
+    """LICENSES.md: the terms that apply to the exported model, the card's `license_link`.
+
+    Why a file: the Hub's `license: other` needs a link, and the terms are several (the base's
+    and each training source's), none of which alone is the model's licence.
+    """
+    lines = ["# Licences", "", "The terms of the base model and of every training source apply to this model.", "",
+             f"- base model `{_code(base_model)}`: {_md(base_licence)}" + (f" ({_md(base_note)})" if base_note else "")]
+    for s in licences:
+        lines.append(f"- training source `{_code(s.task)}`: {_md(s.licence)}; commercial use: {_md(s.status)}")
+    return "\n".join(lines) + "\n"

