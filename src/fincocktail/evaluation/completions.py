@@ -18,7 +18,9 @@ from typing import Any, Callable
 
 import torch
 
-from fincocktail.evaluation.openai_fields import BadRequest, greedy_only, max_tokens_field, model_field, stop_field, stream_fields
+from fincocktail.evaluation.openai_fields import (
+    COMPLETION_FIELDS, BadRequest, greedy_only, max_tokens_field, model_field, refuse_unsupported, stop_field, stream_fields,
+)
 
 DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default for /v1/completions
 MAX_LOGPROBS = 20
@@ -54,6 +56,7 @@ def parse_completion_request(body: Any) -> CompletionRequest:
         raise BadRequest("the request body must be a JSON object")
     if "prompt" not in body:
         raise BadRequest("'prompt' is required")
+    refuse_unsupported(body, COMPLETION_FIELDS)
     greedy_only(body)
     logprobs = body.get("logprobs")
     if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool) or not 0 <= logprobs <= MAX_LOGPROBS):
@@ -122,6 +125,27 @@ def token_logprobs(tokenizer: Any, lp: torch.Tensor, ids: list[int], start: int,
         "top_logprobs": tops[start:],
         "text_offset": [max(o, 0) for o in offsets],
     }
+
+
+def _entry(tokenizer: Any, token_id: int, logprob: float) -> dict[str, Any]:
+    text = tokenizer.decode([token_id])
+    return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+
+@torch.inference_mode()
+def chat_logprob_entries(tokenizer: Any, rows: torch.Tensor, produced: list[int], top: int) -> list[dict[str, Any]]:
+    """Chat `logprobs.content`: for each generated token, log P(token | all before it) and the `top` best alternatives.
+
+    `rows[k]` is the log-softmax of the step that produced `produced[k]` (`sequence_logprobs` rows).
+    """
+    chosen = rows.gather(1, torch.tensor(produced).unsqueeze(1).to(rows.device)).squeeze(1).tolist()
+    best = torch.topk(rows, k=max(top, 1), dim=-1)
+    out = []
+    for tok, value, vs, ids in zip(produced, chosen, best.values.tolist(), best.indices.tolist()):
+        entry = _entry(tokenizer, tok, value)
+        entry["top_logprobs"] = [_entry(tokenizer, i, v) for v, i in zip(vs[:top], ids[:top])]
+        out.append(entry)
+    return out
 
 
 def one_token(scorer: Any, tokenizer: Any, ids: list[int], stop: tuple[str, ...]) -> tuple[Any, list[int], torch.Tensor]:
