@@ -187,3 +187,43 @@ def test_chat_logprobs_match_a_hand_computed_log_softmax(loaded, serve, lively_m
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "top_logprobs"
     bad = httpx.post(f"{url}/chat/completions", json={"messages": messages, "logprobs": True, "stream": True})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "logprobs"
+
+
+def _tuned_run(base_dir, run_dir, style: str, seed: int):
+    """A training run folder as `fincocktail train` leaves it: a (random, B != 0) LoRA adapter and a run card with its style."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
+                          LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))
+    peft.save_pretrained(run_dir / "adapter")
+    (run_dir / "run_card.json").write_text(json.dumps({"status": "complete", "config": {"prompt_style": style}}))
+    return run_dir
+
+
+def test_each_adapter_answers_through_chat_as_fincocktail_eval_scored_it(lively_model_dir, serve, tmp_path):  # noqa: F811
+    """The chat endpoint prompts an adapter in its training style, so it answers what `fincocktail eval` recorded."""
+    from fincocktail.evaluation.runner import EvalConfig, run_eval
+
+    task = FakeNumeric(n=6)
+    runs = {style: _tuned_run(lively_model_dir, tmp_path / f"{style}-lora", style, seed) for seed, style in enumerate(("instruction", "chat"))}
+    pool = ModelPool(load_for_eval(str(lively_model_dir)), "base", parse_adapter_specs([f"{s}={d}" for s, d in runs.items()]))
+    url = serve(ChatService(pool))
+    listed = {m["id"]: m.get("prompt_style") for m in httpx.get(f"{url}/models").json()["data"]}
+    assert listed == {"base": None, "instruction": "instruction", "chat": "chat"}
+    for style, run_dir in runs.items():
+        run_eval(EvalConfig(model=str(lively_model_dir), adapter=str(run_dir), tasks=["fnum"], out=tmp_path / f"eval-{style}",
+                            data_dir=tmp_path), resolve_task=resolver(task))
+        card = json.loads((tmp_path / f"eval-{style}" / "run_card.json").read_text())
+        assert card["style"] == style  # eval too picks the adapter's training style
+        rows = [json.loads(x) for x in (tmp_path / f"eval-{style}" / "fnum.predictions.jsonl").read_text().splitlines()]
+        for ex, row in zip(task.load("test", tmp_path), rows):
+            message = {"role": "user", "content": f"{task.instruction}\n\n{ex.input}"}
+            r = httpx.post(f"{url}/chat/completions", json={"model": style, "messages": [message], "max_tokens": 10, "stop": ["\n"]})
+            assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == row["raw_output"]
+    two = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    r = httpx.post(f"{url}/chat/completions", json={"model": "instruction", "messages": two})
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["code"] == "prompt_style" and "instruction prompt style" in err["message"] and "\n" not in err["message"]
+    assert httpx.post(f"{url}/chat/completions", json={"model": "chat", "messages": two, "max_tokens": 2}).status_code == 200

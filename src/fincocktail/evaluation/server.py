@@ -106,13 +106,13 @@ def parse_chat_request(body: Any) -> ChatRequest:
 def instruction_prompt(messages: list[dict[str, str]], name: str) -> str:
     """The instruction-style prompt (prompts.INSTRUCTION_TEMPLATE) for a chat request to an adapter trained in it.
 
-    `fincocktail eval --style chat` sends one user message "INSTRUCTION\n\nINPUT"; the same
+    `fincocktail eval --style chat` sends one user message, the instruction, a blank line, the input; the same
     message is split back at its first blank line, so the adapter sees the prompt it was trained
     and evaluated on. Anything else cannot be put in that template: a one-line 400 naming the style.
     """
     if len(messages) != 1 or messages[0]["role"] != "user":
         raise BadRequest(f"`{name}` was trained in the instruction prompt style (Instruction/Input/Answer), which takes exactly "
-                         "one user message (\"INSTRUCTION\n\nINPUT\"); send one, or use /v1/completions with the prompt text",
+                         "one user message (INSTRUCTION, a blank line, INPUT); send one, or use /v1/completions with the prompt text",
                          param="messages", code="prompt_style")
     instruction, _, input_text = messages[0]["content"].partition("\n\n")
     return render_text(instruction, input_text, "", style="instruction").prompt
