@@ -51,7 +51,7 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 ROLES = {"system", "user", "assistant"}
 
 
-__all__ = ["BadRequest", "ChatRequest", "ChatService", "ClientGone", "make_handler", "make_server", "parse_chat_request", "peer_closed"]
+__all__ = ["BadRequest", "ChatRequest", "ChatService", "ClientGone", "attach", "bind_server", "make_handler", "make_server", "parse_chat_request", "peer_closed"]
 
 
 class ClientGone(Exception):
@@ -454,6 +454,21 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+def bind_server(host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+    """A listening socket on host:port, not serving yet (`attach` gives it its service).
+
+    Why: `fincocktail serve` binds before it loads the model, so a port already taken is a
+    one-line error at once instead of after the load, and the port stays its own meanwhile.
+    """
+    return _Server((host, port), _Handler)
+
+
+def attach(server: ThreadingHTTPServer, service: ChatService, quiet: bool = True, client_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S,
+           max_waiting: int = DEFAULT_MAX_WAITING) -> ThreadingHTTPServer:
+    server.RequestHandlerClass = make_handler(service, quiet, client_timeout_s, max_waiting)
+    return server
+
+
 def make_server(service: ChatService, host: str = "127.0.0.1", port: int = 8000, quiet: bool = True,
                 client_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S, max_waiting: int = DEFAULT_MAX_WAITING) -> ThreadingHTTPServer:
-    return _Server((host, port), make_handler(service, quiet, client_timeout_s, max_waiting))
+    return attach(bind_server(host, port), service, quiet, client_timeout_s, max_waiting)
