@@ -3,8 +3,10 @@
 Comparing cocktails means serving many adapters of one base; a merged copy of the base per
 adapter would multiply the memory by their number. Here the base is loaded once, every adapter
 is attached to it with peft under its own name (unmerged, a few MB each), and each request
-activates the one its `model` field names (`disable_adapter` for the base itself). Requests are
-served one at a time behind a lock, so switching adapters between requests is safe.
+activates the one its `model` field names (`disable_adapter` for the base itself). Batches
+(of requests for one adapter) and single requests are served one at a time behind a lock, so
+switching adapters between them is safe. Each adapter's training prompt style is read from its
+run card (`recorded_style`), so the server prompts it as it was trained.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """An OpenAI-compatible server for a base model and its fine-tuned adapters (`fincocktail serve`).
 
-Standard library only (ThreadingHTTPServer): requests are parsed concurrently, and decoding is
-serialised behind a lock since one model instance serves them all. Decoding is greedy and goes
+Standard library only (ThreadingHTTPServer): requests are parsed concurrently; chat requests
+waiting for the model are decoded together in batches by one model thread (`batching`), and
+text completions one at a time, all behind the pool's lock since one model instance serves them. Decoding is greedy and goes
 through the very function `fincocktail eval` uses, so a client evaluating through this server
 gets the answers a local evaluation in the chat style gets. Bad requests get a 400 with an
 OpenAI-style JSON error, never a crash of the server; a `model` the server does not hold is a
