@@ -7,7 +7,7 @@ decoded before issue 27: one request at a time). Prints the median of `--repeats
 a multiple of one request's time. Also checks that batched answers equal the one-at-a-time ones.
 
     .venv/bin/python bench/serve_concurrency.py [--model DIR_OR_NAME] [--hidden 256] [--layers 4] [--n 1 2 4 8]
-        [--max-tokens 32] [--repeats 3] [--threads 1]
+        [--max-tokens 32] [--repeats 3] [--threads 1] [--forward-ms 0]
 
 Without `--model` a random Llama of `--hidden`/`--layers` with the test suite's tokenizer is built in
 a temporary folder (tests/tiny_model.py), so it runs anywhere in seconds; `--model
@@ -48,20 +48,39 @@ def _random_model(hidden: int, layers: int) -> str:
     return str(out)
 
 
+def _slow_forwards(service: object, seconds: float) -> None:
+    scorer = service.pool.scorer  # type: ignore[attr-defined]
+    real = scorer.hidden
+
+    def hidden(*args: object, **kwargs: object) -> object:
+        time.sleep(seconds)
+        return real(*args, **kwargs)
+
+    scorer.hidden = hidden
+
+
 def _round(url: str, n: int, max_tokens: int) -> tuple[float, list[str]]:
+    """Seconds until all `n` requests, sent at the same moment (clients connected beforehand), are answered."""
     out: list[str] = [""] * n
+    clients = [httpx.Client(timeout=600) for _ in range(n)]
+    go = threading.Barrier(n + 1)
 
     def ask(i: int) -> None:
         body = {"messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}], "max_tokens": max_tokens}
-        out[i] = httpx.post(f"{url}/chat/completions", json=body, timeout=600).json()["choices"][0]["message"]["content"]
+        go.wait()
+        out[i] = clients[i].post(f"{url}/chat/completions", json=body).json()["choices"][0]["message"]["content"]
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(n)]
-    t0 = time.perf_counter()
     for t in threads:
         t.start()
+    go.wait()
+    t0 = time.perf_counter()
     for t in threads:
         t.join()
-    return time.perf_counter() - t0, out
+    seconds = time.perf_counter() - t0
+    for c in clients:
+        c.close()
+    return seconds, out
 
 
 def main() -> None:
@@ -73,6 +92,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--forward-ms", type=float, default=0.0,
+                        help="add this sleep to every forward: a forward whose cost hardly depends on the rows (a GPU's), simulated")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from fincocktail.evaluation.loading import load_for_eval
@@ -82,7 +103,10 @@ def main() -> None:
     times: dict[tuple[int, int], float] = {}
     answers: dict[int, list[str]] = {}
     for max_batch in (1, max(args.n)):
-        server = make_server(ChatService(loaded, "bench", max_batch=max_batch), "127.0.0.1", 0)
+        service = ChatService(loaded, "bench", max_batch=max_batch)
+        if args.forward_ms:
+            _slow_forwards(service, args.forward_ms / 1000)
+        server = make_server(service, "127.0.0.1", 0)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{server.server_address[1]}/v1"
         _round(url, 1, 2)  # warm-up
@@ -95,7 +119,8 @@ def main() -> None:
         server.server_close()
     one = times[max(args.n), 1]
     print(f"model: {args.model or f'random Llama hidden {args.hidden}, {args.layers} layers'}; {args.max_tokens} tokens each; "
-          f"torch threads {args.threads}; median of {args.repeats}")
+          f"torch threads {args.threads}; median of {args.repeats}"
+          + (f"; +{args.forward_ms:g} ms per forward" if args.forward_ms else ""))
     print("| concurrent | batched (s) | x one | one at a time (s) | x one |")
     print("|---:|---:|---:|---:|---:|")
     for n in args.n:
