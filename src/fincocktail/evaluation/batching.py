@@ -26,6 +26,7 @@ from fincocktail.evaluation.openai_fields import BadRequest
 
 DEFAULT_MAX_BATCH = 8
 DEFAULT_BATCH_WINDOW_S = 0.01  # an idle model waits this long for requests sent at the same moment
+GATHER_WINDOWS = 5  # and again while more arrive, up to this many windows
 _DONE = object()
 
 
@@ -87,9 +88,7 @@ class Batcher:
                     self._worker = None
                     return
                 name = self._waiting[0].name
-                crowded = len(self._waiting) >= self.max_batch
-            if not crowded and self.window_s > 0:
-                time.sleep(self.window_s)
+            self._gather()
             with self.pool.use(name) as scorer:
                 with self._cond:
                     jobs = [j for j in self._waiting if j.name == name][: self.max_batch]
@@ -99,6 +98,19 @@ class Batcher:
                         j.started.set()
                 if jobs:
                     self._run(scorer, jobs)
+
+    def _gather(self) -> None:
+        """Wait `window_s` for requests sent at the same moment, again while more keep arriving (at most
+        GATHER_WINDOWS windows), unless a full batch already waits. Why: clients of one burst reach the
+        server spread over tens of ms; a lone request pays one window."""
+        seen = -1
+        for _ in range(GATHER_WINDOWS):
+            with self._cond:
+                count = len(self._waiting)
+            if count == seen or count >= self.max_batch or self.window_s <= 0:
+                return
+            seen = count
+            time.sleep(self.window_s)
 
     def _run(self, scorer: Any, jobs: list[Job]) -> None:
         """One batch; every job ends with a result or the batch's error, and its stream's end mark."""
