@@ -227,3 +227,16 @@ def test_each_adapter_answers_through_chat_as_fincocktail_eval_scored_it(lively_
     err = r.json()["error"]
     assert r.status_code == 400 and err["code"] == "prompt_style" and "instruction prompt style" in err["message"] and "\n" not in err["message"]
     assert httpx.post(f"{url}/chat/completions", json={"model": "chat", "messages": two, "max_tokens": 2}).status_code == 200
+
+
+def test_text_completions_are_batched_too_with_the_answers_of_one_prompt_at_a_time(loaded, serve):
+    """Several prompts in one request (and concurrent requests) share a batch; each answer is the prompt's alone."""
+    service = ChatService(loaded, "tiny", batch_window_s=0.0)
+    url = serve(service)
+    prompts = [text for text, _, _ in REQUESTS]
+    alone = [httpx.post(f"{url}/completions", json={"prompt": p, "max_tokens": 6, "stop": ["e"]}).json()["choices"][0] for p in prompts]
+    together = httpx.post(f"{url}/completions", json={"prompt": prompts, "max_tokens": 6, "stop": ["e"], "echo": True}).json()
+    assert service.batcher.batches == [1, 1, 1, 1, 4]
+    assert [c["text"] for c in together["choices"]] == [p + a["text"] for p, a in zip(prompts, alone)]
+    assert [c["finish_reason"] for c in together["choices"]] == [a["finish_reason"] for a in alone]
+    assert [c["index"] for c in together["choices"]] == [0, 1, 2, 3] and together["usage"]["completion_tokens"] > 0

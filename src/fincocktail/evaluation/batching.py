@@ -65,11 +65,19 @@ class Batcher:
 
     def submit(self, job: Job, timeout_s: float | None) -> Job:
         """Queue `job` and wait until the model thread starts it; a 503 when that takes over `timeout_s`."""
+        self.enqueue([job])
+        return self.wait_started(job, timeout_s)
+
+    def enqueue(self, jobs: list[Job]) -> None:
+        """Queue `jobs` together (the prompts of one request go into one batch); starts the model thread if idle."""
         with self._cond:
-            self._waiting.append(job)
+            self._waiting.extend(jobs)
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._work, name="fincocktail-model", daemon=True)
                 self._worker.start()
+
+    def wait_started(self, job: Job, timeout_s: float | None) -> Job:
+        """`job` once the model thread has taken it; abandoned and a 503 when that takes over `timeout_s`."""
         if job.started.wait(timeout_s):
             return job
         with self._cond:
@@ -79,6 +87,15 @@ class Batcher:
                 raise BadRequest(f"the model is busy (waited {timeout_s:g} s for earlier requests); retry later",
                                  status=503, kind="server_error", code="busy")
         return job  # taken just as the wait ran out
+
+    def abandon(self, jobs: list[Job]) -> None:
+        """Withdraw the jobs of a request that gave up (one of its prompts got a 503): those still waiting, and cancel the rest."""
+        with self._cond:
+            for j in jobs:
+                if j.state == "waiting":
+                    j.state = "abandoned"
+                    self._waiting.remove(j)
+                j.cancelled = True
 
     def _work(self) -> None:
         """Decode batches while jobs wait; the thread ends when none is left (`submit` starts another)."""

@@ -241,11 +241,14 @@ class ChatService:
     def completion(self, req: Any, emit: Callable[[dict[str, Any]], None] | None = None,
                    client_gone: Callable[[], bool] | None = None) -> dict[str, Any]:
         """A text completion (`completions.CompletionRequest`); streamed as chunks through `emit` when given."""
-        from fincocktail.evaluation.completions import run_completion
+        from fincocktail.evaluation.completions import batched_completion, run_completion
 
         name = self.check(req.model, req.max_tokens)
-        with self.pool.use(name, self.queue_timeout_s) as scorer:
-            out = run_completion(scorer, self.pool.tokenizer, self.max_context, name, req, emit, client_gone)
+        if emit is None and req.logprobs is None and req.max_tokens > 0:  # plain generation: batched with others
+            out = batched_completion(self.batcher, self.pool.tokenizer, self.max_context, name, req, client_gone, self.queue_timeout_s)
+        else:
+            with self.pool.use(name, self.queue_timeout_s) as scorer:
+                out = run_completion(scorer, self.pool.tokenizer, self.max_context, name, req, emit, client_gone)
         if any(c.get("finish_reason") == "cancelled" for c in out["choices"]):
             raise ClientGone
         return out
