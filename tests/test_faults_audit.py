@@ -185,6 +185,24 @@ def test_serve_with_an_impossible_port_fails_before_loading_the_model(capsys, mo
     assert_one_line_error(res, f"--port {port}", "0 to 65535", code=2)
 
 
+def test_serve_on_a_port_already_taken_fails_before_loading_the_model(capsys, monkeypatch):
+    """Issue 27: the model loaded (~10 s) before the server found its port taken."""
+    import socket
+
+    import fincocktail.evaluation.loading as loading
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before the port was checked")
+
+    monkeypatch.setattr(loading, "load_for_eval", never)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        res = cli(capsys, monkeypatch, "serve", "--model", "smollm2-135m-instruct", "--port", port)
+    assert_one_line_error(res, f"cannot listen on 127.0.0.1:{port}", "--port", code=2)
+
+
 # -- 18. typos are usage errors (exit 2), found before anything loads -----------------------------
 
 

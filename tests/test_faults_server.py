@@ -12,7 +12,7 @@ import httpx
 import pytest
 from eval_fakes import lively_model_dir  # noqa: F401 (fixture)
 
-import fincocktail.evaluation.server as server_mod
+import fincocktail.evaluation.batching as batching_mod
 from fincocktail.evaluation.generate import generate_greedy
 from fincocktail.evaluation.loading import load_for_eval
 from fincocktail.evaluation.server import ChatService, make_server
@@ -113,7 +113,7 @@ def test_decoding_stops_when_the_client_goes_away(serve, monkeypatch):
         finished.append(gens[0])
         return gens
 
-    monkeypatch.setattr(server_mod, "generate_greedy", observed)
+    monkeypatch.setattr(batching_mod, "generate_greedy", observed)
     _, url = serve(max_tokens_cap=64)
     port = int(url.rsplit(":", 1)[1])
     body = json.dumps({"messages": MESSAGES, "max_tokens": 64}).encode()

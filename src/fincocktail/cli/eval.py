@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         sample_seed: int = typer.Option(0, "--sample-seed", help="Seeds the sample (independent of --seed)."),
         shots: int = typer.Option(0, "--shots", help="Demonstrations from the train split (seeded; the same for every example)."),
         mode: str = typer.Option("auto", "--mode", help="auto | choice | generate. auto: choice for classification/multiple choice, else generate."),
-        style: Optional[str] = typer.Option(None, "--style", help="instruction | chat (default: instruction; chat for API models)."),
+        style: Optional[str] = typer.Option(None, "--style", help="instruction | chat (default: the style an --adapter was trained in, else instruction; chat for API models)."),
         batch_size: int = typer.Option(8, "--batch-size", help="Examples per forward pass (API models: parallel requests)."),
         dtype: str = typer.Option(
             DEFAULT_EVAL_DTYPE, "--dtype",

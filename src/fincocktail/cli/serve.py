@@ -40,29 +40,36 @@ def register(app: typer.Typer) -> None:
         max_tokens_cap: int = typer.Option(1024, "--max-tokens-cap", min=1, help="Largest max_tokens a request may ask for (larger: 400)."),
         queue_timeout: float = typer.Option(120.0, "--queue-timeout", min=0, help="Seconds a request may wait for the model before a 503."),
         client_timeout: float = typer.Option(30.0, "--client-timeout", min=0.1, help="Seconds a client has to send its whole request (in total, not per byte) before it is dropped."),
+        max_batch: int = typer.Option(8, "--max-batch", min=1, help="Chat requests waiting for the model that are decoded together in one batch."),
     ) -> None:
         """Serve POST /v1/chat/completions (streamed or not), POST /v1/completions (echo, logprobs) and GET /v1/models."""
         from rich.console import Console
 
         from fincocktail.evaluation.adapters import ModelPool, parse_adapter_specs, split_spec
         from fincocktail.evaluation.loading import load_for_eval
-        from fincocktail.evaluation.server import ChatService, make_server
+        from fincocktail.evaluation.server import ChatService, attach, bind_server
 
         check_port(port)
         device = check_device(device)
         specs = parse_adapter_specs(adapters, single_name=name)
         single_unnamed = len(adapters) == 1 and not split_spec(adapters[0])[0]  # then --name names that adapter
         base_name = (None if single_unnamed else name) or Path(model.rstrip("/")).name
-        loaded = load_for_eval(model, None, "float32" if dtype == "auto" else dtype, device=device)
-        try:
-            service = ChatService(ModelPool(loaded, base_name, specs), max_tokens_cap=max_tokens_cap, queue_timeout_s=queue_timeout)
-        except ValueError as exc:
-            raise ModelError(f"--model {model}: {exc}") from exc
-        served = ", ".join(service.pool.names())
-        try:
-            server = make_server(service, host, port, quiet=not verbose, client_timeout_s=client_timeout)
+        try:  # before the model loads: a port already taken is an error at once, and stays ours meanwhile
+            server = bind_server(host, port)
         except OSError as exc:
-            raise ModelError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port (0 picks a free one)") from exc
+        try:
+            loaded = load_for_eval(model, None, "float32" if dtype == "auto" else dtype, device=device)
+            service = ChatService(ModelPool(loaded, base_name, specs), max_tokens_cap=max_tokens_cap, queue_timeout_s=queue_timeout,
+                                  max_batch=max_batch)
+        except ValueError as exc:
+            server.server_close()
+            raise ModelError(f"--model {model}: {exc}") from exc
+        except BaseException:
+            server.server_close()
+            raise
+        served = ", ".join(service.pool.names())
+        attach(server, service, quiet=not verbose, client_timeout_s=client_timeout)
         Console(stderr=True).print(
             f"serving {served} on http://{host}:{server.server_address[1]}/v1 (default model: {service.pool.default}; Ctrl-C to stop)", highlight=False
         )

@@ -3,8 +3,10 @@
 Comparing cocktails means serving many adapters of one base; a merged copy of the base per
 adapter would multiply the memory by their number. Here the base is loaded once, every adapter
 is attached to it with peft under its own name (unmerged, a few MB each), and each request
-activates the one its `model` field names (`disable_adapter` for the base itself). Requests are
-served one at a time behind a lock, so switching adapters between requests is safe.
+activates the one its `model` field names (`disable_adapter` for the base itself). Batches
+(of requests for one adapter) and single requests are served one at a time behind a lock, so
+switching adapters between them is safe. Each adapter's training prompt style is read from its
+run card (`recorded_style`), so the server prompts it as it was trained.
 """
 
 from __future__ import annotations
@@ -33,6 +35,33 @@ class UnknownModel(BadRequest):
 class AdapterSpec:
     name: str
     path: Path  # the peft adapter folder
+    style: str | None = None  # the prompt style it was trained with (its run card's), None when unrecorded
+
+
+RUN_CARD = "run_card.json"  # what `fincocktail train` writes beside `adapter/` (training.run_card)
+
+
+def recorded_style(adapter_dir: Path) -> str | None:
+    """The prompt style the adapter was trained with, from the run card in its folder or the run folder above.
+
+    Why: an adapter answers as it was evaluated only when prompted in the style it was trained
+    with; the server applies that style, so it reads it where training recorded it.
+    """
+    import json
+
+    for folder in (adapter_dir, adapter_dir.parent):
+        card = folder / RUN_CARD
+        if not card.is_file():
+            continue
+        try:
+            config = json.loads(card.read_text(encoding="utf-8")).get("config") or {}
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"--adapter {adapter_dir}: cannot read {card} ({exc})") from exc
+        style = config.get("prompt_style") if isinstance(config, dict) else None
+        if style is not None and style not in ("instruction", "chat"):
+            raise ConfigError(f"--adapter {adapter_dir}: {card} records prompt_style {style!r}; expected instruction or chat")
+        return style
+    return None
 
 
 def adapter_name_for(run_dir: Path) -> str:
@@ -58,7 +87,8 @@ def parse_adapter_specs(specs: Sequence[str], single_name: str | None = None) ->
         name, path = split_spec(spec)
         if not name:
             name = single_name if (single_name and len(specs) == 1) else adapter_name_for(Path(path))
-        out.append(AdapterSpec(name.strip(), adapter_folder(path)))
+        folder = adapter_folder(path)
+        out.append(AdapterSpec(name.strip(), folder, recorded_style(folder)))
     names = [a.name for a in out]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
@@ -88,6 +118,11 @@ class ModelPool:
         self.default = default or (adapters[0].name if adapters else base_name)
         self.max_context = getattr(getattr(self.scorer.model, "config", None), "max_position_embeddings", None)
         self._lock = threading.Lock()
+
+    def style(self, name: str) -> str:
+        """The prompt style `name` is served in: its training style, else the chat template."""
+        spec = self.adapters.get(name)
+        return (spec.style if spec is not None else None) or "chat"
 
     def names(self) -> list[str]:
         return [self.base_name, *self.adapters]
@@ -122,5 +157,5 @@ class ModelPool:
     def models_json(self) -> dict[str, Any]:
         data = [{"id": self.base_name, "object": "model", "created": 0, "owned_by": "fincocktail"}]
         data += [{"id": n, "object": "model", "created": 0, "owned_by": "fincocktail", "root": self.base_name,
-                  "parent": self.base_name, "adapter": str(a.path)} for n, a in self.adapters.items()]
+                  "parent": self.base_name, "adapter": str(a.path), "prompt_style": self.style(n)} for n, a in self.adapters.items()]
         return {"object": "list", "data": data}

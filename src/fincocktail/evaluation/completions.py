@@ -18,7 +18,9 @@ from typing import Any, Callable
 
 import torch
 
-from fincocktail.evaluation.openai_fields import BadRequest, greedy_only, max_tokens_field, model_field, stop_field, stream_fields
+from fincocktail.evaluation.openai_fields import (
+    COMPLETION_FIELDS, BadRequest, greedy_only, max_tokens_field, model_field, refuse_unsupported, stop_field, stream_fields,
+)
 
 DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default for /v1/completions
 MAX_LOGPROBS = 20
@@ -54,6 +56,7 @@ def parse_completion_request(body: Any) -> CompletionRequest:
         raise BadRequest("the request body must be a JSON object")
     if "prompt" not in body:
         raise BadRequest("'prompt' is required")
+    refuse_unsupported(body, COMPLETION_FIELDS)
     greedy_only(body)
     logprobs = body.get("logprobs")
     if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool) or not 0 <= logprobs <= MAX_LOGPROBS):
@@ -124,6 +127,27 @@ def token_logprobs(tokenizer: Any, lp: torch.Tensor, ids: list[int], start: int,
     }
 
 
+def _entry(tokenizer: Any, token_id: int, logprob: float) -> dict[str, Any]:
+    text = tokenizer.decode([token_id])
+    return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+
+@torch.inference_mode()
+def chat_logprob_entries(tokenizer: Any, rows: torch.Tensor, produced: list[int], top: int) -> list[dict[str, Any]]:
+    """Chat `logprobs.content`: for each generated token, log P(token | all before it) and the `top` best alternatives.
+
+    `rows[k]` is the log-softmax of the step that produced `produced[k]` (`sequence_logprobs` rows).
+    """
+    chosen = rows.gather(1, torch.tensor(produced).unsqueeze(1).to(rows.device)).squeeze(1).tolist()
+    best = torch.topk(rows, k=max(top, 1), dim=-1)
+    out = []
+    for tok, value, vs, ids in zip(produced, chosen, best.values.tolist(), best.indices.tolist()):
+        entry = _entry(tokenizer, tok, value)
+        entry["top_logprobs"] = [_entry(tokenizer, i, v) for v, i in zip(vs[:top], ids[:top])]
+        out.append(entry)
+    return out
+
+
 def one_token(scorer: Any, tokenizer: Any, ids: list[int], stop: tuple[str, ...]) -> tuple[Any, list[int], torch.Tensor]:
     """Greedy decoding of a single token from the same forward pass that scores the prompt.
 
@@ -144,6 +168,48 @@ def completion_id() -> str:
     return f"cmpl-{uuid.uuid4().hex[:24]}"
 
 
+def prompt_ids(tokenizer: Any, prompt: str | list[int], index: int, max_tokens: int, max_context: int | None) -> tuple[list[int], str, int]:
+    """The prompt's ids and text, and its token budget cut to what the model's context leaves; a 400 when it does not fit."""
+    ids, prompt_text = encode_prompt(tokenizer, prompt)
+    if not ids:
+        raise BadRequest(f"prompt {index} is empty")
+    if max_context:
+        if len(ids) > max_context or (len(ids) == max_context and max_tokens > 0):
+            raise BadRequest(f"prompt {index} has {len(ids)} tokens; this model's context is {max_context}")
+        max_tokens = min(max_tokens, max_context - len(ids))
+    return ids, prompt_text, max_tokens
+
+
+def batched_completion(batcher: Any, tokenizer: Any, max_context: int | None, name: str, req: CompletionRequest,
+                       should_stop: Callable[[], bool] | None, timeout_s: float | None) -> dict[str, Any]:
+    """A plain (not streamed, no logprobs) text completion decoded through the server's batches (`batching`).
+
+    Why: harnesses send generation requests concurrently (lm-eval's `num_concurrent`) or several
+    prompts in one request; both then share forward passes, as chat requests do. The result is
+    run_completion's, a "cancelled" choice included when the client has gone.
+    """
+    from fincocktail.evaluation.batching import Job, wait_result
+
+    prepared = [prompt_ids(tokenizer, p, i, req.max_tokens, max_context) for i, p in enumerate(req.prompts)]
+    jobs = [Job(name, ids, max_tokens, req.stop, should_stop) for ids, _, max_tokens in prepared]
+    batcher.enqueue(jobs)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    try:
+        for job in jobs:
+            batcher.wait_started(job, None if deadline is None else max(0.0, deadline - time.monotonic()))
+        gens = [wait_result(job) for job in jobs]
+    except BaseException:
+        batcher.abandon(jobs)
+        raise
+    if any(g.finish_reason == "cancelled" for g in gens):
+        return {"choices": [{"finish_reason": "cancelled"}]}
+    choices = [{"index": i, "text": (text if req.echo else "") + g.text, "logprobs": None, "finish_reason": g.finish_reason}
+               for i, ((_, text, _), g) in enumerate(zip(prepared, gens))]
+    prompt_tokens, completion_tokens = sum(len(ids) for ids, _, _ in prepared), sum(g.n_tokens for g in gens)
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+    return {"id": completion_id(), "object": "text_completion", "created": int(time.time()), "model": name, "choices": choices, "usage": usage}
+
+
 def run_completion(
     scorer: Any, tokenizer: Any, max_context: int | None, name: str, req: CompletionRequest,
     emit: Callable[[dict[str, Any]], None] | None = None, should_stop: Callable[[], bool] | None = None,
@@ -159,14 +225,7 @@ def run_completion(
     cid, created = completion_id(), int(time.time())
     choices, prompt_tokens, completion_tokens = [], 0, 0
     for index, prompt in enumerate(req.prompts):
-        ids, prompt_text = encode_prompt(tokenizer, prompt)
-        if not ids:
-            raise BadRequest(f"prompt {index} is empty")
-        max_tokens = req.max_tokens
-        if max_context:
-            if len(ids) > max_context or (len(ids) == max_context and max_tokens > 0):
-                raise BadRequest(f"prompt {index} has {len(ids)} tokens; this model's context is {max_context}")
-            max_tokens = min(max_tokens, max_context - len(ids))
+        ids, prompt_text, max_tokens = prompt_ids(tokenizer, prompt, index, req.max_tokens, max_context)
 
         def chunk(text: str, finish: str | None = None, index: int = index) -> dict[str, Any]:
             return {"id": cid, "object": "text_completion", "created": created, "model": name,

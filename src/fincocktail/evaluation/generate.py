@@ -72,6 +72,9 @@ def generate_greedy(
     check_margin: float = GEN_CHECK_MARGIN,
     batched_prefill: bool | None = None,
     max_batch_tokens: int | None = None,
+    row_stops: Sequence[Sequence[str]] | None = None,
+    row_max_tokens: Sequence[int] | None = None,
+    row_gone: Callable[[int], bool] | None = None,
 ) -> list[Generation]:
     """Greedy continuations of `prompts` (token ids), in input order.
 
@@ -91,6 +94,10 @@ def generate_greedy(
     `batched_prefill` (default: on CUDA) prefills each batch in one padded forward instead of
     row by row; either way decoding continues on a preallocated cache. `max_batch_tokens` (on
     GPUs, `forward.memory_batch_tokens`) bounds a batch's tokens, prompt plus `max_new_tokens`.
+
+    The server batches requests that each bring their own options: `row_stops[i]` replaces
+    `stop` for prompt i, `row_max_tokens[i]` (at most `max_new_tokens`) is its budget, and once
+    `row_gone(i)` says so (its client has gone) that row alone ends "cancelled".
     """
     if reference is not None and on_token is not None:
         raise ValueError("a streamed generation cannot be re-checked: pass on_token or reference, not both")
@@ -104,8 +111,11 @@ def generate_greedy(
 
     def run(idx: list[int]) -> tuple[list[Generation], list[float]]:
         seen = (lambda r, tok: on_token(idx[r], tok)) if on_token else None
+        rows = _RowOptions([row_stops[i] for i in idx] if row_stops is not None else None,
+                           [row_max_tokens[i] for i in idx] if row_max_tokens is not None else None,
+                           (lambda r: row_gone(idx[r])) if row_gone is not None else None)
         return _generate_batch(scorer, tokenizer, [prompts[i] for i in idx], max_new_tokens, stop, stops, pad_id, prefix, shared,
-                               should_stop, seen, track_margins=reference is not None, batched_prefill=batched)
+                               should_stop, seen, track_margins=reference is not None, batched_prefill=batched, rows=rows)
 
     # A batch that runs out of GPU memory is halved and retried; not a streamed one, whose
     # tokens have already gone to the client.
@@ -135,30 +145,65 @@ def _batches(order: Sequence[int], batch_size: int, run: Callable[[list[int]], A
         yield idx, run(idx)
 
 
+@dataclass(frozen=True)
+class _RowOptions:
+    """Per-row stop strings, budgets and cancellation of one batch (the server's requests); None: the batch's own."""
+
+    stops: Sequence[Sequence[str]] | None = None
+    max_tokens: Sequence[int] | None = None
+    gone: Callable[[int], bool] | None = None
+
+    def stop(self, row: int, default: Sequence[str]) -> Sequence[str]:
+        return self.stops[row] if self.stops is not None else default
+
+    def limit(self, row: int, default: int) -> int:
+        return min(self.max_tokens[row], default) if self.max_tokens is not None else default
+
+
+def _finish(tokenizer: Any, ids: list[int], stop_ids: set[int], stop: Sequence[str], limit: int) -> Generation | None:
+    """The row's result once its last token (EOS, a stop string, its budget) ends it; None while it goes on."""
+    if ids[-1] in stop_ids:
+        return Generation(_decode(tokenizer, ids[:-1], stop)[0], len(ids), "stop")
+    text, hit = _decode(tokenizer, ids, stop)
+    if hit:
+        return Generation(text, len(ids), "stop")
+    return Generation(text, len(ids), "length") if len(ids) >= limit else None
+
+
 def _generate_batch(scorer, tokenizer, prompts, max_new_tokens, stop, stop_ids, pad_id, prefix=None, shared=0, should_stop=None,
-                    on_token=None, track_margins=False, batched_prefill=False) -> tuple[list[Generation], list[float]]:
+                    on_token=None, track_margins=False, batched_prefill=False, rows: _RowOptions | None = None
+                    ) -> tuple[list[Generation], list[float]]:
     """Greedy rows of one batch, and (with `track_margins`; else inf) each row's smallest margin in nats between
     its chosen token and the runner-up: only a re-check reads them, so plain decoding skips the top-2."""
     n = len(prompts)
+    rows = rows or _RowOptions()
+    limits = [rows.limit(i, max_new_tokens) for i in range(n)]
     results: list[Generation | None] = [None] * n
     generated: list[list[int]] = [[] for _ in range(n)]
     margins = [float("inf")] * n
-    if max_new_tokens <= 0:
-        return [Generation("", 0, "length") for _ in range(n)], margins
-    stacked = None if batched_prefill else prefill_rows(scorer, prompts, prefix, shared, room=max_new_tokens)
+    for i in range(n):
+        if limits[i] <= 0:
+            results[i] = Generation("", 0, "length")
+    if all(r is not None for r in results):
+        return results, margins  # type: ignore[return-value]
+    steps = max(limits)
+    stacked = None if batched_prefill else prefill_rows(scorer, prompts, prefix, shared, room=steps)
     if stacked is not None:
         last, cache, mask = stacked
     else:
         padded = left_pad([p[shared:] for p in prompts], pad_id)
         hidden, cache, mask = run_prompts(scorer, padded, prefix, shared, use_cache=True)
         last = hidden[:, -1, :]
-        cache = with_room(cache, max_new_tokens) if batched_prefill else cache
+        cache = with_room(cache, steps) if batched_prefill else cache
     present = list(range(n))  # original row of each row of the batch tensors
     next_pos = torch.tensor([len(p) for p in prompts], dtype=torch.long)
-    for step in range(max_new_tokens):
-        if should_stop is not None and should_stop():
-            return [r if r is not None else Generation(_decode(tokenizer, generated[i], stop)[0], len(generated[i]), "cancelled")
-                    for i, r in enumerate(results)], margins
+    for _step in range(steps):
+        everyone = should_stop is not None and should_stop()
+        for i in range(n):
+            if results[i] is None and (everyone or (rows.gone is not None and rows.gone(i))):
+                results[i] = Generation(_decode(tokenizer, generated[i], rows.stop(i, stop))[0], len(generated[i]), "cancelled")
+        if all(r is not None for r in results):
+            break
         lp = scorer.log_probs(last)
         tokens = lp.argmax(dim=-1).tolist()
         if track_margins and lp.shape[-1] > 1:
@@ -169,19 +214,11 @@ def _generate_batch(scorer, tokenizer, prompts, max_new_tokens, stop, stop_ids, 
         for r, row in enumerate(present):
             if results[row] is not None:
                 continue
-            tok = tokens[r]
             margins[row] = min(margins[row], gaps[r])
-            generated[row].append(tok)
+            generated[row].append(tokens[r])
             if on_token is not None:
-                on_token(row, tok)
-            if tok in stop_ids:
-                results[row] = Generation(_decode(tokenizer, generated[row][:-1], stop)[0], len(generated[row]), "stop")
-                continue
-            text, hit = _decode(tokenizer, generated[row], stop)
-            if hit:
-                results[row] = Generation(text, len(generated[row]), "stop")
-            elif step == max_new_tokens - 1:
-                results[row] = Generation(text, len(generated[row]), "length")
+                on_token(row, tokens[r])
+            results[row] = _finish(tokenizer, generated[row], stop_ids, rows.stop(row, stop), limits[row])
         keep = [r for r, row in enumerate(present) if results[row] is None]
         if not keep:
             break

@@ -72,3 +72,55 @@ def stream_fields(body: dict[str, Any]) -> tuple[bool, bool]:
     if not isinstance(options, dict):
         raise BadRequest("'stream_options' must be an object")
     return stream, bool(options.get("include_usage")) and stream
+
+
+MAX_TOP_LOGPROBS = 20
+
+# The fields each endpoint honours; any other is refused (400), unless NEUTRAL says its value changes nothing.
+COMMON_FIELDS = frozenset({"model", "max_tokens", "stop", "stream", "stream_options", "temperature", "n", "best_of", "seed", "user"})
+CHAT_FIELDS = COMMON_FIELDS | {"messages", "max_completion_tokens", "logprobs", "top_logprobs"}
+COMPLETION_FIELDS = COMMON_FIELDS | {"prompt", "echo", "logprobs"}
+NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "top_p": (1, 1.0),
+    "frequency_penalty": (0, 0.0),
+    "presence_penalty": (0, 0.0),
+    "repetition_penalty": (1, 1.0),
+    "logit_bias": ({},),
+    "response_format": ({"type": "text"},),
+    "tools": ([],),
+    "functions": ([],),
+    "tool_choice": ("none",),
+    "parallel_tool_calls": (False, True),
+    "store": (False,),
+    "metadata": ({},),
+    "suffix": ("",),
+}
+
+
+def refuse_unsupported(body: dict[str, Any], supported: frozenset[str]) -> None:
+    """A 400 naming the first field the server would otherwise silently ignore.
+
+    Why: a client asking for JSON output, tools or sampling penalties and getting a plain
+    greedy answer with a 200 cannot tell it was not served what it asked for. Absent (null)
+    fields and values that change nothing (`top_p: 1`, `response_format: {"type": "text"}`) pass.
+    """
+    for key, value in body.items():
+        if key in supported or value is None or (key in NEUTRAL and value in NEUTRAL[key]):
+            continue
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise BadRequest(f"'{key}' is not supported by this server (got {shown}); leave it out", param=key, code="unsupported_parameter")
+
+
+def chat_logprobs_fields(body: dict[str, Any]) -> tuple[bool, int]:
+    """(logprobs, top_logprobs) of a chat request, as OpenAI defines them: top_logprobs 0-20, only with logprobs."""
+    logprobs = body.get("logprobs") or False
+    if not isinstance(logprobs, bool):
+        raise BadRequest("'logprobs' must be true or false", param="logprobs")
+    top = body.get("top_logprobs")
+    if top is None:
+        return logprobs, 0
+    if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise BadRequest(f"'top_logprobs' must be an integer from 0 to {MAX_TOP_LOGPROBS}", param="top_logprobs")
+    if not logprobs:
+        raise BadRequest("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
+    return logprobs, top

@@ -58,7 +58,7 @@ class EvalConfig(BaseModel):
     sample_seed: int = 0
     shots: int = Field(default=0, ge=0)
     mode: Mode = "auto"
-    style: Literal["instruction", "chat"] | None = None  # None: instruction locally, chat for API models
+    style: Literal["instruction", "chat"] | None = None  # None: the adapter's training style, else instruction locally; chat for API models
     batch_size: int = Field(default=8, ge=1)
     dtype: EvalDtype = DEFAULT_EVAL_DTYPE
     device: str = "auto"  # models.device: auto | cpu | cuda | cuda:N | mps; speed only, the same predictions
@@ -130,7 +130,7 @@ def run_eval(
         raise ConfigError("--mode choice needs token log-probabilities, which chat APIs do not give; use --mode generate")
     if api and config.adapter:
         raise ConfigError("--adapter applies to local models only, not to openai:MODEL")
-    style = config.style or ("chat" if api else "instruction")
+    style = config.style or ("chat" if api else _adapter_style(config.adapter) or "instruction")
     if api and style != "chat":
         raise ConfigError("API models are evaluated in the chat style; drop --style instruction")
     if resolve_task is None:
@@ -168,6 +168,17 @@ def run_eval(
 
 EVAL_LOCK = ".eval.lock"
 _TEMP_FILE = re.compile(r"^\..+\.jsonl?\.[A-Za-z0-9_]{8}$")  # mkstemp(prefix=".NAME.") of a .json / .jsonl file
+
+
+def _adapter_style(adapter: str | None) -> str | None:
+    """The prompt style the adapter was trained with (its run card's), so that it is evaluated, as it is
+    served, in the format it learned; None without an adapter or a recorded style."""
+    if not adapter:
+        return None
+    from fincocktail.evaluation.adapters import recorded_style
+    from fincocktail.evaluation.loading import adapter_folder
+
+    return recorded_style(adapter_folder(adapter))
 
 
 def _run_eval_locked(config: EvalConfig, tasks: list[Task], api: bool, style: str, data_dir: Path, out_dir: Path,

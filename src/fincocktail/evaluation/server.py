@@ -1,7 +1,8 @@
 """An OpenAI-compatible server for a base model and its fine-tuned adapters (`fincocktail serve`).
 
-Standard library only (ThreadingHTTPServer): requests are parsed concurrently, and decoding is
-serialised behind a lock since one model instance serves them all. Decoding is greedy and goes
+Standard library only (ThreadingHTTPServer): requests are parsed concurrently; chat requests
+waiting for the model are decoded together in batches by one model thread (`batching`), and
+text completions one at a time, all behind the pool's lock since one model instance serves them. Decoding is greedy and goes
 through the very function `fincocktail eval` uses, so a client evaluating through this server
 gets the answers a local evaluation in the chat style gets. Bad requests get a 400 with an
 OpenAI-style JSON error, never a crash of the server; a `model` the server does not hold is a
@@ -34,9 +35,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 from fincocktail.evaluation.adapters import ModelPool
-from fincocktail.evaluation.generate import generate_greedy
-from fincocktail.evaluation.openai_fields import BadRequest, check_cap, greedy_only, max_tokens_field, model_field, stop_field, stream_fields
-from fincocktail.prompts import PromptPair, encode_pair
+from fincocktail.evaluation.batching import DEFAULT_BATCH_WINDOW_S, DEFAULT_MAX_BATCH, Batcher, Job, stream_tokens, wait_result
+from fincocktail.evaluation.openai_fields import (
+    CHAT_FIELDS, BadRequest, chat_logprobs_fields, check_cap, greedy_only, max_tokens_field, model_field,
+    refuse_unsupported, stop_field, stream_fields,
+)
+from fincocktail.prompts import PromptPair, encode_pair, render_text
 
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_MAX_TOKENS_CAP = 1024
@@ -48,7 +52,7 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 ROLES = {"system", "user", "assistant"}
 
 
-__all__ = ["BadRequest", "ChatRequest", "ChatService", "ClientGone", "make_handler", "make_server", "parse_chat_request", "peer_closed"]
+__all__ = ["BadRequest", "ChatRequest", "ChatService", "ClientGone", "attach", "bind_server", "make_handler", "make_server", "parse_chat_request", "peer_closed"]
 
 
 class ClientGone(Exception):
@@ -63,13 +67,11 @@ class ChatRequest:
     model: str | None = None
     stream: bool = False
     include_usage: bool = False
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
-def parse_chat_request(body: Any) -> ChatRequest:
-    """Validate an OpenAI chat-completions body; anything we cannot honour exactly is a BadRequest."""
-    if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object")
-    messages = body.get("messages")
+def _messages(messages: Any) -> list[dict[str, str]]:
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' must be a non-empty list of {role, content} objects")
     clean: list[dict[str, str]] = []
@@ -84,26 +86,56 @@ def parse_chat_request(body: Any) -> ChatRequest:
         if not isinstance(content, str):
             raise BadRequest(f"messages[{i}].content must be a string")
         clean.append({"role": m["role"], "content": content})
+    return clean
+
+
+def parse_chat_request(body: Any) -> ChatRequest:
+    """Validate an OpenAI chat-completions body; anything we cannot honour exactly is a BadRequest."""
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    refuse_unsupported(body, CHAT_FIELDS)
+    clean = _messages(body.get("messages"))
     max_tokens = max_tokens_field(body, minimum=1)
     greedy_only(body)
     stream, include_usage = stream_fields(body)
-    return ChatRequest(clean, max_tokens, stop_field(body), model_field(body), stream, include_usage)
+    logprobs, top = chat_logprobs_fields(body)
+    if stream and logprobs:
+        raise BadRequest("'logprobs' is not supported with 'stream'; send the request without 'stream'", param="logprobs")
+    return ChatRequest(clean, max_tokens, stop_field(body), model_field(body), stream, include_usage, logprobs, top)
+
+
+def instruction_prompt(messages: list[dict[str, str]], name: str) -> str:
+    """The instruction-style prompt (prompts.INSTRUCTION_TEMPLATE) for a chat request to an adapter trained in it.
+
+    `fincocktail eval --style chat` sends one user message, the instruction, a blank line, the input; the same
+    message is split back at its first blank line, so the adapter sees the prompt it was trained
+    and evaluated on. Anything else cannot be put in that template: a one-line 400 naming the style.
+    """
+    if len(messages) != 1 or messages[0]["role"] != "user":
+        raise BadRequest(f"`{name}` was trained in the instruction prompt style (Instruction/Input/Answer), which takes exactly "
+                         "one user message (INSTRUCTION, a blank line, INPUT); send one, or use /v1/completions with the prompt text",
+                         param="messages", code="prompt_style")
+    instruction, _, input_text = messages[0]["content"].partition("\n\n")
+    return render_text(instruction, input_text, "", style="instruction").prompt
 
 
 class ChatService:
-    """The models behind the server: chat template, greedy decoding, one request at a time.
+    """The models behind the server: prompt style, batched greedy decoding (`batching`), log-probabilities.
 
     `models` is a `ModelPool` (a base and its adapters), or a loaded model served alone as `name`.
+    Chat requests waiting for the model are decoded together, up to `max_batch` at a time.
     """
 
     def __init__(self, models: Any, name: str | None = None, max_tokens_cap: int = DEFAULT_MAX_TOKENS_CAP,
-                 queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S):
+                 queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S, max_batch: int = DEFAULT_MAX_BATCH,
+                 batch_window_s: float = DEFAULT_BATCH_WINDOW_S):
         self.pool = models if isinstance(models, ModelPool) else ModelPool(models, name or "model")
         self.loaded = self.pool.loaded
         self.name = self.pool.default
         self.max_tokens_cap = max_tokens_cap
         self.queue_timeout_s = queue_timeout_s
         self.max_context = self.pool.max_context
+        self.batcher = Batcher(self.pool, max_batch, batch_window_s)
         if not getattr(self.pool.tokenizer, "chat_template", None):
             raise ValueError("this model's tokenizer has no chat template; it cannot be served as a chat model")
 
@@ -118,12 +150,16 @@ class ChatService:
         check_cap(max_tokens, self.max_tokens_cap)
         return name
 
-    def _chat_prompt(self, req: ChatRequest) -> tuple[list[int], int]:
+    def _chat_prompt(self, req: ChatRequest, name: str) -> tuple[list[int], int]:
+        """Prompt ids in the style `name` was trained with, and the token budget that fits the context."""
         tok = self.pool.tokenizer
-        try:
-            prompt = tok.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True)
-        except Exception as exc:  # jinja raises its own errors for conversations the template rejects
-            raise BadRequest(f"the chat template rejected these messages: {exc}") from exc
+        if self.pool.style(name) == "instruction":
+            prompt = instruction_prompt(req.messages, name)
+        else:
+            try:
+                prompt = tok.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True)
+            except Exception as exc:  # jinja raises its own errors for conversations the template rejects
+                raise BadRequest(f"the chat template rejected these messages: {exc}") from exc
         ids = encode_pair(tok, PromptPair(prompt=prompt, target=""), add_eos=False)[0]
         max_tokens = req.max_tokens or min(DEFAULT_MAX_TOKENS, self.max_tokens_cap)
         if self.max_context:
@@ -132,52 +168,87 @@ class ChatService:
             max_tokens = min(max_tokens, self.max_context - len(ids))
         return ids, max_tokens
 
+    def _submit(self, req: ChatRequest, client_gone: Callable[[], bool] | None) -> tuple[str, Job]:
+        name = self.check(req.model, req.max_tokens)
+        ids, max_tokens = self._chat_prompt(req, name)
+        return name, self.batcher.submit(Job(name, ids, max_tokens, req.stop, client_gone), self.queue_timeout_s)
+
     def complete(self, req: ChatRequest, client_gone: Callable[[], bool] | None = None) -> dict[str, Any]:
         """The chat completion for `req`; decoding stops early once `client_gone()` is true."""
-        name = self.check(req.model, req.max_tokens)
-        ids, max_tokens = self._chat_prompt(req)
-        with self.pool.use(name, self.queue_timeout_s) as scorer:
-            gen = generate_greedy(scorer, self.pool.tokenizer, [ids], max_tokens, req.stop, batch_size=1, should_stop=client_gone)[0]
+        name, job = self._submit(req, client_gone)
+        gen = wait_result(job)
         if gen.finish_reason == "cancelled":
             raise ClientGone
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": gen.text}, "finish_reason": gen.finish_reason}
+        if req.logprobs:
+            choice["logprobs"] = self._logprobs(name, job, req.top_logprobs)
+        n_prompt = len(job.ids)
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": gen.text}, "finish_reason": gen.finish_reason}],
-            "usage": {"prompt_tokens": len(ids), "completion_tokens": gen.n_tokens, "total_tokens": len(ids) + gen.n_tokens},
+            "choices": [choice],
+            "usage": {"prompt_tokens": n_prompt, "completion_tokens": gen.n_tokens, "total_tokens": n_prompt + gen.n_tokens},
         }
+
+    def _logprobs(self, name: str, job: Job, top: int) -> dict[str, Any]:
+        """Chat `logprobs.content` for the generated tokens (a final EOS left out), from one forward pass."""
+        from fincocktail.evaluation.completions import chat_logprob_entries, sequence_logprobs
+        from fincocktail.evaluation.generate import eos_ids
+
+        produced = list(job.tokens)
+        if produced and produced[-1] in eos_ids(self.pool.tokenizer, self.pool.model):
+            produced = produced[:-1]
+        if not produced:
+            return {"content": []}
+        with self.pool.use(name, self.queue_timeout_s) as scorer:
+            lp = sequence_logprobs(scorer, job.ids + produced)
+        return {"content": chat_logprob_entries(self.pool.tokenizer, lp[len(job.ids) - 1 : -1], produced, top)}
 
     def stream_chat(self, req: ChatRequest, emit: Callable[[dict[str, Any]], None], client_gone: Callable[[], bool] | None = None) -> None:
         """The chat completion as `chat.completion.chunk` events: role, content deltas, finish, usage."""
-        from fincocktail.evaluation.streaming import generate_streamed
+        from fincocktail.evaluation.streaming import DeltaText
 
-        name = self.check(req.model, req.max_tokens)
-        ids, max_tokens = self._chat_prompt(req)
+        name, job = self._submit(req, client_gone)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion.chunk", "created": int(time.time()), "model": name}
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             return {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
-        with self.pool.use(name, self.queue_timeout_s) as scorer:
+        delta = DeltaText(self.pool.tokenizer, req.stop)
+        try:
             emit(chunk({"role": "assistant", "content": ""}))
-            gen, _ = generate_streamed(scorer, self.pool.tokenizer, ids, max_tokens, req.stop,
-                                       lambda text: emit(chunk({"content": text})), client_gone)
+            for tok in stream_tokens(job):
+                piece = delta.push(tok)
+                if piece:
+                    emit(chunk({"content": piece}))
+        except OSError:  # the client has gone: its row of the batch stops, the others decode on
+            job.cancelled = True
+            raise
+        gen = job.result
+        assert gen is not None
         if gen.finish_reason == "cancelled":
             raise ClientGone
+        rest = delta.finish(gen.text)
+        if rest:
+            emit(chunk({"content": rest}))
         emit(chunk({}, gen.finish_reason))
         if req.include_usage:
-            emit({**head, "choices": [], "usage": {"prompt_tokens": len(ids), "completion_tokens": gen.n_tokens, "total_tokens": len(ids) + gen.n_tokens}})
+            emit({**head, "choices": [], "usage": {"prompt_tokens": len(job.ids), "completion_tokens": gen.n_tokens,
+                                                   "total_tokens": len(job.ids) + gen.n_tokens}})
 
     def completion(self, req: Any, emit: Callable[[dict[str, Any]], None] | None = None,
                    client_gone: Callable[[], bool] | None = None) -> dict[str, Any]:
         """A text completion (`completions.CompletionRequest`); streamed as chunks through `emit` when given."""
-        from fincocktail.evaluation.completions import run_completion
+        from fincocktail.evaluation.completions import batched_completion, run_completion
 
         name = self.check(req.model, req.max_tokens)
-        with self.pool.use(name, self.queue_timeout_s) as scorer:
-            out = run_completion(scorer, self.pool.tokenizer, self.max_context, name, req, emit, client_gone)
+        if emit is None and req.logprobs is None and req.max_tokens > 0:  # plain generation: batched with others
+            out = batched_completion(self.batcher, self.pool.tokenizer, self.max_context, name, req, client_gone, self.queue_timeout_s)
+        else:
+            with self.pool.use(name, self.queue_timeout_s) as scorer:
+                out = run_completion(scorer, self.pool.tokenizer, self.max_context, name, req, emit, client_gone)
         if any(c.get("finish_reason") == "cancelled" for c in out["choices"]):
             raise ClientGone
         return out
@@ -387,6 +458,21 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+def bind_server(host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+    """A listening socket on host:port, not serving yet (`attach` gives it its service).
+
+    Why: `fincocktail serve` binds before it loads the model, so a port already taken is a
+    one-line error at once instead of after the load, and the port stays its own meanwhile.
+    """
+    return _Server((host, port), _Handler)
+
+
+def attach(server: ThreadingHTTPServer, service: ChatService, quiet: bool = True, client_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S,
+           max_waiting: int = DEFAULT_MAX_WAITING) -> ThreadingHTTPServer:
+    server.RequestHandlerClass = make_handler(service, quiet, client_timeout_s, max_waiting)
+    return server
+
+
 def make_server(service: ChatService, host: str = "127.0.0.1", port: int = 8000, quiet: bool = True,
                 client_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S, max_waiting: int = DEFAULT_MAX_WAITING) -> ThreadingHTTPServer:
-    return _Server((host, port), make_handler(service, quiet, client_timeout_s, max_waiting))
+    return attach(bind_server(host, port), service, quiet, client_timeout_s, max_waiting)
