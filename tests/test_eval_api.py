@@ -152,11 +152,14 @@ def test_eval_through_the_server_matches_local_chat_generation(served, api_env, 
     assert [x["extracted"] for x in a] == [x["extracted"] for x in b]
     assert len({x["raw_output"] for x in a}) > 1
     assert remote.card["api_requests_sent"] == 9 and all(not x["cached"] for x in b)
-    # the same scores; only the local model also gives the gold answer's likelihood (an API gives no log-probs here)
-    local_metrics = dict(local.results[0].metrics)
-    assert "gold_logprob_per_token" in local_metrics and "gold_logprob_per_token" not in remote.results[0].metrics
-    local_metrics.pop("gold_logprob_per_token")
-    assert local_metrics == remote.results[0].metrics
+    # the same scores; the likelihoods differ in kind: the local model scores the gold answer teacher-forced,
+    # the API (this server's chat log-probs) gives the first answer token's alternatives
+    likelihood = ("gold_prob", "gold_logprob", "gold_logprob_per_token")
+    local_metrics, remote_metrics = dict(local.results[0].metrics), dict(remote.results[0].metrics)
+    assert "gold_logprob_per_token" in local_metrics and "gold_prob" in remote_metrics
+    assert 0 < remote_metrics["gold_prob"] <= 1
+    assert {k: v for k, v in local_metrics.items() if k not in likelihood} == {
+        k: v for k, v in remote_metrics.items() if k not in likelihood}
     card_text = (tmp_path / "api" / "run_card.json").read_text()
     assert SECRET not in card_text and url in card_text
     # a rerun is served from the cache: no request at all
