@@ -63,9 +63,10 @@ def test_openai_client_and_lm_eval_through_the_server(served, tuned, smollm2_dir
 
     client = openai.OpenAI(base_url=served, api_key="none", max_retries=0)
     assert [m.id for m in client.models.list().data] == ["smollm2", "fpb-lora"]
+    # a free question goes to the base model: the FPB adapter is served in the instruction style it was trained in
     messages = [{"role": "user", "content": "In one sentence: what is EBITDA?"}]
-    plain = client.chat.completions.create(model="fpb-lora", messages=messages, max_tokens=24)
-    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(model="fpb-lora", messages=messages, max_tokens=24, stream=True))
+    plain = client.chat.completions.create(model="smollm2", messages=messages, max_tokens=24)
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(model="smollm2", messages=messages, max_tokens=24, stream=True))
     assert streamed == plain.choices[0].message.content and len(streamed) > 10
 
     res = CliRunner().invoke(app, ["export", "lm-eval", str(tmp_path / "export"), "--tasks", "fpb", "--limit", str(N), "--data-dir", str(data_dir)])

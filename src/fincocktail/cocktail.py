@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from fincocktail.errors import ConfigError
 from fincocktail.fileio import (
@@ -91,6 +91,15 @@ class Decontaminate(BaseModel):
         default=0.5, ge=0, le=1,
         description="with drop: stop the run when an ingredient would lose more than this share of its rows",
     )
+
+    @model_serializer(mode="wrap")
+    def _without_the_default_limit(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The dump without `max_drop_fraction` at its default: configs (and so sweep run ids and resume
+        fingerprints) written before the limit existed dump exactly as they did."""
+        data = handler(self)
+        if data.get("max_drop_fraction") == 0.5:
+            del data["max_drop_fraction"]
+        return data
 
 
 class CocktailConfig(BaseModel):
