@@ -85,3 +85,13 @@ def visible_gpus(count: int, env: dict[str, str] | None = None) -> list[str]:
 
 
 __all__ = ["DEVICE_CHOICES", "DEVICE_HELP", "check_device", "gpu_count", "resolve_device", "visible_gpus", "wants_gpu"]
+
+
+def device_field(value: str) -> str:
+    """`check_device` for a pydantic field validator: the name checked (no torch needed), its error
+    as the ValueError pydantic turns into a one-line config error naming the field."""
+    try:
+        return check_device(value, "device")
+    except ConfigError as exc:
+        raise ValueError(str(exc).removeprefix("device ")) from None
+

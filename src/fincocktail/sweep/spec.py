@@ -218,12 +218,9 @@ class Resources(_Strict):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        from fincocktail.models.device import check_device
+        from fincocktail.models.device import device_field
 
-        try:
-            return check_device(value, "device")
-        except ConfigError as exc:
-            raise ValueError(str(exc).removeprefix("device ")) from None
+        return device_field(value)
 
     def asks_for_gpus(self) -> bool:
         """Whether runs are planned for GPUs: GPUs requested, or a `cuda` device named."""

@@ -159,12 +159,9 @@ class TrainConfig(BaseModel):
     @classmethod
     def _known_device(cls, value: str) -> str:
         """Names are checked here (no torch needed); whether the device exists, when the run starts."""
-        from fincocktail.models.device import check_device
+        from fincocktail.models.device import device_field
 
-        try:
-            return check_device(value, "device")
-        except ConfigError as exc:
-            raise ValueError(str(exc).removeprefix("device ")) from None
+        return device_field(value)
 
     @field_validator("max_batch_tokens")
     @classmethod
