@@ -62,7 +62,7 @@ def selection_signal(an) -> list[dict]:
 
     out = []
     for task in an.eval_tasks:
-        val_acc, val_lik, test_acc = [], [], []
+        val_acc, val_lik, test_acc, val_n = [], [], [], set()
         for runs in an.recipes.values():
             for r in runs:
                 test, val = an.metric(r.run_id, task, "test"), an.metric(r.run_id, task, "validation")
@@ -71,8 +71,9 @@ def selection_signal(an) -> list[dict]:
                     val_acc.append(val.value)
                     val_lik.append(lik)
                     test_acc.append(test.value)
+                    val_n.add(val.n)
         if len(test_acc) >= 4:
-            out.append({"task": task, "runs": len(test_acc), "validation_n": an.metric(r.run_id, task, "validation").n,
+            out.append({"task": task, "runs": len(test_acc), "validation_n": "/".join(map(str, sorted(val_n))),
                         "spearman_val_primary": float(spearmanr(val_acc, test_acc).statistic),
                         "spearman_val_likelihood": float(spearmanr(val_lik, test_acc).statistic)})
     return out
