@@ -24,7 +24,7 @@ from pathlib import Path
 def rows_for(sweep: Path, pairs: list[str]) -> tuple[list[dict], list[dict]]:
     from fincocktail.report.analysis import Analysis
     from fincocktail.report.contrast_stats import contrast
-    from fincocktail.report.findings import Tester, design_pairs
+    from fincocktail.report.findings import design_pairs
     from fincocktail.report.records import from_store
     from fincocktail.sweep.store import ResultsStore
 
@@ -40,12 +40,11 @@ def rows_for(sweep: Path, pairs: list[str]) -> tuple[list[dict], list[dict]]:
     out = []
     for claim, task, rec, ref in wanted:
         for kind in ("primary", "likelihood"):
-            tester = Tester(an, kind)  # type: ignore[arg-type]
-            a, b = tester.side(an.recipes[rec], task), tester.side(an.recipes[ref], task)
+            a, b = an.side(an.recipes[rec], task, kind), an.side(an.recipes[ref], task, kind)  # type: ignore[arg-type]
             if a is None or b is None:
                 continue
             for paired in (True, False):
-                st = contrast(a[1], b[1], tester.pooled_seed_variance(task), pair=paired)
+                st = contrast(a[1], b[1], an.pooled_seed_variance(task, kind), pair=paired)  # type: ignore[arg-type]
                 if not paired and st.design != "unpaired":
                     continue  # a zero-shot side: there is nothing to pair, the row above says it all
                 out.append({"claim": claim, "task": task, "recipe": an.recipe_label(rec), "reference": an.recipe_label(ref),

@@ -24,7 +24,7 @@ import numpy as np
 
 from fincocktail.metrics.likelihood import likelihood_by_id
 from fincocktail.report.contrast_stats import Side, contrast, pooled_seed_variance
-from fincocktail.report.records import MetricRecord, ReportData, RunRecord
+from fincocktail.report.records import UNTRAINED_KINDS, MetricRecord, ReportData, RunRecord
 from fincocktail.tasks.builtin import FINANCIAL_TASKS, KNOWLEDGE_TASKS
 
 
@@ -67,6 +67,16 @@ class Delta:
 
 
 SelectionMetric = Literal["primary", "likelihood"]
+MetricKind = Literal["primary", "likelihood"]  # the task's primary metric, or the gold answer's likelihood
+
+
+@dataclass(frozen=True)
+class RunValues:
+    """One run on one task and metric: the metric's name, the run's score, its per-example values."""
+
+    metric: str
+    score: float
+    examples: dict[str, float] | None  # None: no per-example file to read
 
 
 class Analysis:
@@ -75,6 +85,8 @@ class Analysis:
         self.data = data
         self.seed = seed
         self.selection = selection
+        self._values: dict[tuple[str, str, str, str], RunValues | None] = {}  # (run, task, kind, split): files read once
+        self._pooled: dict[tuple[str, str], tuple[float, float] | None] = {}
         self.primary = dict(primary_metric or {})
         for m in data.metrics:  # tasks without a declared metric use the first one seen
             self.primary.setdefault(m.task, m.metric)
@@ -149,14 +161,48 @@ class Analysis:
 
     def validation_likelihood(self, runs: Iterable[RunRecord], task: str) -> float | None:
         """Mean over seeds of the runs' validation likelihood (metrics.likelihood, read from the predictions)."""
-        values = []
-        for r in runs:
-            m = self.metric(r.run_id, task, "validation")
-            got = likelihood_by_id(m.predictions) if m is not None else None
-            if got is None:
-                return None
-            values.append(mean(got[1].values()))
-        return mean(values) if values else None
+        values = [self.run_values(r, task, "likelihood", "validation") for r in runs]
+        if not values or any(v is None for v in values):
+            return None
+        return mean(v.score for v in values)  # type: ignore[union-attr]
+
+    # ----- per-run values on one metric kind (Findings, the delta tables, selection) -------
+    def run_values(self, run: RunRecord, task: str, kind: MetricKind = "primary", split: str = "test") -> RunValues | None:
+        """The run's score and per-example values on the primary or the likelihood metric.
+
+        Cached: Findings, the delta tables and selection all read the same predictions files, and
+        each is read once per metric kind.
+        """
+        key = (run.run_id, task, kind, split)
+        if key not in self._values:
+            m = self.metric(run.run_id, task, split)
+            got = None
+            if m is not None and kind == "primary":
+                got = RunValues(m.metric, m.value, _correct_by_id(m.predictions))
+            elif m is not None:
+                lik = likelihood_by_id(m.predictions)
+                if lik is not None:
+                    got = RunValues(lik[0], mean(lik[1].values()), lik[1])
+            self._values[key] = got
+        return self._values[key]
+
+    def side(self, runs: list[RunRecord], task: str, kind: MetricKind = "primary") -> tuple[str, Side, list[RunRecord]] | None:
+        """(metric name, the recipe's `contrast_stats.Side`, the runs in it) on one metric kind."""
+        got = [(r, v) for r in runs if (v := self.run_values(r, task, kind)) is not None]
+        if not got:
+            return None
+        examples = [v.examples for _, v in got]
+        side = Side(scores={r.seed: v.score for r, v in got}, trained=any(r.kind not in UNTRAINED_KINDS for r, _ in got),
+                    examples=None if any(e is None for e in examples) else examples)  # type: ignore[arg-type]
+        return got[0][1].metric, side, [r for r, _ in got]
+
+    def pooled_seed_variance(self, task: str, kind: MetricKind = "primary") -> tuple[float, float] | None:
+        """Between-seed variance of a task's score, pooled over the trained recipes with 2+ seeds (and its df)."""
+        if (task, kind) not in self._pooled:
+            groups = [[v.score for r in runs if (v := self.run_values(r, task, kind)) is not None]
+                      for runs in self.recipes.values() if any(r.kind not in UNTRAINED_KINDS for r in runs)]
+            self._pooled[(task, kind)] = pooled_seed_variance(groups)
+        return self._pooled[(task, kind)]
 
     def recipes_of(self, kind: str, task: str | None = None, general: bool | None = None,
                    math_: bool | None = None, single_of: str | None = None) -> list[tuple]:
@@ -263,25 +309,12 @@ class Analysis:
     def delta(self, rec: tuple, ref: tuple, task: str) -> Delta | None:
         """Recipe minus reference on the task's primary metric, with the interval Findings gives the
         same pair (`contrast_stats`: paired by seed where both share their seeds)."""
-        sides = [self._side(self.recipes[r], task) for r in (rec, ref)]
+        sides = [self.side(self.recipes[r], task) for r in (rec, ref)]
         if sides[0] is None or sides[1] is None:
             return None
-        st = contrast(sides[0], sides[1], self._pooled(task))
+        st = contrast(sides[0][1], sides[1][1], self.pooled_seed_variance(task))
         low, high = st.interval() if st.se > 0 or st.n_examples or st.seed_noise == "measured" else (float("nan"),) * 2
         return Delta(task, self.recipe_label(rec), self.recipe_label(ref), st.effect, low, high, st.design, st.seed_noise)
-
-    def _side(self, runs: list[RunRecord], task: str) -> Side | None:
-        got = [(r, m) for r in runs if (m := self.metric(r.run_id, task)) is not None]
-        if not got:
-            return None
-        examples = [_correct_by_id(m.predictions) for _, m in got]
-        return Side(scores={r.seed: m.value for r, m in got}, trained=any(r.kind not in ("base", "api") for r, _ in got),
-                    examples=None if any(e is None for e in examples) else examples)  # type: ignore[arg-type]
-
-    def _pooled(self, task: str) -> tuple[float, float] | None:
-        groups = [[m.value for r in runs if (m := self.metric(r.run_id, task)) is not None]
-                  for runs in self.recipes.values() if any(r.kind not in ("base", "api") for r in runs)]
-        return pooled_seed_variance(groups)
 
 
 def any_test_selected(rows: list[dict]) -> bool:

@@ -43,24 +43,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from statistics import mean
 from typing import Literal, Sequence
 
 from scipy.stats import norm
 from scipy.stats import t as student_t
 
-from fincocktail.metrics.likelihood import likelihood_by_id
-from fincocktail.report.analysis import Analysis, _correct_by_id
-from fincocktail.report.contrast_stats import ContrastStats, Side, contrast, pooled_seed_variance
-from fincocktail.report.records import UNTRAINED_KINDS, RunRecord
+from fincocktail.report.analysis import Analysis, MetricKind
+from fincocktail.report.contrast_stats import ContrastStats, contrast
 from fincocktail.tasks.builtin import KNOWLEDGE_TASKS, NUMERICAL_TASKS
 
 ALPHA = 0.05
 POWER = 0.8
 NON_SUPERIORITY_MARGIN = 0.03  # claim (d): a gain below 3 points of the metric counts as "no gain"
 Verdict = Literal["supported", "contradicted", "inconclusive"]
-MetricKind = Literal["primary", "likelihood"]
 DECISION_METRIC: MetricKind = "likelihood"
 """What verdicts of claims (a)-(c) rest on by default (module docstring; docs/results.md measures why)."""
 
@@ -201,57 +197,19 @@ def needed_seeds(effect: float, seed_variance_sum: float, sample_part: float, z_
 
 
 class Tester:
-    """Reads each run's per-example values on one metric kind and turns recipe pairs into contrasts."""
+    """Turns recipe pairs into contrasts on one metric kind (the runs' values: `Analysis.side`)."""
 
     def __init__(self, an: Analysis, kind: MetricKind = "primary"):
         self.an = an
         self.kind = kind
-        self._pooled: dict[str, tuple[float, float] | None] = {}
-        self._values: dict[tuple[str, str], tuple[str, float, dict[str, float] | None] | None] = {}
-
-    def value(self, run: RunRecord, task: str) -> tuple[str, float, dict[str, float] | None] | None:
-        """(metric name, the run's score, per-example values or None) on this tester's metric."""
-        key = (run.run_id, task)
-        if key not in self._values:
-            m = self.an.metric(run.run_id, task)
-            got = None
-            if m is not None and self.kind == "primary":
-                got = (m.metric, m.value, _correct_by_id(m.predictions))
-            elif m is not None:
-                lik = likelihood_by_id(m.predictions)
-                if lik is not None:
-                    got = (lik[0], mean(lik[1].values()), lik[1])
-            self._values[key] = got
-        return self._values[key]
-
-    def side(self, runs: list[RunRecord], task: str) -> tuple[str, Side, list[RunRecord]] | None:
-        vals = [(r, self.value(r, task)) for r in runs]
-        got = [(r, v) for r, v in vals if v is not None]
-        if not got:
-            return None
-        trained = not all(r.kind in UNTRAINED_KINDS for r, _ in got)
-        examples = [v[2] for _, v in got]
-        side = Side(scores={r.seed: v[1] for r, v in got}, trained=trained,
-                    examples=None if any(e is None for e in examples) else examples)  # type: ignore[arg-type]
-        return got[0][1][0], side, [r for r, _ in got]
-
-    def pooled_seed_variance(self, task: str) -> tuple[float, float] | None:
-        """Between-seed variance of a task's score, pooled over the trained recipes with 2+ seeds."""
-        if task not in self._pooled:
-            groups = []
-            for runs in self.an.recipes.values():
-                if any(r.kind not in UNTRAINED_KINDS for r in runs):
-                    groups.append([v[1] for r in runs if (v := self.value(r, task)) is not None])
-            self._pooled[task] = pooled_seed_variance(groups)
-        return self._pooled[task]
 
     def contrast(self, claim: str, task: str, rec: tuple, ref: tuple) -> tuple[Contrast, ContrastStats] | None:
         """The contrast (before Holm) and the statistics behind it."""
-        a = self.side(self.an.recipes[rec], task)
-        b = self.side(self.an.recipes[ref], task)
+        a = self.an.side(self.an.recipes[rec], task, self.kind)
+        b = self.an.side(self.an.recipes[ref], task, self.kind)
         if a is None or b is None:
             return None
-        st = contrast(a[1], b[1], self.pooled_seed_variance(task))
+        st = contrast(a[1], b[1], self.an.pooled_seed_variance(task, self.kind))
         same: float | None = None
         low, high = st.interval(1 - ALPHA)
         measured = st.n_examples > 0 or st.seed_noise == "measured"
