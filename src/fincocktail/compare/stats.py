@@ -31,7 +31,7 @@ import numpy as np
 from fincocktail.compare.runs import RunResults, TaskPredictions
 from fincocktail.errors import ConfigError
 from fincocktail.evaluation.bootstrap import resample_indices
-from fincocktail.metrics.likelihood import GENERATIVE_LIKELIHOOD_METRIC, LIKELIHOOD_METRIC, likelihood_of_row
+from fincocktail.metrics.likelihood import likelihood_name, likelihood_of_row
 from fincocktail.tasks.base import Example, Task
 
 CLASSIFICATION_KINDS = ("classification", "multiple_choice")
@@ -234,8 +234,7 @@ def _likelihoods(rows: list[dict[str, Any]]) -> tuple[str, np.ndarray] | None:
     values = [likelihood_of_row(r) for r in rows]
     if not rows or any(v is None for v in values):
         return None
-    name = LIKELIHOOD_METRIC if rows[0].get("choice_logprobs") or rows[0].get(LIKELIHOOD_METRIC) is not None else GENERATIVE_LIKELIHOOD_METRIC
-    return name, np.array(values, dtype=float)
+    return likelihood_name(rows[0]), np.array(values, dtype=float)
 
 
 def _judge_verdicts(rows: list[dict[str, Any]]) -> np.ndarray | None:

@@ -87,6 +87,14 @@ def likelihood_of_row(row: Mapping) -> float | None:
     return None
 
 
+def likelihood_name(row: Mapping) -> str:
+    """Which likelihood metric a predictions row carries: the gold probability (choice rows, an API's
+    first-token approximation included) or the generative log-likelihood per token."""
+    if row.get(LIKELIHOOD_METRIC) is not None or row.get("choice_logprobs"):
+        return LIKELIHOOD_METRIC
+    return GENERATIVE_LIKELIHOOD_METRIC
+
+
 def likelihood_by_id(path: str | Path | None) -> tuple[str, dict[str, float]] | None:
     """(metric name, {example id: likelihood}) from a predictions file; None when the file or a value is missing."""
     if path is None or not Path(path).is_file():
@@ -100,7 +108,7 @@ def likelihood_by_id(path: str | Path | None) -> tuple[str, dict[str, float]] | 
                 value = likelihood_of_row(row)
                 if value is None:
                     return None
-                if row.get(LIKELIHOOD_METRIC) is None and not row.get("choice_logprobs"):
+                if likelihood_name(row) == GENERATIVE_LIKELIHOOD_METRIC:
                     name = GENERATIVE_LIKELIHOOD_METRIC
                 out[str(row["id"])] = value
     return (name, out) if out else None
@@ -108,5 +116,5 @@ def likelihood_by_id(path: str | Path | None) -> tuple[str, dict[str, float]] | 
 
 __all__ = [
     "GENERATIVE_LIKELIHOOD_METRIC", "LIKELIHOOD_KEYS", "LIKELIHOOD_METRIC", "choice_log_softmax", "first_token_choice_logprobs",
-    "gold_log_probability", "gold_probability", "likelihood_by_id", "likelihood_of_row",
+    "gold_log_probability", "gold_probability", "likelihood_by_id", "likelihood_name", "likelihood_of_row",
 ]
