@@ -432,16 +432,17 @@ class LocalBackend(Backend):
         self.max_prompt_tokens = max_prompt_tokens
         self.encode = encoder_for(tokens)
 
-    def _prompt(self, task, example, demos, style) -> tuple[str, list[int], bool]:
+    def _prompt(self, task, example, demos, style) -> tuple[str, list[int], bool, list[int]]:
+        """(prompt text, its ids cut to max_prompt_tokens, whether cut, the gold target's ids)."""
         try:
             pair = build_pair(task, example, style, self.tok, demos)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        ids = self.encode(self.tok, pair, False)[0]
+        ids, target = self.encode(self.tok, pair, False)
         limit = self.max_prompt_tokens
         if limit is not None and len(ids) > limit:
-            return pair.prompt, ids[-limit:], True
-        return pair.prompt, ids, False
+            return pair.prompt, ids[-limit:], True, target
+        return pair.prompt, ids, False, target
 
     def choice(self, task, examples, demos, style, tick):
         from fincocktail.evaluation.choice import ChoiceItem, close_margin, pick, score_choices
@@ -459,7 +460,7 @@ class LocalBackend(Backend):
             choices = list(ex.choices or task.labels or ())
             if not choices:
                 raise FincocktailError(f"task {task.id!r}: example {ex.id} has no choices to score; use --mode generate")
-            prompt, ids, cut = self._prompt(task, ex, demos, style)
+            prompt, ids, cut, _ = self._prompt(task, ex, demos, style)
             rows.append(_Row(example=ex, prompt=prompt, prompt_tokens=len(ids), truncated=cut))
             items.append(ChoiceItem(ids, [choice_ids(c, ex) for c in choices]))
         t0 = time.perf_counter()
@@ -487,11 +488,12 @@ class LocalBackend(Backend):
     def generate(self, task, examples, demos, style, max_new_tokens, tick):
         from fincocktail.evaluation.generate import generate_greedy
 
-        rows, prompts = [], []
+        rows, prompts, golds = [], [], []
         for ex in examples:
-            prompt, ids, cut = self._prompt(task, ex, demos, style)
+            prompt, ids, cut, gold = self._prompt(task, ex, demos, style)
             rows.append(_Row(example=ex, prompt=prompt, prompt_tokens=len(ids), truncated=cut))
             prompts.append(ids)
+            golds.append(gold)
         spec = task.generation
         t0 = time.perf_counter()
         # In fp32 when there is a reference. generate_greedy can decode in bf16 and re-decode rows
@@ -506,22 +508,18 @@ class LocalBackend(Backend):
             _read_answer(task, row, g.text)
             row.output_tokens = g.n_tokens
             row.rescored = row.rescored or g.rechecked
-        self._gold_loglik(task, rows, prompts, style, demos)
+        self._gold_loglik(rows, prompts, golds)
         tokens = sum(len(p) for p in prompts) + sum(g.n_tokens for g in gens)
         return rows, _Timing(seconds, tokens)
 
-    def _gold_loglik(self, task, rows: list[_Row], prompts: list[list[int]], style, demos) -> None:
+    def _gold_loglik(self, rows: list[_Row], prompts: list[list[int]], golds: list[list[int]]) -> None:
         """Teacher-forced log-likelihood per token of each gold answer (`models.forward.answer_logprobs`:
         one forward of prompt + answer, no generation), in fp32 when there is a reference."""
         from fincocktail.models.forward import answer_logprobs
 
-        pairs = []
-        for row, ids in zip(rows, prompts):
-            gold = self.encode(self.tok, build_pair(task, row.example, style, self.tok, demos), False)[1]
-            if not gold or not ids:
-                return  # an example without a gold answer (nothing to score): the task reports no likelihood
-            pairs.append((ids, gold))
-        scored = answer_logprobs(self.reference or self.scorer, pairs, self.tok.pad_token_id, self.batch_size)
+        if any(not gold or not ids for ids, gold in zip(prompts, golds)):
+            return  # an example without a gold answer (nothing to score): the task reports no likelihood
+        scored = answer_logprobs(self.reference or self.scorer, list(zip(prompts, golds)), self.tok.pad_token_id, self.batch_size)
         for row, (total, n) in zip(rows, scored):
             row.gold_logprob_per_token = total / n
 
