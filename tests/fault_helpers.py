@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,22 @@ def kill_9_at_marker(script: str, marker, env: dict, timeout_s: float = 120) -> 
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
+
+
+SWEEP = {
+    "name": "faults",
+    "tasks": ["fpb", "tfns"],
+    "models": ["smollm2-135m-instruct"],
+    "training": {"max_steps": 2},
+    "eval": {"tasks": ["fpb"], "max_examples": 5},
+}  # base + 2 single + 1 cocktail
+
+
+def sweep_file(tmp_path: Path, **over) -> Path:
+    """A small sweep file (SWEEP with `over` applied) written to tmp_path/sweep.yaml."""
+    import yaml
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({**SWEEP, **over}), encoding="utf-8")
+    return path
+

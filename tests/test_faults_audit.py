@@ -9,22 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fault_helpers import assert_one_line_error, cli
-
-SWEEP = {
-    "name": "audit",
-    "tasks": ["fpb", "tfns"],
-    "models": ["smollm2-135m-instruct"],
-    "training": {"max_steps": 2},
-    "eval": {"tasks": ["fpb"], "max_examples": 5},
-}  # base + 2 single + 1 cocktail
-
-
-def _sweep_file(tmp_path: Path, **over) -> Path:
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump({**SWEEP, **over}), encoding="utf-8")
-    return path
-
+from fault_helpers import assert_one_line_error, cli, sweep_file
 
 # -- 1. simulated results never satisfy a real run ----------------------------------------------
 
@@ -32,7 +17,7 @@ def _sweep_file(tmp_path: Path, **over) -> Path:
 def test_simulated_results_never_satisfy_a_real_run(tmp_path, capsys, monkeypatch, data_dir):
     from fincocktail.sweep.execute import read_result
 
-    sweep = _sweep_file(tmp_path)
+    sweep = sweep_file(tmp_path, name="audit")
     monkeypatch.chdir(tmp_path)
     res = cli(capsys, monkeypatch, "sweep", "run", str(sweep), "--simulate", "-q")
     assert res.code == 0, res.err
@@ -68,7 +53,7 @@ def test_simulated_results_never_satisfy_a_real_run(tmp_path, capsys, monkeypatc
 
 
 def test_mix_search_simulate_keeps_its_own_store_and_marks_its_outputs(tmp_path, capsys, monkeypatch):
-    sweep = _sweep_file(tmp_path, tasks=["fpb", "fiqa_sa", "tfns"], out=str(tmp_path / "out"),
+    sweep = sweep_file(tmp_path, tasks=["fpb", "fiqa_sa", "tfns"], out=str(tmp_path / "out"),
                         eval={"tasks": ["fpb", "tfns"], "max_examples": 5})
     res = cli(capsys, monkeypatch, "mix", "search", str(sweep), "--budget", "1", "--batch", "1", "--simulate", "-q")
     assert res.code == 0, res.err
@@ -84,7 +69,7 @@ def test_mix_search_simulate_keeps_its_own_store_and_marks_its_outputs(tmp_path,
 
 @pytest.mark.parametrize("name", ["..", ".", "../x", "a/b", ".hidden"])
 def test_a_sweep_name_that_is_not_one_path_component_is_a_config_error(tmp_path, capsys, monkeypatch, name):
-    sweep = _sweep_file(tmp_path, name=name)
+    sweep = sweep_file(tmp_path, name=name)
     monkeypatch.chdir(tmp_path)
     res = cli(capsys, monkeypatch, "sweep", "run", str(sweep), "--simulate", "-q")
     assert_one_line_error(res, str(sweep), "name", "one path component", code=2)
@@ -93,7 +78,7 @@ def test_a_sweep_name_that_is_not_one_path_component_is_a_config_error(tmp_path,
 
 @pytest.mark.parametrize("name", ["../../escaped", "..", "a/b"])
 def test_a_mix_search_name_that_escapes_out_is_a_config_error(tmp_path, capsys, monkeypatch, name):
-    sweep = _sweep_file(tmp_path, tasks=["fpb", "fiqa_sa", "tfns"], out=str(tmp_path / "o" / "out"))
+    sweep = sweep_file(tmp_path, tasks=["fpb", "fiqa_sa", "tfns"], out=str(tmp_path / "o" / "out"))
     res = cli(capsys, monkeypatch, "mix", "search", str(sweep), "--budget", "1", "--simulate", "-q", "--name", name)
     assert_one_line_error(res, "--name", "one path component", code=2)
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "o" / "out" / "simulated" / "mix").exists()
@@ -154,7 +139,7 @@ def test_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys, monkeypatch, d
     blocker = tmp_path / "taken"
     blocker.write_text("a file\n", encoding="utf-8")
     out = blocker if where == "file" else blocker / "sub"
-    sweep = _sweep_file(tmp_path)
+    sweep = sweep_file(tmp_path)
     args = {
         "train": ["train", str(REPO / "configs/train/smollm2_fpb_lora.yaml"), "--out", str(out)],
         "eval": ["eval", "--model", "smollm2-135m-instruct", "--tasks", "fpb", "--out", str(out)],
@@ -250,7 +235,7 @@ def test_a_store_truncated_to_0_bytes_is_called_damaged_with_the_fix(tmp_path, c
     from fincocktail.sweep.spec import load_plan
 
     out = tmp_path / "out"
-    run_sweep(load_plan(_sweep_file(tmp_path)), out, runner="simulate", progress=False)
+    run_sweep(load_plan(sweep_file(tmp_path)), out, runner="simulate", progress=False)
     for side in out.glob("results.sqlite-*"):
         side.unlink()
     (out / "results.sqlite").write_bytes(b"")  # no sweep is running: nothing will fill it

@@ -10,31 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 from eval_fakes import FakeSentiment, resolver
-from fault_helpers import assert_one_line_error, cli
+from fault_helpers import assert_one_line_error, cli, sweep_file
 
 from fincocktail.errors import ConfigError, DataError, FincocktailError
 from fincocktail.sweep.executors import run_sweep
 from fincocktail.sweep.spec import load_plan
 from fincocktail.sweep.store import ResultsStore
 
-SWEEP = {
-    "name": "faults",
-    "tasks": ["fpb", "tfns"],
-    "models": ["smollm2-135m-instruct"],
-    "training": {"max_steps": 2},
-    "eval": {"tasks": ["fpb"], "max_examples": 5},
-}  # base + 2 single + 1 cocktail
-
-
-def _sweep_file(tmp_path: Path, **over) -> Path:
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump({**SWEEP, **over}), encoding="utf-8")
-    return path
-
-
 @pytest.fixture
 def finished_sweep(tmp_path) -> tuple[Path, Path]:
-    sweep = _sweep_file(tmp_path)
+    sweep = sweep_file(tmp_path)
     out = tmp_path / "out"
     run_sweep(load_plan(sweep), out, runner="simulate", progress=False)
     return sweep, out
@@ -175,7 +160,7 @@ def test_a_user_task_reusing_a_built_in_id_is_an_error_everywhere(tmp_path, caps
 
 
 def test_a_zero_train_cap_fails_at_plan_time(tmp_path, capsys, monkeypatch):
-    res = cli(capsys, monkeypatch, "sweep", "plan", str(_sweep_file(tmp_path, train_caps={"fpb": 0})))
+    res = cli(capsys, monkeypatch, "sweep", "plan", str(sweep_file(tmp_path, train_caps={"fpb": 0})))
     assert_one_line_error(res, "train_caps", "fpb: must be >= 1", code=2)
 
 
@@ -188,8 +173,8 @@ def test_results_for_an_unknown_split_is_an_error(finished_sweep, capsys, monkey
 
 def test_status_counts_the_work_of_runs_not_yet_registered(tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
-    run_sweep(load_plan(_sweep_file(tmp_path, tasks=["fpb"])), out, runner="simulate", progress=False)
-    grown = _sweep_file(tmp_path, tasks=["fpb", "tfns"])  # the sweep file gained a task since
+    run_sweep(load_plan(sweep_file(tmp_path, tasks=["fpb"])), out, runner="simulate", progress=False)
+    grown = sweep_file(tmp_path, tasks=["fpb", "tfns"])  # the sweep file gained a task since
     plan = load_plan(grown)
     registered = {r.run_id for r in ResultsStore.in_dir(out).runs()}
     new = [r for r in plan.runs if r.run_id not in registered]
