@@ -87,6 +87,15 @@ def default_cache_path() -> Path:
     return paths.home() / "api_cache.sqlite"
 
 
+class RequestRefused(ModelError):
+    """The endpoint refused the request with a status retrying cannot change (kept, so a caller can
+    tell a refused option, 400 / 422, from other refusals)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass
 class ChatResult:
     text: str
@@ -152,8 +161,8 @@ class ChatClient:
             params.update(logprobs=True, top_logprobs=top_logprobs)
             try:
                 return self._chat(messages, params)
-            except ModelError as exc:
-                if " answered 400" not in str(exc) and " answered 422" not in str(exc):
+            except RequestRefused as exc:
+                if exc.status not in (400, 422):
                     raise
                 self.no_logprobs = True  # an endpoint without log-probs: the run goes on without the likelihood
                 for key in ("logprobs", "top_logprobs"):
@@ -267,7 +276,7 @@ class ChatClient:
         if resp.status_code in (401, 403):
             raise ModelError(f"{shown} refused the API key ({resp.status_code}: {detail}); check OPENAI_API_KEY")
         if resp.status_code not in RETRY_STATUS:
-            raise ModelError(f"{shown} answered {resp.status_code}: {detail}")
+            raise RequestRefused(f"{shown} answered {resp.status_code}: {detail}", resp.status_code)
         return f"{shown} answered {resp.status_code}: {detail}", _retry_after(resp)
 
     def close(self) -> None:
