@@ -35,7 +35,9 @@ RESUMABLE_CHANGES = {
     "output_dir", "merge", "device", "threads", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every",
 }
 
-LATER_FIELDS: dict[str, Any] = {"prefix_sharing": "off", "eval_every": None, "eval_examples": 64, "eval_tasks_extra": []}
+LATER_FIELDS: dict[str, Any] = {
+    "prefix_sharing": "off", "eval_every": None, "eval_examples": 64, "eval_tasks_extra": [], "decay_fraction": 0.2,
+}
 """Fields added after runs were started, with the value that means what earlier runs did.
 
 A config dumps without them at that value: the fingerprint a resume checks, the config a run
@@ -97,7 +99,13 @@ class TrainConfig(BaseModel):
 
     lr: float = Field(default=2e-4, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
-    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    scheduler: Literal["linear", "cosine", "constant", "wsd"] = Field(
+        default="linear",
+        description="after warmup: linear or cosine decay to 0, constant, or wsd (warmup-stable-decay: constant, "
+        "then linear to 0 over the last decay_fraction of the steps; a checkpoint before the decay is a fair "
+        "partial run, which the racing mixture search reads)",
+    )
+    decay_fraction: float = Field(default=0.2, gt=0, le=1, description="scheduler wsd: the share of steps that decays")
     warmup_steps: int = Field(default=0, ge=0)
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     batch_size: int = Field(default=8, gt=0)

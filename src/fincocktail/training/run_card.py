@@ -34,6 +34,8 @@ class TrainResult:
     merged_dir: Path | None = None
     resumed_from: str | None = None  # the checkpoint this process continued from (`step-N`)
     tokens_per_s: float | None = None  # real tokens per second of this process's training
+    paused: bool = False  # stopped at `train(stop_at=...)`: a checkpoint, no adapter
+    total_steps: int | None = None
 
 
 class TrainingDiverged(FincocktailError):

@@ -94,6 +94,7 @@ def train(
     progress: bool = True,
     console: Any | None = None,
     tokens: TokenCache | None = None,
+    stop_at: float | None = None,
 ) -> TrainResult:
     """Train `config` into `run_dir`; with `resume`, continue from its last checkpoint.
 
@@ -104,7 +105,10 @@ def train(
     cocktail's tasks come from the registry and contamination is checked against every task.
     A `threads` setting applies for the duration of the call only. The run folder is locked
     for the duration: a second process training into it gets a one-line error. `tokens`
-    tokenizes through a cache the caller shares across runs (a sweep worker).
+    tokenizes through a cache the caller shares across runs (a sweep worker). `stop_at` (a
+    fraction below 1: a racing rung) pauses the run after that share of its steps, with a
+    checkpoint and a learning-curve point there, no adapter, and the card's status `paused`;
+    resuming it later continues exactly as if it had never stopped.
     """
     run_dir = Path(run_dir)
     if resume is True and not holds_run(run_dir):
@@ -113,7 +117,7 @@ def train(
         )
     with thread_budget(None), FolderLock(run_dir, TRAIN_LOCK, "a training run", "wait for it to finish or pass another --out"):
         try:
-            return _train(config, run_dir, bool(resume), resolver, eval_tasks, progress, console, tokens)
+            return _train(config, run_dir, bool(resume), resolver, eval_tasks, progress, console, tokens, stop_at)
         except Exception as exc:
             if is_disk_full(exc):
                 raise FincocktailError(_mark_failed_for_disk_full(run_dir)) from None
@@ -151,6 +155,7 @@ def _train(
     progress: bool,
     console: Any | None,
     tokens: TokenCache | None = None,
+    stop_at: float | None = None,
 ) -> TrainResult:
     """The recipe. Everything that can be refused (config, tasks, run folder) is checked
     before the data is read, and the data before the model is loaded."""
@@ -202,6 +207,7 @@ def _train(
     if (too_long := warmup_warning(config, schedule.total_steps)) is not None:
         warn(console, too_long)
     parts = _make_parts(config, model, device, autocast, schedule.total_steps)
+    stop = stop_step(stop_at, schedule.total_steps) if stop_at is not None and stop_at < 1 else None
     at = _start_position(run_dir, parts, resume_from, checkpoint, schedule.total_steps, console)
     checkpoint = None  # the optimizer holds its own copy now
 
@@ -223,7 +229,14 @@ def _train(
             on_step=lambda loss, tps: bar.update(bar_task, advance=1, loss=f"{loss:.4f}", tps=f"{tps:,.0f}"),
             on_eval=_curve_hook(curves, parts.model, log, bar) if curves is not None else None,
             eval_due=curves.due if curves is not None else None,
+            stop=stop,
         )
+    if stop is not None and at.step < schedule.total_steps:
+        card.write("paused", paused_at_step=at.step, total_steps=schedule.total_steps)
+        return TrainResult(run_dir=run_dir, adapter_dir=None, tokens_seen=at.tokens_seen,
+                           wall_time_s=round(at.elapsed_s + time.time() - started, 3), peak_rss_mb=round(peak_rss_mb(), 1),
+                           final_loss=final_loss, steps=at.step, resumed_from=resume_from.name if resume_from else None,
+                           tokens_per_s=round(session.tokens_per_s(), 1), paused=True, total_steps=schedule.total_steps)
 
     adapter_dir, merged_dir = _save_outputs(config, run_dir, parts.model, tokenizer)
     train_time_s = round(session.elapsed(), 3)
@@ -415,15 +428,28 @@ def warmup_warning(config: TrainConfig, total_steps: int) -> str | None:
     )
 
 
+def wsd_decay_start(config: TrainConfig, total_steps: int) -> int:
+    """The first step of the decay of a `wsd` schedule (after warmup, at least)."""
+    return max(config.warmup_steps, total_steps - max(1, round(config.decay_fraction * total_steps)))
+
+
+def stop_step(fraction: float, total_steps: int) -> int:
+    """The optimizer step a run asked to stop at `fraction` of its steps pauses after (>= 1)."""
+    return min(total_steps, max(1, round(fraction * total_steps)))
+
+
 def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup, then linear or cosine decay to 0 at `total_steps`, or constant."""
+    """Linear warmup, then linear or cosine decay to 0 at `total_steps`, constant, or warmup-stable-decay."""
     warmup = config.warmup_steps
+    decay_start = wsd_decay_start(config, total_steps)
 
     def factor(step: int) -> float:
         if warmup and step < warmup:
             return (step + 1) / warmup
         if config.scheduler == "constant":
             return 1.0
+        if config.scheduler == "wsd":
+            return 1.0 if step < decay_start else max(0.0, 1.0 - (step - decay_start) / max(1, total_steps - decay_start))
         progress = (step - warmup) / max(1, total_steps - warmup)
         progress = min(max(progress, 0.0), 1.0)
         if config.scheduler == "cosine":
@@ -495,17 +521,22 @@ def run_loop(
     on_step: Callable[[float, float], None],
     on_eval: Callable[[int], None] | None = None,
     eval_due: Callable[[int, int], bool] | None = None,
+    stop: int | None = None,
 ) -> float | None:
-    """Train from `at` to the schedule's last step, advancing `at`; returns the last step's loss.
+    """Train from `at` to the schedule's last step (or to step `stop`), advancing `at`; returns the last step's loss.
 
     Weights are checked for NaN/inf before each checkpoint and before the end, so no broken
     update is ever saved; the log is fsynced before each checkpoint, so a resumed run's log is
     whole up to it. `on_eval(step)` (learning curves) runs at step 0 of a new run and when
     `eval_due(step, total)`, before that step's checkpoint: a resume then finds every curve point
     up to its checkpoint and redoes the ones after it, so a curve has no gap and no duplicate.
+    With `stop` (a racing rung) the loop pauses after that step with a curve point and a
+    checkpoint there, and skips the step-0 point (the base model's, the same for every run).
     """
     total = schedule.total_steps
-    if on_eval is not None and at.step == 0:  # the curve's starting point (a resumed run has it in its log)
+    if stop is not None and at.step >= stop:
+        return None  # paused here before: the checkpoint and the curve point are on disk
+    if on_eval is not None and at.step == 0 and stop is None:  # the curve's starting point (a resumed run has it)
         on_eval(0)
     first_epoch, first_group = at.epoch, at.next_group
 
@@ -543,30 +574,39 @@ def run_loop(
                 }
                 log.write(json.dumps(entry, allow_nan=False) + "\n")
                 log.flush()
-            if on_eval is not None and eval_due is not None and eval_due(at.step, total):
+            pausing = at.step == stop
+            if on_eval is not None and eval_due is not None and (eval_due(at.step, total) or pausing):
                 on_eval(at.step)
             on_step(final_loss, tps)
-            if at.step % config.checkpoint_every == 0 or at.step >= total:
+            saving = (at.step % config.checkpoint_every == 0 or pausing) and at.step < total
+            if saving or at.step >= total:
                 bad = check_finite_params(parts.model)
                 if bad is not None:
                     card.fail(at.step, f"{bad} holds NaN/inf after the update", lr)
-            if at.step % config.checkpoint_every == 0 and at.step < total:
-                log.flush()
-                os.fsync(log.fileno())
+            if saving:
                 last = gi + 1 == len(steps)
-                state = {
-                    "step": at.step,
-                    "epoch": epoch + 1 if last else epoch,
-                    "next_group": 0 if last else gi + 1,
-                    "tokens_seen": at.tokens_seen,
-                    "elapsed_s": session.elapsed(),
-                    "config_fingerprint": card.fingerprint,
-                    "config": config.model_dump(mode="json"),  # so a refused resume names the changed fields
-                }
-                save_checkpoint(card.run_dir, parts.model, parts.optimizer, parts.scheduler, state, config.keep_checkpoints)
-            if at.step >= total:
-                break
+                _save_position(config, parts, at, session, card, log, epoch + 1 if last else epoch, 0 if last else gi + 1)
+            if at.step >= total or pausing:
+                return final_loss
     return final_loss
+
+
+def _save_position(
+    config: TrainConfig, parts: Parts, at: Position, session: _Session, card: RunCard, log: TextIO, epoch: int, next_group: int
+) -> None:
+    """A checkpoint of where the loop stands (the log fsynced first, so a resume finds it whole)."""
+    log.flush()
+    os.fsync(log.fileno())
+    state = {
+        "step": at.step,
+        "epoch": epoch,
+        "next_group": next_group,
+        "tokens_seen": at.tokens_seen,
+        "elapsed_s": session.elapsed(),
+        "config_fingerprint": card.fingerprint,
+        "config": config.model_dump(mode="json"),  # so a refused resume names the changed fields
+    }
+    save_checkpoint(card.run_dir, parts.model, parts.optimizer, parts.scheduler, state, config.keep_checkpoints)
 
 
 def _optimizer_step(
