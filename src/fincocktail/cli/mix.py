@@ -28,7 +28,13 @@ def _total(text: str | None) -> tuple[int, int] | None:
 @app.command("search")
 def search(
     sweep_file: Path = typer.Argument(..., help="Sweep YAML: its tasks, training config, evaluation samples and store."),
-    budget: int = typer.Option(..., "--budget", "-n", help="Mixtures to propose and train in all (a rerun with a larger budget extends)."),
+    budget: int | None = typer.Option(None, "--budget", "-n", help="Mixtures to propose and train in all (a rerun with a larger budget extends); with --race, an optional cap."),
+    race: bool = typer.Option(False, "--race", help="Race proposals: read them at rungs of their steps, stop the weakest (optuna successive halving); needs --budget-hours."),
+    budget_hours: float | None = typer.Option(None, "--budget-hours", help="--race: CPU- or GPU-hours to spend (the jobs' measured time x cores or GPUs each holds)."),
+    reduction: int = typer.Option(2, "--reduction", help="--race: keep the best 1/N at each rung."),
+    rungs: int = typer.Option(3, "--rungs", help="--race: rungs per proposal, the last at full length (3 with reduction 2: 1/4, 1/2, 1)."),
+    replicates: int = typer.Option(2, "--replicates", help="--race: extra seeds of the winner before it is recommended."),
+    fresh: bool = typer.Option(False, "--fresh", help="Learn only from this search's own proposals, not the sweep's runs (a search from scratch)."),
     objective: list[str] = typer.Option(["mean"], "--objective", help="mean | TASK | weights:fpb=2,tfns=1 (repeat for a Pareto front; the first decides)."),
     constraint: list[str] = typer.Option([], "--constraint", help="no-task-below-single | min:TASK=VALUE (repeatable; on validation scores)."),
     batch: int = typer.Option(2, "--batch", "-b", help="Mixtures per round (run at once by the executor)."),
@@ -59,16 +65,37 @@ def search(
 
     if simulate and runner:
         raise ConfigError("--simulate and --runner: give one of them")
+    if race and budget_hours is None:
+        raise ConfigError("--race: give --budget-hours (e.g. --budget-hours 1 for one CPU-hour)")
+    if not race and budget is None:
+        raise ConfigError("--budget: how many mixtures to propose (or --race --budget-hours H)")
+    if not race and budget_hours is not None:
+        raise ConfigError("--budget-hours: only with --race (a plain search's budget is --budget, a count of runs)")
     device = check_device(device) if device is not None else None
     plan = load_plan(sweep_file)
     chosen = runner or ("simulate" if simulate else "real")
     out = out or (plan.out_dir / SIMULATED_DIR if chosen == "simulate" else plan.out_dir)
     resolved = str(find_data_dir(data_dir or plan.spec.data_dir)) if chosen == "real" else None
-    options = SearchOptions(tuple(objective), tuple(constraint), budget, batch, seed, model, _total(total), name)
-    result = run_search(plan, options, out, make_executor(executor, workers=workers, address=address,
-                                                                      device=device or plan.spec.resources.device),
-                        chosen, resolved, progress=not quiet)
-    summary = write_outputs(result)
+    options = SearchOptions(tuple(objective), tuple(constraint), budget or 0, batch, seed, model, _total(total), name, fresh)
+    ex = make_executor(executor, workers=workers, address=address, device=device or plan.spec.resources.device)
+    if race:
+        from fincocktail.search.race import RaceOptions, run_race
+        from fincocktail.search.race_outputs import write_race_outputs
+
+        raced = run_race(plan, options, RaceOptions(budget_hours or 0.0, reduction, rungs, replicates), out, ex, chosen,
+                         resolved, progress=not quiet, say=lambda text: console.print(text, highlight=False))
+        result = raced.search
+        summary = write_race_outputs(raced)
+        r = summary["race"]
+        stopped = sum(1 for p in r["proposals"] if p["stopped_at"] is not None)
+        console.print(f"race: {len(r['proposals'])} proposals, {stopped} stopped early, {r['spent_hours']:.2f} of "
+                      f"{r['budget_hours']:g} {r['unit']} spent -> {result.dir / 'race.md'}", highlight=False)
+        if r["recommended_sd"] is not None:
+            console.print(f"winner over {len(r['recommended_seeds'])} seeds: {r['recommended_mean']:.4f} "
+                          f"(sd {r['recommended_sd']:.4f})", highlight=False)
+    else:
+        result = run_search(plan, options, out, ex, chosen, resolved, progress=not quiet)
+        summary = write_outputs(result)
     rec = summary.get("recommended")
     main = summary["objectives"][0]
     if result.ctx.store is not None and result.ctx.store.simulated():

@@ -87,11 +87,17 @@ def propose(
     seed: int,
     exclude: set[Mixture],
     n_candidates: int = N_CANDIDATES,
+    fidelity: bool = False,
 ) -> list[Proposal]:
-    """The next `k` mixtures to train (none of them in `exclude`), given runs X (features) / Y (scores)."""
+    """The next `k` mixtures to train (none of them in `exclude`), given runs X (features) / Y (scores).
+
+    With `fidelity` (racing) the last column of X is the share of its steps a row was read at; the
+    candidates are scored at full length (1.0), and `observed` holds full-length scores only.
+    """
     rng = np.random.default_rng(seed)
     scored = [o for o in observed if any(t in o.scores for ob in objectives for t in ob.weights)]
-    if len(scored) < N_INIT:
+    known = len(np.unique(X[:, :-1], axis=0)) if fidelity and len(X) else len(scored)
+    if known < N_INIT:
         return [Proposal(m, float("nan"), dict(objectives[0].weights), how="initial design")
                 for m in [m for m in space.random(4 * k + 8, seed) if m not in exclude][:k]]
     surrogate = Surrogate(tasks, seed=seed).fit(X, Y)
@@ -100,6 +106,9 @@ def propose(
     around = [o.mixture for o in ranked[:5]]
     cands = [m for m in space.candidates(n_candidates, rng, around) if m not in exclude]
     Xc = space.features(cands)
+    if fidelity:
+        Xc = np.hstack([Xc, np.ones((len(Xc), 1))])
+        X = np.hstack([X[:, :-1], np.ones((len(X), 1))])  # the "best predicted" fallback: at full length too
     floor_idx = [(list(tasks).index(f.task), f.value) for f in fl]
     picks: list[Proposal] = []
     model = surrogate

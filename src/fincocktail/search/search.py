@@ -53,6 +53,7 @@ class SearchOptions:
     model: str | None = None
     total: tuple[int, int] | None = None
     name: str | None = None
+    fresh: bool = False  # learn only from this search's own proposals (not the sweep's runs): a search from scratch
 
 
 @dataclass
@@ -245,7 +246,7 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
     ctx = context(plan, out_dir, options.model, options.total)
     objectives = [parse_objective(o, ctx.tasks) for o in options.objectives]
     constraints = parse_constraints(options.constraints, ctx.tasks)
-    name = options.name or search_name(objectives, constraints)
+    name = options.name or search_name(objectives, constraints) + ("__fresh" if options.fresh else "")
     try:
         check_name(name)  # it becomes OUT/mix/<name>: '../../X' would create a folder outside OUT
     except ValueError as exc:
@@ -253,8 +254,13 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
     sdir = ctx.out_dir / SEARCH_DIR / name
     header = {"sweep": plan.spec.name, "model": ctx.model, "objectives": list(options.objectives),
               "constraints": constraints, "seed": options.seed,
-              "total": [ctx.space.total_min, ctx.space.total_max], "ingredients": list(ctx.space.names)}
+              "total": [ctx.space.total_min, ctx.space.total_max], "ingredients": list(ctx.space.names),
+              **({"fresh": True} if options.fresh else {})}
     state = load_state(sdir / STATE_FILE, header)
+
+    def known_runs() -> list[RunObs]:
+        own = {p["run_id"] for p in state.proposals}
+        return [r for r in ctx.runs() if not options.fresh or r.run_id in own]
     executed: list[str] = []
 
     def recorded_runs() -> list[RunSpec]:
@@ -284,7 +290,7 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
                                        "rerun the same command to retry them")
         if len(runs) >= options.budget:
             break
-        obs_runs = ctx.runs()
+        obs_runs = known_runs()
         fl, _ = floors(constraints, objectives, single_scores(obs_runs))
         X, Y, _ = matrix(ctx, obs_runs)
         k = min(options.batch, options.budget - len(runs))
@@ -303,6 +309,6 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
                               "predicted": {t: list(v) for t, v in p.predicted.items()}, "weights": p.weights})
         state.data["rounds"].append({"round": round_no, "proposals": proposals})
         state.save()  # before the runs start: a kill from here on resumes this round
-    final = ctx.runs()
+    final = known_runs()
     fl, notes = floors(constraints, objectives, single_scores(final))
     return SearchRun(ctx, state, objectives, fl, notes, final, sdir, executed)

@@ -36,6 +36,9 @@ class Synthetic:
     total_curvature: float = 0.04
     test_offset: float = -0.02
     ingredients: Sequence[str] = field(default_factory=tuple)  # all ingredient names (for shares of absent ones)
+    fidelity_gap: float = 0.15  # a partial run's curve sits this far below its end at fraction 0 (racing)
+    fidelity_noise: float = 0.04  # ... with this much mixture-dependent noise at fraction 0
+    seed_noise: float = 0.01  # sd of a run's own (seed) noise at every fraction
 
     def score(self, task: str, counts: Mapping[str, int], split: str = "validation") -> float:
         total = sum(counts.values())
@@ -52,8 +55,33 @@ class Synthetic:
         names = sorted({i for t in tasks for i in self.peaks.get(t, {})} | set(self.ingredients))
         return {i: sum(self.peaks.get(t, {}).get(i, 0.0) for t in tasks) / len(tasks) for i in names}
 
+    def rung_value(self, task: str, counts: Mapping[str, int], fraction: float, seed: int, walk: float) -> float:
+        """The curve's value at `fraction` of the steps: below the final score by a gap that closes as the
+        run goes on, with noise that is larger early and depends on the mixture and the seed, plus the
+        run's own random walk (`walk`, carried in its checkpoint)."""
+        z = _gauss(f"{task}/{sorted(counts.items())}/{fraction:g}/{seed}")
+        early = 1.0 - fraction
+        value = self.score(task, counts) - self.fidelity_gap * early + self.fidelity_noise * early * z + self.seed_noise * walk
+        return max(0.0, min(1.0, value))
+
     def run(self, run: RunSpec, ctx: RunContext) -> RunOutcome:
         counts = counts_of(run)
+        fraction = run.stop_at if run.stop_at is not None and run.stop_at < 1 else 1.0
+        walk, cost_s, steps = _train(run, ctx, fraction, sum(counts.values()))
+        tasks = list(dict.fromkeys(t for _, ts in run.eval_settings.splits() for t in ts))
+        rung = {"fraction": fraction, "step": steps, "total_steps": STEPS, "metric": {t: "gold_prob" for t in tasks},
+                "scores": {t: self.rung_value(t, counts, fraction, run.seed, walk) for t in tasks}}
+        if fraction < 1:
+            return RunOutcome(card={"synthetic": True, "rung": rung}, tokens_trained=int(run.est_tokens * fraction),
+                              wall_time_s=cost_s + SIM_CURVE_S, train_time_s=cost_s)
+        outcome = self.evaluate(run, ctx, counts)
+        outcome.card["rung"] = rung
+        outcome.train_time_s = cost_s
+        outcome.eval_time_s = run.est_eval_examples / SIM_EVAL_PER_S
+        outcome.wall_time_s = cost_s + SIM_CURVE_S + outcome.eval_time_s
+        return outcome
+
+    def evaluate(self, run: RunSpec, ctx: RunContext, counts: Mapping[str, int]) -> RunOutcome:
         rows: list[MetricRow] = []
         ev = run.eval_settings
         for split, tasks in ev.splits():
@@ -70,6 +98,43 @@ class Synthetic:
                                       min(1.0, value + 0.05), N_EXAMPLES, True, str(path), f"synthetic-{task}-{split}"))
         return RunOutcome(metrics=rows, card={"synthetic": True}, tokens_trained=run.est_tokens,
                           selection_score=selection_score(rows, ev.selection_split))
+
+
+STEPS = 16  # every synthetic run "trains" 16 steps: a random walk, checkpointed like a real run
+# Simulated seconds (what a racing budget counts; no time passes), in the proportions of SmolLM2-135M
+# LoRA runs on 2 CPU cores: loading ~10 s, ~0.3 s per training example, a few seconds per curve point,
+# ~5 evaluation examples per second.
+SIM_SECONDS_PER_EXAMPLE = 0.3
+SIM_EVAL_PER_S = 5.0
+SIM_OVERHEAD_S = 10.0
+SIM_CURVE_S = 5.0
+CHECKPOINT = "sim_train.json"
+
+
+def _train(run: RunSpec, ctx: RunContext, fraction: float, examples: int) -> tuple[float, float, int]:
+    """Advance the run's walk from its checkpoint to `fraction` of STEPS; (walk, simulated seconds, step).
+
+    The checkpoint holds the step, the walk so far and how many steps were trained in all, so a
+    test can tell that a promoted run continued from it instead of starting over."""
+    path = ctx.run_dir / CHECKPOINT
+    state = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"step": 0, "walk": 0.0, "trained": 0}
+    target = max(1, round(fraction * STEPS))
+    start = state["step"]
+    for step in range(start, target):
+        state["walk"] += _gauss(f"{run.run_id}/{step}") / math.sqrt(STEPS)
+        state["step"] = step + 1
+        state["trained"] += 1
+    path.write_text(json.dumps(state), encoding="utf-8")
+    seconds = SIM_OVERHEAD_S + max(0, target - start) / STEPS * examples * SIM_SECONDS_PER_EXAMPLE
+    return float(state["walk"]), seconds, int(state["step"])
+
+
+def _gauss(key: str) -> float:
+    """A standard normal draw fixed by `key` (Box-Muller on two hash-derived uniforms)."""
+    h = hashlib.sha256(key.encode()).digest()
+    u1 = (int.from_bytes(h[:8], "big") + 1) / (2**64 + 1)
+    u2 = int.from_bytes(h[8:16], "big") / 2**64
+    return math.sqrt(-2 * math.log(u1)) * math.cos(2 * math.pi * u2)
 
 
 def _difficulty(task: str, split: str, i: int) -> float:

@@ -60,6 +60,11 @@ def run_dir_for(out_dir: str | os.PathLike, run_id: str) -> Path:
     return Path(out_dir) / RUNS_DIR / run_id
 
 
+def rung_file_name(stop_at: float) -> str:
+    """The file a run paused at `stop_at` of its steps leaves (its rung's scores), e.g. `rung-0.25.json`."""
+    return f"rung-{stop_at:g}.json"
+
+
 def read_result(run_dir: Path, trust_simulated: bool = True) -> RunOutcome | None:
     """The outcome a finished run left in its folder, if any.
 
@@ -108,9 +113,9 @@ class RunResult:
     """
 
     run_id: str
-    status: Literal["done", "failed"]
-    skipped: bool = False  # done by an earlier attempt: its result.json was read back
-    outcome: dict[str, Any] | None = None  # RunOutcome.to_json() when done
+    status: Literal["done", "failed", "paused"]
+    skipped: bool = False  # done (or paused at this rung) by an earlier attempt: its file was read back
+    outcome: dict[str, Any] | None = None  # RunOutcome.to_json() when done or paused (the card holds the rung)
     error: str | None = None  # one line, redacted, when failed
 
     @classmethod
@@ -143,6 +148,9 @@ def execute_run(
     store_path = Path(out_dir) / STORE_FILE
     store = ResultsStore(store_path, create=False) if use_store and store_path.is_file() else None
 
+    rung_file = run_dir / rung_file_name(run.stop_at) if run.stop_at is not None else None
+    if rung_file is not None and rung_file.is_file():  # paused at this rung before: read it back
+        return RunResult(run.run_id, "paused", skipped=True, outcome=json.loads(rung_file.read_text(encoding="utf-8")))
     done = read_result(run_dir, trust_simulated=runner != "real")
     if done is not None:
         if store is not None:
@@ -166,6 +174,11 @@ def execute_run(
     outcome.wall_time_s = outcome.wall_time_s or round(time.time() - started, 3)
     outcome.run_dir = str(run_dir)
     outcome.card.setdefault("attempt", attempt)
+    if rung_file is not None and "rung" in outcome.card:
+        write_json_atomic(rung_file, outcome.to_json(), default=str)
+        if store is not None:
+            store.pause(run.run_id, outcome, attempt)
+        return RunResult(run.run_id, "paused", outcome=outcome.to_json())
     write_json_atomic(run_dir / RESULT_FILE, outcome.to_json(), default=str)
     if store is not None:
         store.finish(run.run_id, outcome, attempt)
@@ -294,10 +307,16 @@ def _real_run(run: RunSpec, ctx: RunContext, tokens: TokenCache) -> RunOutcome:
         config = TrainConfig.model_validate({**run.train, "data_dir": ctx.data_dir, "device": ctx.device})
         train_dir = ctx.run_dir / "train"
         t0 = time.time()
-        result = train(config, train_dir, resume="if_present", progress=False, tokens=tokens)
+        result = train(config, train_dir, resume="if_present", progress=False, tokens=tokens, stop_at=run.stop_at)
         outcome.train_time_s = round(time.time() - t0, 3)
         outcome.tokens_trained = int(result.tokens_seen)
         outcome.peak_rss_mb = float(result.peak_rss_mb)
+        if result.paused:
+            outcome.card = {**card, "rung": rung_scores(train_dir, run.stop_at, result.steps, result.total_steps)}
+            outcome.wall_time_s = round(time.time() - started, 3)
+            return outcome
+        if config.eval_every:  # the curve's end: what a racing search reads as the run's full-length score
+            card["rung"] = rung_scores(train_dir, 1.0, result.steps, result.steps)
         adapter = result.adapter_dir
         card["train"] = {
             "run_dir": str(train_dir),
@@ -321,6 +340,17 @@ def _real_run(run: RunSpec, ctx: RunContext, tokens: TokenCache) -> RunOutcome:
     outcome.wall_time_s = round(time.time() - started, 3)
     outcome.card = card
     return outcome
+
+
+def rung_scores(train_dir: Path, fraction: float | None, step: int, total_steps: int | None) -> dict[str, Any]:
+    """What a run paused at a racing rung reports: its learning-curve point at that step (validation likelihood)."""
+    from fincocktail.training.curves import read_curves
+
+    point = next((p for p in read_curves(train_dir / "train_log.jsonl") if p.step == step), None)
+    if point is None:
+        raise ConfigError(f"{train_dir}: no learning-curve point at step {step}: a racing run needs training.eval_every")
+    return {"fraction": fraction, "step": step, "total_steps": total_steps, "scores": dict(point.values),
+            "metric": dict(point.metrics)}
 
 
 def selection_score(rows: list[MetricRow], split: str | None) -> float | None:

@@ -331,6 +331,7 @@ class SweepSummary:
     skipped: list[str] = field(default_factory=list)  # finished before this invocation
     recovered: list[str] = field(default_factory=list)  # finished on disk, now recorded
     failed: dict[str, str] = field(default_factory=dict)
+    paused: dict[str, dict[str, Any]] = field(default_factory=dict)  # racing: run id -> its rung outcome (JSON)
     wall_s: float = 0.0
 
 
@@ -377,7 +378,7 @@ class _Progress:
             self.running += 1
         else:
             self.running = max(0, self.running - 1)
-            if result is not None and result.status == "done":
+            if result is not None and result.status in ("done", "paused"):  # paused: this rung is done
                 self.done += 1
             else:
                 self.failed += 1
@@ -480,7 +481,10 @@ def _run_sweep_locked(
         if kind == "start" and tracker is not None:
             tracker.safely(run.run_id, tracker.start, store.run(run.run_id), run_dir_for(out, run.run_id))  # curves go live
         if kind == "end" and result is not None:
-            if result.status == "done" and result.outcome is not None:
+            if result.status == "paused" and result.outcome is not None:
+                store.pause(run.run_id, RunOutcome.from_json(result.outcome))
+                summary.paused[run.run_id] = result.outcome
+            elif result.status == "done" and result.outcome is not None:
                 store.finish(run.run_id, RunOutcome.from_json(result.outcome))
                 (summary.skipped if result.skipped else summary.executed).append(run.run_id)
                 if tracker is not None:

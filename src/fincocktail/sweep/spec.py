@@ -354,6 +354,7 @@ class RunSpec(BaseModel):
     est_seconds: float = 0.0
     origin: str = ""  # the sweep-file field this run came from
     matched_to: str | None = None  # kind matched: the label of the cocktail whose optimizer steps it matches
+    stop_at: float | None = None  # racing: train to this share of the steps and pause (not part of the run id)
 
     @property
     def trains(self) -> bool:

@@ -384,6 +384,20 @@ class ResultsStore:
                     (now, run_id),
                 )
 
+    def pause(self, run_id: str, outcome: RunOutcome, attempt: int | None = None) -> None:
+        """Record a run paused at a racing rung: status `paused`, its card (the rung's scores), no metrics."""
+        now = time.time()
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE runs SET status = 'paused', card = ?, tokens_trained = ?, updated_at = ? WHERE run_id = ?",
+                (redact(json.dumps(outcome.card, default=str)), outcome.tokens_trained, now, run_id),
+            )
+            sql = "UPDATE attempts SET status = 'paused', finished_at = ? WHERE run_id = ? AND "
+            if attempt is not None:
+                conn.execute(sql + "attempt = ?", (now, run_id, attempt))
+            else:
+                conn.execute(sql + "status = 'running'", (now, run_id))
+
     def fail(self, run_id: str, error: str, attempt: int | None = None) -> None:
         """Record a failed run; the error text (often an endpoint's body) is stored redacted."""
         now = time.time()

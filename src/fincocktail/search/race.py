@@ -1,0 +1,345 @@
+"""`mix search --race`: proposals start together, are read on their learning curves at rungs, the weakest stop.
+
+A plain search pays a full run for every proposal, loser or winner. Racing (successive halving)
+reads every proposal's validation likelihood at a share of its steps and stops the weakest
+there, so the budget goes to the proposals still in the race:
+
+- Proposals train on a warmup-stable-decay schedule (`training.scheduler: wsd`): up to the
+  decay the learning rate is flat, so a proposal read at 1/4 or 1/2 of its steps is a fair
+  partial run, and only the proposals that reach the last rung run the decay.
+- A rung is a run paused at that share of its steps (`RunSpec.stop_at`): a checkpoint and a
+  learning-curve point (the validation likelihood of every searched task on a fixed sample).
+  A survivor continues from its checkpoint exactly; a stopped one stays paused in the store.
+- Which proposals stop is optuna's successive-halving pruner's decision (`search.rungs`).
+- The surrogate learns from every rung: the share of steps is one more input of the GP, and
+  proposals are scored at full length. Repeats (other seeds) tell it the noise.
+- The budget is hours (CPU- or GPU-hours of the jobs, as measured), printed as a plan first.
+- Before recommending, the incumbent is trained again with other seeds; its seed spread is in
+  the outputs, and if its mean falls below the runner-up's score, the runner-up is replicated too.
+
+The state is `OUT/mix/NAME/search.json`, written before each batch of jobs starts and after
+their results: a killed search resumes where it stopped (a rung already reached is read back
+from its `rung-F.json`, an interrupted one resumes from its checkpoint).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fincocktail.errors import ConfigError, FincocktailError
+from fincocktail.paths import check_name
+from fincocktail.search.mixture import Mixture, proposal_run
+from fincocktail.search.objective import floors, parse_constraints, parse_objective
+from fincocktail.search.propose import Observed, propose
+from fincocktail.search.rungs import RungReport, check_rungs_before_decay, expected_cost, pruning_decisions, rung_fractions
+from fincocktail.search.search import STATE_FILE, SEARCH_DIR, Context, RunObs, SearchOptions, SearchRun, context, load_state, search_name
+from fincocktail.sweep.spec import Plan, RunSpec, rates
+from fincocktail.sweep.store import ResultsStore
+
+RACE_PREFIX = "race__"
+CURVES_ONLY_AT_RUNGS = 1_000_000  # eval_every when the sweep sets none: curve points at the rungs and the end only
+
+
+@dataclass(frozen=True)
+class RaceOptions:
+    budget_hours: float
+    reduction: int = 2
+    rungs: int = 3
+    replicates: int = 2  # extra seeds of the incumbent before it is recommended
+
+
+@dataclass
+class RaceRun:
+    """What `run_race` hands to the outputs: the search (as a plain search's outputs read it) and the race."""
+
+    search: SearchRun
+    fractions: tuple[float, ...]
+    unit: str
+    per_job: float  # cores (CPU) or GPUs each job holds: seconds x per_job = the budget's unit
+    budget_hours: float
+    plan_text: str
+    executed: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.search.state.data
+
+
+def race_plan(plan: Plan, tasks: list[str]) -> Plan:
+    """The sweep with its training switched to what racing needs: a wsd schedule and learning curves of every
+    searched task (also those a proposal does not train on), at the rungs and the end."""
+    training = dict(plan.spec.training)
+    training["scheduler"] = "wsd"
+    training.setdefault("eval_every", CURVES_ONLY_AT_RUNGS)
+    training["eval_tasks_extra"] = list(dict.fromkeys([*training.get("eval_tasks_extra", []), *tasks]))
+    return Plan(plan.spec.model_copy(update={"training": training}), plan.source, plan.runs)
+
+
+def hours_unit(executor: Any) -> tuple[str, float]:
+    """('GPU-hours', GPUs per job) when runs go to GPUs, else ('CPU-hours', cores per job)."""
+    from fincocktail.models.device import gpu_count, wants_gpu
+    from fincocktail.sweep.executors import cpu_count
+
+    if wants_gpu(getattr(executor, "device", "cpu")) and gpu_count() > 0:
+        return "GPU-hours", 1.0
+    return "CPU-hours", float(getattr(executor, "threads", None) or cpu_count())
+
+
+def job_costs(ctx: Context, store: ResultsStore | None) -> tuple[dict[str, float], str]:
+    """Seconds of a typical full proposal (overhead, training, full evaluation, one curve point), from the sweep's
+    rates scaled by what its finished runs measured against their estimates."""
+    spec = ctx.plan.spec
+    probe = proposal_run(ctx.plan, ctx.space, ctx.space.make(np.ones(len(ctx.space.names)),  # type: ignore[arg-type]
+                         math.sqrt(ctx.space.total_min * ctx.space.total_max)), ctx.model_index, 0, "probe", ctx.settings)
+    token_rate, eval_rate = rates(spec, spec.models[ctx.model_index])
+    train_s = probe.est_tokens / (token_rate or 300.0)
+    overhead = spec.estimates.overhead_s
+    eval_s = max(0.0, probe.est_seconds - overhead - train_s)
+    curve_rows = int(spec.training.get("eval_examples", 64)) * len(ctx.tasks)
+    curve_s = curve_rows / (eval_rate or 10.0) / 3  # a curve point scores choices (likelihood only): ~3x eval's rate
+    scale, why = 1.0, "the sweep's estimates"
+    done = [r for r in (store.runs(status="done") if store else []) if r.wall_time_s and r.est_seconds]
+    if done:
+        scale = sum(r.wall_time_s or 0 for r in done) / sum(r.est_seconds for r in done)
+        why = f"the sweep's estimates x {scale:.2f}, as its {len(done)} finished run(s) measured"
+    return {"overhead": overhead * scale, "train": train_s * scale, "eval": eval_s * scale, "curve": curve_s * scale}, why
+
+
+def _fmt_h(hours: float) -> str:
+    return f"{hours:.2f}"
+
+
+def plan_text(name: str, race: RaceOptions, fractions: tuple[float, ...], unit: str, per_job: float, costs: dict[str, float],
+              why: str, batch: int) -> str:
+    expected, worst = expected_cost(fractions, race.reduction, costs["overhead"], costs["train"], costs["eval"], costs["curve"])
+    full = costs["overhead"] + costs["train"] + costs["eval"] + costs["curve"]
+    to_h = per_job / 3600
+    reserve = race.replicates * full * to_h
+    n = max(0, int((race.budget_hours - reserve) / max(expected * to_h, 1e-9)))
+    rungs = ", ".join(f"{f:g}" for f in fractions)
+    return (f"racing search {name}: budget {race.budget_hours:g} {unit} ({per_job:g} per job)\n"
+            f"  a full proposal ~{full / 60:.1f} min ({why}); rungs at {rungs} of its steps, reduction {race.reduction} "
+            f"(optuna SuccessiveHalvingPruner): a raced proposal costs ~{expected / 60:.1f} min expected, {worst / 60:.1f} at most\n"
+            f"  -> about {n} proposals in rounds of {batch}, then {race.replicates} replicate run(s) of the winner "
+            f"({_fmt_h(reserve)} {unit} kept for them)")
+
+
+def run_race(plan: Plan, options: SearchOptions, race: RaceOptions, out_dir: str | os.PathLike | None = None,
+             executor: Any = None, runner: Any = "real", data_dir: str | None = None, progress: bool = True,
+             say: Any = None) -> RaceRun:
+    """Race proposals until `race.budget_hours` are spent, replicate the incumbent; resumable (module docstring)."""
+    from fincocktail.sweep.executors import make_executor, run_sweep
+
+    executor = executor or make_executor("local")
+    if race.budget_hours <= 0 or options.batch < 1 or race.replicates < 0:
+        raise ConfigError(f"--budget-hours {race.budget_hours} / --batch {options.batch} / --replicates {race.replicates}: "
+                          "expected hours > 0, batch >= 1, replicates >= 0")
+    tasks = context(plan, out_dir, options.model, options.total).tasks
+    ctx = context(race_plan(plan, tasks), out_dir, options.model, options.total)
+    objectives = [parse_objective(o, ctx.tasks) for o in options.objectives]
+    constraints = parse_constraints(options.constraints, ctx.tasks)
+    name = options.name or RACE_PREFIX + search_name(objectives, constraints)
+    try:
+        check_name(name)
+    except ValueError as exc:
+        raise ConfigError(f"--name: {exc}") from None
+    fractions = rung_fractions(race.reduction, race.rungs)
+    check_rungs_before_decay(fractions, "wsd", float(ctx.plan.spec.training.get("decay_fraction", 0.2)))
+    header = {"sweep": plan.spec.name, "model": ctx.model, "objectives": list(options.objectives), "constraints": constraints,
+              "seed": options.seed, "total": [ctx.space.total_min, ctx.space.total_max], "ingredients": list(ctx.space.names),
+              "race": {"reduction": race.reduction, "fractions": list(fractions)}}
+    sdir = ctx.out_dir / SEARCH_DIR / name
+    state = load_state(sdir / STATE_FILE, header)
+    state.data.setdefault("reports", [])
+    state.data.setdefault("replicates", [])
+    unit, per_job = hours_unit(executor)
+    costs, why = job_costs(ctx, ResultsStore.in_dir(ctx.out_dir, create=False) if (ctx.out_dir / "results.sqlite").is_file() else None)
+    text = plan_text(name, race, fractions, unit, per_job, costs, why, options.batch)
+    if say is not None:
+        say(text)
+    main = objectives[0]
+    seed0 = plan.spec.seeds[0]
+    executed: list[str] = []
+
+    def spent() -> float:
+        return sum(r["seconds"] for r in state.data["reports"] + state.data["replicates"]) * per_job / 3600
+
+    def run_of(p: dict[str, Any], seed: int = seed0) -> RunSpec:
+        run = proposal_run(ctx.plan, ctx.space, Mixture(tuple(p["counts"])), ctx.model_index, seed, p["origin"], ctx.settings)
+        if seed == seed0 and run.run_id != p["run_id"]:
+            raise ConfigError(f"{state.path}: proposal {p['run_id']} would now be run {run.run_id}: the sweep's training or "
+                              "evaluation settings changed since the search started; use another --name or --out")
+        return run
+
+    def execute(jobs: list[RunSpec]) -> list[tuple[str, dict[str, Any], float]]:
+        """Run `jobs`; (run id, rung card, seconds) in the order they arrived."""
+        store = ResultsStore.in_dir(ctx.out_dir)
+        ctx.store = store
+        summary = run_sweep(Plan(ctx.plan.spec, ctx.plan.source, ctx.plan.runs + jobs), ctx.out_dir, executor, runner,
+                            data_dir, progress, only=[j.run_id for j in jobs])
+        executed.extend(summary.executed + list(summary.paused))
+        if summary.failed:
+            first = next(iter(summary.failed.items()))
+            raise FincocktailError(f"mix search: {len(summary.failed)} racing job(s) failed ({first[0]}: {first[1]}); "
+                                   "rerun the same command to retry them")
+        out = []
+        for rid in dict.fromkeys([*summary.paused, *summary.executed, *summary.recovered, *summary.skipped]):
+            if rid in summary.paused:
+                card, seconds = summary.paused[rid]["card"], float(summary.paused[rid].get("wall_time_s") or 0)
+            else:
+                row = store.run(rid)
+                card, seconds = (row.card or {}) if row else {}, float((row.wall_time_s if row else 0) or 0)
+            if "rung" not in card:
+                raise FincocktailError(f"{rid}: finished without a learning-curve point to race on (training.eval_every)")
+            out.append((rid, card["rung"], seconds))
+        return out
+
+    def objective_of(scores: dict[str, float]) -> float:
+        v = main.value(scores)
+        return float("nan") if v is None else float(v)
+
+    def advance(round_: dict[str, Any]) -> None:
+        """Take the round's proposals through the rungs; a stopped proposal goes no further."""
+        for k, f in enumerate(fractions):
+            reported = {(r["run_id"], r["rung"]) for r in state.data["reports"]}
+            stopped = {r["run_id"] for r in state.data["reports"] if r["stopped"]}
+            pending = [p for p in round_["proposals"] if p["run_id"] not in stopped and (p["run_id"], k) not in reported]
+            if not pending:
+                continue
+            jobs = [run_of(p).model_copy(update={"stop_at": f if f < 1 else None}) for p in pending]
+            for rid, rung, seconds in execute(jobs):
+                state.data["reports"].append({"run_id": rid, "rung": k, "fraction": f, "scores": rung["scores"],
+                                              "objective": objective_of(rung["scores"]), "seconds": seconds, "stopped": False})
+            decide()
+            state.save()
+
+    def decide() -> None:
+        reports = state.data["reports"]
+        decisions = pruning_decisions([RungReport(r["run_id"], r["rung"], r["objective"]) for r in reports],
+                                      race.reduction, len(fractions))
+        for r, stop in zip(reports, decisions):
+            r["stopped"] = bool(stop)
+
+    def observations() -> tuple[np.ndarray, np.ndarray, list[Observed]]:
+        counts = {p["run_id"]: tuple(p["counts"]) for p in state.proposals}
+        rows = [(Mixture(counts[r["run_id"]]), r["fraction"], r["scores"]) for r in state.data["reports"]
+                if os.environ.get("RACE_VARIANT") != "full" or r["fraction"] >= 1]
+        rows += [(Mixture(tuple(r["counts"])), 1.0, r["scores"]) for r in state.data["replicates"]]
+        if not rows:
+            return np.zeros((0, len(ctx.space.names) + 2)), np.zeros((0, len(ctx.tasks))), []
+        X = np.hstack([ctx.space.features([m for m, _, _ in rows]), np.array([[f] for _, f, _ in rows])])
+        Y = np.array([[s.get(t, np.nan) for t in ctx.tasks] for _, _, s in rows], dtype=float)
+        full: dict[Mixture, list[dict[str, float]]] = {}
+        for m, f, s in rows:
+            if f >= 1:
+                full.setdefault(m, []).append(s)
+        obs = [Observed(m, {t: float(np.mean([s[t] for s in ss if t in s])) for t in ctx.tasks if any(t in s for s in ss)})
+               for m, ss in full.items()]
+        return X, Y, obs
+
+    def open_round() -> dict[str, Any] | None:
+        stopped = {r["run_id"] for r in state.data["reports"] if r["stopped"]}
+        last = {r["run_id"] for r in state.data["reports"] if r["rung"] == len(fractions) - 1}
+        for round_ in state.data["rounds"]:
+            if any(p["run_id"] not in stopped | last for p in round_["proposals"]):
+                return round_
+        return None
+
+    full_s = costs["overhead"] + costs["train"] + costs["eval"] + costs["curve"]
+    reserve_h = race.replicates * full_s * per_job / 3600
+    expected_s, _ = expected_cost(fractions, race.reduction, costs["overhead"], costs["train"], costs["eval"], costs["curve"])
+    while True:
+        round_ = open_round()
+        if round_ is None:
+            left = race.budget_hours - reserve_h - spent()
+            if left < 0.5 * options.batch * expected_s * per_job / 3600:  # not even half a round's expected cost left
+                break
+            if options.budget and len(state.proposals) >= options.budget:
+                break
+            X, Y, obs = observations()
+            round_no = len(state.data["rounds"]) + 1
+            k = options.batch if not options.budget else min(options.batch, options.budget - len(state.proposals))
+            exclude = {Mixture(tuple(p["counts"])) for p in state.proposals}
+            picks = propose(ctx.space, ctx.tasks, obs, X, Y, objectives, [], k, seed=options.seed * 1000 + round_no,
+                            exclude=exclude, fidelity=True)
+            if not picks:
+                break
+            proposals = []
+            for p in picks:
+                origin = f"mix search {name}, round {round_no} ({p.how})"
+                run = proposal_run(ctx.plan, ctx.space, p.mixture, ctx.model_index, seed0, origin, ctx.settings)
+                proposals.append({"run_id": run.run_id, "counts": list(p.mixture.counts), "origin": origin, "how": p.how,
+                                  "acquisition": None if np.isnan(p.acquisition) else p.acquisition,
+                                  "predicted": {t: list(v) for t, v in p.predicted.items()}, "weights": p.weights})
+            round_ = {"round": round_no, "proposals": proposals}
+            state.data["rounds"].append(round_)
+            state.save()  # before the jobs start: a kill from here on resumes this round
+        advance(round_)
+    replicate(state, ctx, fractions, run_of, execute, objective_of, race.replicates, seed0)
+    runs = _full_length_runs(state.data, ctx, fractions)
+    fl, notes = floors(constraints, objectives, {})
+    search = SearchRun(ctx, state, objectives, fl, notes, runs, sdir, executed)
+    return RaceRun(search, fractions, unit, per_job, race.budget_hours, text, executed)
+
+
+def replicate(state: Any, ctx: Context, fractions: tuple[float, ...], run_of: Any, execute: Any, objective_of: Any,
+              replicates: int, seed0: int) -> None:
+    """Train the incumbent again with `replicates` other seeds; if its mean falls below the runner-up's
+    (single-seed) score, the runner-up too. The recommendation is then the best mean."""
+    if replicates <= 0:
+        return
+    finals = [r for r in state.data["reports"] if r["rung"] == len(fractions) - 1 and not math.isnan(r["objective"])]
+    if not finals:
+        return
+    by_id = {p["run_id"]: p for p in state.proposals}
+    ranked = sorted(finals, key=lambda r: -r["objective"])
+    for position, report in enumerate(ranked[:2]):
+        p = by_id[report["run_id"]]
+        done = {r["seed"] for r in state.data["replicates"] if r["of"] == p["run_id"]}
+        jobs = [run_of(p, seed0 + i) for i in range(1, replicates + 1) if seed0 + i not in done]
+        if jobs:
+            seeds = {j.run_id: j.seed for j in jobs}
+            for rid, rung, seconds in execute(jobs):
+                state.data["replicates"].append({"run_id": rid, "of": p["run_id"], "seed": seeds[rid], "counts": p["counts"],
+                                                 "scores": rung["scores"], "objective": objective_of(rung["scores"]),
+                                                 "seconds": seconds})
+            state.save()
+        mine = [report["objective"]] + [r["objective"] for r in state.data["replicates"] if r["of"] == p["run_id"]]
+        runner_up = ranked[position + 1]["objective"] if position + 1 < len(ranked) else -math.inf
+        if position == 1 or float(np.mean(mine)) >= runner_up:
+            break
+
+
+def _full_length_runs(data: dict[str, Any], ctx: Context, fractions: tuple[float, ...]) -> list[RunObs]:
+    """Every run that reached the end (proposals and replicates), with its curve's end as its validation scores:
+    what the plain search's outputs (table, leave-one-out, recommendation, test comparison) read."""
+    by_id = {p["run_id"]: p for r in data["rounds"] for p in r["proposals"]}
+    out = []
+    for r in data["reports"]:
+        if r["rung"] == len(fractions) - 1:
+            m = Mixture(tuple(by_id[r["run_id"]]["counts"]))
+            out.append(RunObs(r["run_id"], "mixture", "mix " + ctx.space.label(m), data["seed"], m, dict(r["scores"])))
+    for r in data["replicates"]:
+        m = Mixture(tuple(r["counts"]))
+        out.append(RunObs(r["run_id"], "mixture", "mix " + ctx.space.label(m), r["seed"], m, dict(r["scores"])))
+    return out
+
+
+def best_so_far(data: dict[str, Any], fractions: tuple[float, ...], per_job: float) -> list[dict[str, Any]]:
+    """The best full-length objective found against the hours spent, job by job, in the order they were recorded."""
+    rows, hours, best, best_id = [], 0.0, None, None
+    for r in data["reports"]:
+        hours += r["seconds"] * per_job / 3600
+        if r["rung"] == len(fractions) - 1 and not math.isnan(r["objective"]) and (best is None or r["objective"] > best):
+            best, best_id = r["objective"], r["run_id"]
+        rows.append({"hours": hours, "best": best, "run_id": best_id, "job": r["run_id"], "fraction": r["fraction"]})
+    return rows
+
+
+__all__ = ["RaceOptions", "RaceRun", "best_so_far", "hours_unit", "race_plan", "run_race"]

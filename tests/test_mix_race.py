@@ -1,0 +1,247 @@
+"""Racing mixture search (`mix search --race`) on the synthetic objective, and one real rung on the tiny model.
+
+What is checked: the pruning decisions are optuna's on the recorded inputs (and follow the
+successive-halving rule computed by hand); a promoted run continues from its checkpoint; a search
+killed mid-rung resumes to the same end as one never killed; hours are counted as the jobs report
+them and the budget holds; the winner is replicated before it is recommended; the outputs and the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from fincocktail.errors import ConfigError
+from fincocktail.search.race import RaceOptions, run_race
+from fincocktail.search.race_outputs import write_race_outputs
+from fincocktail.search.rungs import RungReport, expected_cost, pruning_decisions, rung_fractions
+from fincocktail.search.search import SearchOptions
+from fincocktail.search.synthetic import CHECKPOINT, DEFAULT, STEPS
+from fincocktail.sweep.executors import LocalExecutor, run_sweep
+from fincocktail.sweep.spec import Plan, load_plan
+from fincocktail.sweep.store import ResultsStore
+
+TASKS = ["fpb", "fiqa_sa", "tfns"]
+SWEEP = {
+    "name": "racesim",
+    "tasks": TASKS,
+    "models": ["smollm2-135m-instruct"],
+    "train_caps": {t: 256 for t in TASKS},
+    "general": {"task": "general", "fractions": [0, 0.25], "cap": 128},
+    "design": {"boosters_on": ["cocktail"]},
+    "training": {"max_steps": 2},
+    "eval": {"tasks": TASKS, "max_examples": 20},
+}
+
+
+def _plan(tmp_path: Path) -> Plan:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(SWEEP), encoding="utf-8")
+    return load_plan(path)
+
+
+def _race(tmp_path: Path, out: str = "out", hours: float = 0.6, runner=DEFAULT.run, **race):
+    options = SearchOptions(budget=0, batch=4, seed=race.pop("seed", 0))
+    return run_race(_plan(tmp_path), options, RaceOptions(hours, **race), tmp_path / out, LocalExecutor(1, threads=1),
+                    runner, None, False)
+
+
+# --------------------------------------------------------------------------------------------
+# The decisions
+
+
+def _asha_by_hand(reports: list[RungReport], eta: int, rungs: int) -> list[bool]:
+    """Asynchronous successive halving written out: a value at rung k continues if it is among the best
+    max(1, n // eta) of the n values that reached rung k so far (itself included)."""
+    seen: dict[int, list[float]] = {}
+    out = []
+    for r in reports:
+        if r.rung >= rungs - 1:
+            out.append(False)
+            continue
+        values = seen.setdefault(r.rung, [])
+        values.append(r.value)
+        keep = max(1, len(values) // eta)
+        out.append(r.value < sorted(values, reverse=True)[keep - 1])
+    return out
+
+
+def test_rung_fractions_and_the_expected_cost():
+    assert rung_fractions(2, 3) == (0.25, 0.5, 1.0) and rung_fractions(3, 2) == pytest.approx((1 / 3, 1.0))
+    assert rung_fractions(2, 1) == (1.0,)
+    with pytest.raises(ConfigError, match="--reduction 1"):
+        rung_fractions(1, 3)
+    # one full run: overhead + train + eval + curve; raced: 3 jobs at most, 1 + 1/2 + 1/4 of them expected
+    expected, worst = expected_cost((0.25, 0.5, 1.0), 2, 10, 100, 50, 5)
+    assert worst == pytest.approx(3 * 10 + 100 + 50 + 3 * 5)
+    assert expected == pytest.approx((10 + 25 + 5) + (10 + 25 + 5) / 2 + (10 + 50 + 5 + 50) / 4)
+
+
+def test_pruning_decisions_follow_successive_halving_written_by_hand():
+    rng = np.random.default_rng(3)
+    for eta, rungs in ((2, 3), (3, 3), (2, 2)):
+        reports, alive = [], list(range(12))
+        for k in range(rungs):
+            order = rng.permutation(alive)
+            batch = [RungReport(f"r{i}", k, float(rng.normal())) for i in order]
+            decisions = pruning_decisions(reports + batch, eta, rungs)[len(reports):]
+            reports += batch
+            alive = [int(b.run_id[1:]) for b, stop in zip(batch, decisions) if not stop]
+        assert pruning_decisions(reports, eta, rungs) == _asha_by_hand(reports, eta, rungs)
+        assert any(pruning_decisions(reports, eta, rungs))
+
+
+def test_the_races_decisions_are_optunas_on_the_recorded_inputs(tmp_path):
+    """Replayed here with optuna's API directly, in the recorded order: the same proposals stop."""
+    rr = _race(tmp_path)
+    data = rr.state
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=1, reduction_factor=2, min_early_stopping_rate=0))
+    trials, stopped = {}, []
+    for r in data["reports"]:
+        trial = trials.setdefault(r["run_id"], study.ask())
+        trial.report(r["objective"], step=2 ** r["rung"])
+        stopped.append(r["rung"] < 2 and trial.should_prune())
+        if stopped[-1]:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert [r["stopped"] for r in data["reports"]] == stopped and any(stopped) and not all(stopped)
+    for r in data["reports"]:  # a stopped proposal never reaches a later rung
+        if r["stopped"]:
+            assert not [x for x in data["reports"] if x["run_id"] == r["run_id"] and x["rung"] > r["rung"]]
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints, kills, hours
+
+
+def test_a_promoted_run_continues_from_its_checkpoint(tmp_path):
+    rr = _race(tmp_path, hours=0.3)
+    finished = [r["run_id"] for r in rr.state["reports"] if r["rung"] == 2]
+    stopped = {r["run_id"]: r["fraction"] for r in rr.state["reports"] if r["stopped"]}
+    assert finished and stopped
+    runs = tmp_path / "out" / "runs"
+    for rid in finished:  # trained each step once over its three jobs, and scored like a run never paused
+        assert json.loads((runs / rid / CHECKPOINT).read_text())["trained"] == STEPS
+        assert {p.name for p in (runs / rid).glob("rung-*.json")} == {"rung-0.25.json", "rung-0.5.json"}
+    for rid, fraction in stopped.items():  # stopped where it stopped
+        assert json.loads((runs / rid / CHECKPOINT).read_text())["trained"] == round(fraction * STEPS)
+    store = ResultsStore.in_dir(tmp_path / "out")
+    status = {r.run_id: r.status for r in store.runs()}
+    assert all(status[r] == "done" for r in finished) and all(status[r] == "paused" for r in stopped)
+    # the same run trained straight through (no stops) ends with the same curve value
+    rid = finished[0]
+    spec = json.loads((runs / rid / "run.json").read_text())
+    straight = tmp_path / "straight"
+    plan = _plan(tmp_path)
+    run = plan.runs[0].model_validate({**spec, "stop_at": None})
+    summary = run_sweep(Plan(plan.spec, plan.source, [run]), straight, LocalExecutor(1, threads=1), DEFAULT.run, None, False)
+    assert summary.executed == [rid]
+    final = next(r for r in rr.state["reports"] if r["run_id"] == rid and r["rung"] == 2)
+    assert ResultsStore.in_dir(straight).run(rid).card["rung"]["scores"] == final["scores"]
+
+
+class Killed(BaseException):
+    """Stands for a kill: not an Exception, so nothing on the way catches it."""
+
+
+def test_a_search_killed_mid_rung_resumes_to_the_same_end(tmp_path):
+    whole = _race(tmp_path, "whole", hours=0.3)
+    calls = {"n": 0}
+
+    def dies_on_the_sixth_job(run, ctx):
+        calls["n"] += 1
+        if calls["n"] == 6:  # the second job of round 1's second rung: the first one's rung file is on disk
+            raise Killed
+        return DEFAULT.run(run, ctx)
+
+    with pytest.raises(Killed):
+        _race(tmp_path, "killed", hours=0.3, runner=dies_on_the_sixth_job)
+    state = json.loads((tmp_path / "killed" / "mix" / "race__mean" / "search.json").read_text())
+    assert len(state["reports"]) == 4 and len(state["rounds"]) == 1  # rung 1's results were not recorded yet
+    resumed = _race(tmp_path, "killed", hours=0.3)
+    keys = ("run_id", "rung", "objective", "stopped", "seconds")
+    assert [[r[k] for k in keys] for r in resumed.state["reports"]] == [[r[k] for k in keys] for r in whole.state["reports"]]
+    assert resumed.state["replicates"] == whole.state["replicates"]
+
+
+def test_hours_are_the_jobs_seconds_and_the_budget_holds(tmp_path):
+    rr = _race(tmp_path, hours=0.5)
+    store = ResultsStore.in_dir(tmp_path / "out")
+    jobs = rr.state["reports"] + rr.state["replicates"]
+    seconds = sum(j["seconds"] for j in jobs)
+    summary = write_race_outputs(rr)
+    assert summary["race"]["spent_hours"] == pytest.approx(seconds * rr.per_job / 3600)
+    assert rr.per_job == 1 and rr.unit == "CPU-hours"
+    # a job's seconds are what it reported: rung files for paused ones, the store for finished ones
+    for j in rr.state["reports"]:
+        if j["stopped"] or j["rung"] < 2:
+            rung = json.loads((tmp_path / "out" / "runs" / j["run_id"] / f"rung-{j['fraction']:g}.json").read_text())
+            assert rung["wall_time_s"] == j["seconds"]
+        else:
+            assert store.run(j["run_id"]).wall_time_s == j["seconds"]
+    # a round starts only while the budget lasts: at most one round's jobs beyond it (plus the replicates)
+    assert summary["race"]["spent_hours"] < 0.5 + 4 * 3 * 60 / 3600 + 0.1
+
+
+def test_the_winner_is_replicated_before_it_is_recommended(tmp_path):
+    rr = _race(tmp_path, hours=0.4, replicates=2)
+    summary = write_race_outputs(rr)
+    race = summary["race"]
+    seeds = race["recommended_seeds"]
+    assert sorted(s["seed"] for s in seeds) == [0, 1, 2]
+    assert summary["recommended"]["objectives"]["mean"]["measured"] == pytest.approx(np.mean([s["objective"] for s in seeds]))
+    assert race["recommended_sd"] == pytest.approx(np.std([s["objective"] for s in seeds], ddof=1))
+    # the incumbent (best single-seed full-length score) was replicated first
+    finals = [r for r in rr.state["reports"] if r["rung"] == 2]
+    best = max(finals, key=lambda r: r["objective"])["run_id"]
+    assert rr.state["replicates"][0]["of"] == best and {r["seed"] for r in rr.state["replicates"] if r["of"] == best} == {1, 2}
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs and the command line
+
+
+def test_cli_race_prints_a_plan_and_writes_the_race(tmp_path):
+    from fincocktail.cli import app
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({**SWEEP, "out": str(tmp_path / "out")}), encoding="utf-8")
+    args = ["mix", "search", str(path), "--race", "--budget-hours", "0.3", "--batch", "4", "--runner",
+            "fincocktail.search.synthetic:run", "-q"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "racing search race__mean: budget 0.3 CPU-hours" in result.output and "rungs at 0.25, 0.5, 1" in result.output
+    assert "stopped early" in result.output and "winner over 3 seeds" in result.output
+    sdir = tmp_path / "out" / "mix" / "race__mean"
+    for name in ("race.md", "best_so_far.csv", "best_so_far.png", "recommended.yaml", "mixtures.md", "summary.json"):
+        assert (sdir / name).is_file(), name
+    race_md = (sdir / "race.md").read_text()
+    assert "## Proposals at each rung" in race_md and "| 0.25 |" in race_md
+    rows = (sdir / "best_so_far.csv").read_text().splitlines()
+    hours = [float(r.split(",")[0]) for r in rows[1:]]
+    assert rows[0].startswith("cpu_hours,best_objective") and hours == sorted(hours)
+    # rerun: nothing new is trained, the same outputs
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "0 run(s) trained now" in again.output
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--race"], "--race: give --budget-hours"),
+    (["--budget-hours", "1"], "--budget: how many mixtures"),
+    (["--budget", "3", "--budget-hours", "1"], "--budget-hours: only with --race"),
+    (["--race", "--budget-hours", "1", "--rungs", "4"], "the rung at 0.5 of the steps falls in the decay"),
+])
+def test_cli_race_refuses_what_cannot_run(tmp_path, extra, message):
+    from fincocktail.cli import app
+
+    path = tmp_path / "sweep.yaml"
+    training = {"max_steps": 2, "decay_fraction": 0.6} if "--rungs" in extra else {"max_steps": 2}
+    path.write_text(yaml.safe_dump({**SWEEP, "training": training, "out": str(tmp_path / "out")}), encoding="utf-8")
+    result = CliRunner().invoke(app, ["mix", "search", str(path), *extra, "--runner", "fincocktail.search.synthetic:run", "-q"])
+    assert result.exit_code != 0 and message in result.output + str(result.exception), result.output
