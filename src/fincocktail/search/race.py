@@ -228,8 +228,7 @@ def run_race(plan: Plan, options: SearchOptions, race: RaceOptions, out_dir: str
 
     def observations() -> tuple[np.ndarray, np.ndarray, list[Observed]]:
         counts = {p["run_id"]: tuple(p["counts"]) for p in state.proposals}
-        rows = [(Mixture(counts[r["run_id"]]), r["fraction"], r["scores"]) for r in state.data["reports"]
-                if os.environ.get("RACE_VARIANT") != "full" or r["fraction"] >= 1]
+        rows = [(Mixture(counts[r["run_id"]]), r["fraction"], r["scores"]) for r in state.data["reports"]]
         rows += [(Mixture(tuple(r["counts"])), 1.0, r["scores"]) for r in state.data["replicates"]]
         if not rows:
             return np.zeros((0, len(ctx.space.names) + 2)), np.zeros((0, len(ctx.tasks))), []
