@@ -18,7 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from fincocktail.errors import ConfigError
-from fincocktail.search.race import RaceOptions, run_race
+from fincocktail.search.race import RaceOptions, best_so_far, run_race
 from fincocktail.search.race_outputs import write_race_outputs
 from fincocktail.search.rungs import RungReport, expected_cost, pruning_decisions, rung_fractions
 from fincocktail.search.search import SearchOptions
@@ -201,6 +201,38 @@ def test_the_winner_is_replicated_before_it_is_recommended(tmp_path):
     finals = [r for r in rr.state["reports"] if r["rung"] == 2]
     best = max(finals, key=lambda r: r["objective"])["run_id"]
     assert rr.state["replicates"][0]["of"] == best and {r["seed"] for r in rr.state["replicates"] if r["of"] == best} == {1, 2}
+
+
+# --------------------------------------------------------------------------------------------
+# Racing against the same search without it, on a known optimum
+
+
+def _hours_to_reach(tmp_path: Path, seed: int, rungs: int, hours: float, within: float) -> tuple[float, int]:
+    """Hours (simulated) until the incumbent's true mean score is within `within` of the optimum (inf if
+    never), and how many mixtures were proposed."""
+    rr = _race(tmp_path, f"s{seed}-r{rungs}", hours=hours, rungs=rungs, replicates=0, seed=seed)
+    names = rr.search.ctx.space.names
+    opt = DEFAULT.optimum(TASKS)
+    best = np.mean([DEFAULT.score(t, dict(zip(names, rr.search.ctx.space.make([opt[n] for n in names], DEFAULT.best_total).counts)))
+                    for t in TASKS])
+    counts = {p["run_id"]: p["counts"] for p in rr.search.state.proposals}
+    for b in best_so_far(rr.state, rr.fractions, rr.per_job):
+        if b["run_id"] and np.mean([DEFAULT.score(t, dict(zip(names, counts[b["run_id"]]))) for t in TASKS]) >= best - within:
+            return b["hours"], len(counts)
+    return float("inf"), len(counts)
+
+
+def test_racing_reaches_the_optimum_sooner_than_the_same_search_without_it(tmp_path):
+    """Six searches each, 1 simulated CPU-hour, the synthetic objective (rung values below the end by a gap
+    that closes, with mixture-dependent noise of sd 0.03 at 1/4 of the steps). Measured when written: median
+    hours until the incumbent is within 0.02 of the optimum 0.84 racing vs 0.92 without (4 and 5 of 6
+    searches got there), 1.6x as many mixtures proposed. Racing saves budget in the median, not in every
+    search: a good mixture read early can be stopped by noise."""
+    race = [_hours_to_reach(tmp_path, s, 3, 1.0, 0.02) for s in range(6)]
+    plain = [_hours_to_reach(tmp_path, s, 1, 1.0, 0.02) for s in range(6)]
+    assert np.median([h for h, _ in race]) < np.median([h for h, _ in plain])
+    assert sum(n for _, n in race) >= 1.3 * sum(n for _, n in plain)
+    assert sum(np.isfinite(h) for h, _ in race) >= 3  # most searches get there within the hour
 
 
 # --------------------------------------------------------------------------------------------

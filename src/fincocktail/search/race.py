@@ -134,56 +134,81 @@ def run_race(plan: Plan, options: SearchOptions, race: RaceOptions, out_dir: str
              executor: Any = None, runner: Any = "real", data_dir: str | None = None, progress: bool = True,
              say: Any = None) -> RaceRun:
     """Race proposals until `race.budget_hours` are spent, replicate the incumbent; resumable (module docstring)."""
-    from fincocktail.sweep.executors import make_executor, run_sweep
+    from fincocktail.sweep.executors import make_executor
 
     executor = executor or make_executor("local")
     if race.budget_hours <= 0 or options.batch < 1 or race.replicates < 0:
         raise ConfigError(f"--budget-hours {race.budget_hours} / --batch {options.batch} / --replicates {race.replicates}: "
                           "expected hours > 0, batch >= 1, replicates >= 0")
-    tasks = context(plan, out_dir, options.model, options.total).tasks
-    ctx = context(race_plan(plan, tasks), out_dir, options.model, options.total)
-    objectives = [parse_objective(o, ctx.tasks) for o in options.objectives]
-    constraints = parse_constraints(options.constraints, ctx.tasks)
-    name = options.name or RACE_PREFIX + search_name(objectives, constraints)
-    try:
-        check_name(name)
-    except ValueError as exc:
-        raise ConfigError(f"--name: {exc}") from None
-    fractions = rung_fractions(race.reduction, race.rungs)
-    check_rungs_before_decay(fractions, "wsd", float(ctx.plan.spec.training.get("decay_fraction", 0.2)))
-    header = {"sweep": plan.spec.name, "model": ctx.model, "objectives": list(options.objectives), "constraints": constraints,
-              "seed": options.seed, "total": [ctx.space.total_min, ctx.space.total_max], "ingredients": list(ctx.space.names),
-              "race": {"reduction": race.reduction, "fractions": list(fractions)}}
-    sdir = ctx.out_dir / SEARCH_DIR / name
-    state = load_state(sdir / STATE_FILE, header)
-    state.data.setdefault("reports", [])
-    state.data.setdefault("replicates", [])
-    unit, per_job = hours_unit(executor)
-    costs, why = job_costs(ctx, ResultsStore.in_dir(ctx.out_dir, create=False) if (ctx.out_dir / "results.sqlite").is_file() else None)
-    text = plan_text(name, race, fractions, unit, per_job, costs, why, options.batch)
+    racer = _Racer(plan, options, race, out_dir, executor, runner, data_dir, progress)
     if say is not None:
-        say(text)
-    main = objectives[0]
-    seed0 = plan.spec.seeds[0]
-    executed: list[str] = []
+        say(racer.text)
+    while True:
+        round_ = racer.open_round() or racer.new_round()
+        if round_ is None:
+            break
+        racer.advance(round_)
+    replicate(racer.state, racer.ctx, racer.fractions, racer.run_of, racer.execute, racer.objective_of, race.replicates,
+              racer.seed0)
+    runs = _full_length_runs(racer.state.data, racer.ctx, racer.fractions)
+    fl, notes = floors(racer.constraints, racer.objectives, {})
+    search = SearchRun(racer.ctx, racer.state, racer.objectives, fl, notes, runs, racer.dir, racer.executed)
+    return RaceRun(search, racer.fractions, racer.unit, racer.per_job, race.budget_hours, racer.text, racer.executed)
 
-    def spent() -> float:
-        return sum(r["seconds"] for r in state.data["reports"] + state.data["replicates"]) * per_job / 3600
 
-    def run_of(p: dict[str, Any], seed: int = seed0) -> RunSpec:
+class _Racer:
+    """One racing search's settings, state and steps (`run_race` is the loop over them)."""
+
+    def __init__(self, plan: Plan, options: SearchOptions, race: RaceOptions, out_dir: str | os.PathLike | None,
+                 executor: Any, runner: Any, data_dir: str | None, progress: bool):
+        tasks = context(plan, out_dir, options.model, options.total).tasks
+        self.ctx = ctx = context(race_plan(plan, tasks), out_dir, options.model, options.total)
+        self.options, self.race, self.executor, self.runner, self.data_dir, self.progress = (
+            options, race, executor, runner, data_dir, progress)
+        self.objectives = [parse_objective(o, ctx.tasks) for o in options.objectives]
+        self.constraints = parse_constraints(options.constraints, ctx.tasks)
+        self.name = options.name or RACE_PREFIX + search_name(self.objectives, self.constraints)
+        try:
+            check_name(self.name)
+        except ValueError as exc:
+            raise ConfigError(f"--name: {exc}") from None
+        self.fractions = rung_fractions(race.reduction, race.rungs)
+        check_rungs_before_decay(self.fractions, "wsd", float(ctx.plan.spec.training.get("decay_fraction", 0.2)))
+        header = {"sweep": plan.spec.name, "model": ctx.model, "objectives": list(options.objectives),
+                  "constraints": self.constraints, "seed": options.seed, "total": [ctx.space.total_min, ctx.space.total_max],
+                  "ingredients": list(ctx.space.names), "race": {"reduction": race.reduction, "fractions": list(self.fractions)}}
+        self.dir = ctx.out_dir / SEARCH_DIR / self.name
+        self.state = load_state(self.dir / STATE_FILE, header)
+        self.state.data.setdefault("reports", [])
+        self.state.data.setdefault("replicates", [])
+        self.unit, self.per_job = hours_unit(executor)
+        existing = ResultsStore.in_dir(ctx.out_dir, create=False) if (ctx.out_dir / "results.sqlite").is_file() else None
+        self.costs, why = job_costs(ctx, existing)
+        self.text = plan_text(self.name, race, self.fractions, self.unit, self.per_job, self.costs, why, options.batch)
+        self.seed0 = plan.spec.seeds[0]
+        self.executed: list[str] = []
+
+    def spent(self) -> float:
+        return sum(r["seconds"] for r in self.state.data["reports"] + self.state.data["replicates"]) * self.per_job / 3600
+
+    def run_of(self, p: dict[str, Any], seed: int | None = None) -> RunSpec:
+        seed = self.seed0 if seed is None else seed
+        ctx = self.ctx
         run = proposal_run(ctx.plan, ctx.space, Mixture(tuple(p["counts"])), ctx.model_index, seed, p["origin"], ctx.settings)
-        if seed == seed0 and run.run_id != p["run_id"]:
-            raise ConfigError(f"{state.path}: proposal {p['run_id']} would now be run {run.run_id}: the sweep's training or "
-                              "evaluation settings changed since the search started; use another --name or --out")
+        if seed == self.seed0 and run.run_id != p["run_id"]:
+            raise ConfigError(f"{self.state.path}: proposal {p['run_id']} would now be run {run.run_id}: the sweep's training "
+                              "or evaluation settings changed since the search started; use another --name or --out")
         return run
 
-    def execute(jobs: list[RunSpec]) -> list[tuple[str, dict[str, Any], float]]:
+    def execute(self, jobs: list[RunSpec]) -> list[tuple[str, dict[str, Any], float]]:
         """Run `jobs`; (run id, rung card, seconds) in the order they arrived."""
-        store = ResultsStore.in_dir(ctx.out_dir)
-        ctx.store = store
-        summary = run_sweep(Plan(ctx.plan.spec, ctx.plan.source, ctx.plan.runs + jobs), ctx.out_dir, executor, runner,
-                            data_dir, progress, only=[j.run_id for j in jobs])
-        executed.extend(summary.executed + list(summary.paused))
+        from fincocktail.sweep.executors import run_sweep
+
+        store = ResultsStore.in_dir(self.ctx.out_dir)
+        self.ctx.store = store
+        summary = run_sweep(Plan(self.ctx.plan.spec, self.ctx.plan.source, self.ctx.plan.runs + jobs), self.ctx.out_dir,
+                            self.executor, self.runner, self.data_dir, self.progress, only=[j.run_id for j in jobs])
+        self.executed.extend(summary.executed + list(summary.paused))
         if summary.failed:
             first = next(iter(summary.failed.items()))
             raise FincocktailError(f"mix search: {len(summary.failed)} racing job(s) failed ({first[0]}: {first[1]}); "
@@ -200,36 +225,40 @@ def run_race(plan: Plan, options: SearchOptions, race: RaceOptions, out_dir: str
             out.append((rid, card["rung"], seconds))
         return out
 
-    def objective_of(scores: dict[str, float]) -> float:
-        v = main.value(scores)
+    def objective_of(self, scores: dict[str, float]) -> float:
+        v = self.objectives[0].value(scores)
         return float("nan") if v is None else float(v)
 
-    def advance(round_: dict[str, Any]) -> None:
+    def advance(self, round_: dict[str, Any]) -> None:
         """Take the round's proposals through the rungs; a stopped proposal goes no further."""
-        for k, f in enumerate(fractions):
-            reported = {(r["run_id"], r["rung"]) for r in state.data["reports"]}
-            stopped = {r["run_id"] for r in state.data["reports"] if r["stopped"]}
+        data = self.state.data
+        for k, f in enumerate(self.fractions):
+            reported = {(r["run_id"], r["rung"]) for r in data["reports"]}
+            stopped = {r["run_id"] for r in data["reports"] if r["stopped"]}
             pending = [p for p in round_["proposals"] if p["run_id"] not in stopped and (p["run_id"], k) not in reported]
             if not pending:
                 continue
-            jobs = [run_of(p).model_copy(update={"stop_at": f if f < 1 else None}) for p in pending]
-            for rid, rung, seconds in execute(jobs):
-                state.data["reports"].append({"run_id": rid, "rung": k, "fraction": f, "scores": rung["scores"],
-                                              "objective": objective_of(rung["scores"]), "seconds": seconds, "stopped": False})
-            decide()
-            state.save()
+            jobs = [self.run_of(p).model_copy(update={"stop_at": f if f < 1 else None}) for p in pending]
+            for rid, rung, seconds in self.execute(jobs):
+                data["reports"].append({"run_id": rid, "rung": k, "fraction": f, "scores": rung["scores"],
+                                        "objective": self.objective_of(rung["scores"]), "seconds": seconds, "stopped": False})
+            self.decide()
+            self.state.save()
 
-    def decide() -> None:
-        reports = state.data["reports"]
+    def decide(self) -> None:
+        """Every report's stop decision, replayed through optuna's pruner (`rungs.pruning_decisions`)."""
+        reports = self.state.data["reports"]
         decisions = pruning_decisions([RungReport(r["run_id"], r["rung"], r["objective"]) for r in reports],
-                                      race.reduction, len(fractions))
+                                      self.race.reduction, len(self.fractions))
         for r, stop in zip(reports, decisions):
             r["stopped"] = bool(stop)
 
-    def observations() -> tuple[np.ndarray, np.ndarray, list[Observed]]:
-        counts = {p["run_id"]: tuple(p["counts"]) for p in state.proposals}
-        rows = [(Mixture(counts[r["run_id"]]), r["fraction"], r["scores"]) for r in state.data["reports"]]
-        rows += [(Mixture(tuple(r["counts"])), 1.0, r["scores"]) for r in state.data["replicates"]]
+    def observations(self) -> tuple[np.ndarray, np.ndarray, list[Observed]]:
+        """(X with the share of steps as its last column, Y per task, the full-length scores per mixture)."""
+        data, ctx = self.state.data, self.ctx
+        counts = {p["run_id"]: tuple(p["counts"]) for p in self.state.proposals}
+        rows = [(Mixture(counts[r["run_id"]]), r["fraction"], r["scores"]) for r in data["reports"]]
+        rows += [(Mixture(tuple(r["counts"])), 1.0, r["scores"]) for r in data["replicates"]]
         if not rows:
             return np.zeros((0, len(ctx.space.names) + 2)), np.zeros((0, len(ctx.tasks))), []
         X = np.hstack([ctx.space.features([m for m, _, _ in rows]), np.array([[f] for _, f, _ in rows])])
@@ -242,49 +271,43 @@ def run_race(plan: Plan, options: SearchOptions, race: RaceOptions, out_dir: str
                for m, ss in full.items()]
         return X, Y, obs
 
-    def open_round() -> dict[str, Any] | None:
-        stopped = {r["run_id"] for r in state.data["reports"] if r["stopped"]}
-        last = {r["run_id"] for r in state.data["reports"] if r["rung"] == len(fractions) - 1}
-        for round_ in state.data["rounds"]:
-            if any(p["run_id"] not in stopped | last for p in round_["proposals"]):
-                return round_
-        return None
+    def open_round(self) -> dict[str, Any] | None:
+        """The first round with a proposal neither stopped nor finished (a resumed search goes on there)."""
+        reports = self.state.data["reports"]
+        settled = {r["run_id"] for r in reports if r["stopped"] or r["rung"] == len(self.fractions) - 1}
+        return next((r for r in self.state.data["rounds"] if any(p["run_id"] not in settled for p in r["proposals"])), None)
 
-    full_s = costs["overhead"] + costs["train"] + costs["eval"] + costs["curve"]
-    reserve_h = race.replicates * full_s * per_job / 3600
-    expected_s, _ = expected_cost(fractions, race.reduction, costs["overhead"], costs["train"], costs["eval"], costs["curve"])
-    while True:
-        round_ = open_round()
-        if round_ is None:
-            left = race.budget_hours - reserve_h - spent()
-            if left < 0.5 * options.batch * expected_s * per_job / 3600:  # not even half a round's expected cost left
-                break
-            if options.budget and len(state.proposals) >= options.budget:
-                break
-            X, Y, obs = observations()
-            round_no = len(state.data["rounds"]) + 1
-            k = options.batch if not options.budget else min(options.batch, options.budget - len(state.proposals))
-            exclude = {Mixture(tuple(p["counts"])) for p in state.proposals}
-            picks = propose(ctx.space, ctx.tasks, obs, X, Y, objectives, [], k, seed=options.seed * 1000 + round_no,
-                            exclude=exclude, fidelity=True)
-            if not picks:
-                break
-            proposals = []
-            for p in picks:
-                origin = f"mix search {name}, round {round_no} ({p.how})"
-                run = proposal_run(ctx.plan, ctx.space, p.mixture, ctx.model_index, seed0, origin, ctx.settings)
-                proposals.append({"run_id": run.run_id, "counts": list(p.mixture.counts), "origin": origin, "how": p.how,
-                                  "acquisition": None if np.isnan(p.acquisition) else p.acquisition,
-                                  "predicted": {t: list(v) for t, v in p.predicted.items()}, "weights": p.weights})
-            round_ = {"round": round_no, "proposals": proposals}
-            state.data["rounds"].append(round_)
-            state.save()  # before the jobs start: a kill from here on resumes this round
-        advance(round_)
-    replicate(state, ctx, fractions, run_of, execute, objective_of, race.replicates, seed0)
-    runs = _full_length_runs(state.data, ctx, fractions)
-    fl, notes = floors(constraints, objectives, {})
-    search = SearchRun(ctx, state, objectives, fl, notes, runs, sdir, executed)
-    return RaceRun(search, fractions, unit, per_job, race.budget_hours, text, executed)
+    def new_round(self) -> dict[str, Any] | None:
+        """Propose the next round while the budget lasts (None when it is spent or nothing is left to propose)."""
+        options, costs, ctx = self.options, self.costs, self.ctx
+        expected_s, _ = expected_cost(self.fractions, self.race.reduction, costs["overhead"], costs["train"], costs["eval"],
+                                      costs["curve"])
+        full_s = costs["overhead"] + costs["train"] + costs["eval"] + costs["curve"]
+        reserve_h = self.race.replicates * full_s * self.per_job / 3600
+        left = self.race.budget_hours - reserve_h - self.spent()
+        if left < 0.5 * options.batch * expected_s * self.per_job / 3600:  # not even half a round's expected cost left
+            return None
+        if options.budget and len(self.state.proposals) >= options.budget:
+            return None
+        X, Y, obs = self.observations()
+        round_no = len(self.state.data["rounds"]) + 1
+        k = options.batch if not options.budget else min(options.batch, options.budget - len(self.state.proposals))
+        exclude = {Mixture(tuple(p["counts"])) for p in self.state.proposals}
+        picks = propose(ctx.space, ctx.tasks, obs, X, Y, self.objectives, [], k, seed=options.seed * 1000 + round_no,
+                        exclude=exclude, fidelity=True)
+        if not picks:
+            return None
+        proposals = []
+        for p in picks:
+            origin = f"mix search {self.name}, round {round_no} ({p.how})"
+            run = proposal_run(ctx.plan, ctx.space, p.mixture, ctx.model_index, self.seed0, origin, ctx.settings)
+            proposals.append({"run_id": run.run_id, "counts": list(p.mixture.counts), "origin": origin, "how": p.how,
+                              "acquisition": None if np.isnan(p.acquisition) else p.acquisition,
+                              "predicted": {t: list(v) for t, v in p.predicted.items()}, "weights": p.weights})
+        round_ = {"round": round_no, "proposals": proposals}
+        self.state.data["rounds"].append(round_)
+        self.state.save()  # before the jobs start: a kill from here on resumes this round
+        return round_
 
 
 def replicate(state: Any, ctx: Context, fractions: tuple[float, ...], run_of: Any, execute: Any, objective_of: Any,

@@ -232,25 +232,15 @@ def _train(
             stop=stop,
         )
     if stop is not None and at.step < schedule.total_steps:
-        card.write("paused", paused_at_step=at.step, total_steps=schedule.total_steps)
-        return TrainResult(run_dir=run_dir, adapter_dir=None, tokens_seen=at.tokens_seen,
-                           wall_time_s=round(at.elapsed_s + time.time() - started, 3), peak_rss_mb=round(peak_rss_mb(), 1),
-                           final_loss=final_loss, steps=at.step, resumed_from=resume_from.name if resume_from else None,
-                           tokens_per_s=round(session.tokens_per_s(), 1), paused=True, total_steps=schedule.total_steps)
+        return _paused(card, at, session, schedule.total_steps, final_loss, started, resume_from)
 
     adapter_dir, merged_dir = _save_outputs(config, run_dir, parts.model, tokenizer)
     train_time_s = round(session.elapsed(), 3)
     result = TrainResult(
-        run_dir=run_dir,
-        adapter_dir=adapter_dir,
-        tokens_seen=at.tokens_seen,
-        wall_time_s=round(at.elapsed_s + time.time() - started, 3),
-        peak_rss_mb=round(peak_rss_mb(), 1),
-        final_loss=final_loss,
-        steps=at.step,
-        merged_dir=merged_dir,
-        resumed_from=resume_from.name if resume_from is not None else None,
-        tokens_per_s=round(session.tokens_per_s(), 1),
+        run_dir=run_dir, adapter_dir=adapter_dir, tokens_seen=at.tokens_seen,
+        wall_time_s=round(at.elapsed_s + time.time() - started, 3), peak_rss_mb=round(peak_rss_mb(), 1),
+        final_loss=final_loss, steps=at.step, merged_dir=merged_dir,
+        resumed_from=resume_from.name if resume_from is not None else None, tokens_per_s=round(session.tokens_per_s(), 1),
     )
     card.write("complete", **_completion(result, schedule, train_time_s, session, device, dtype, attention, parts.model),
                **({"curves": curves.describe()} if curves is not None else {}))
@@ -589,6 +579,16 @@ def run_loop(
             if at.step >= total or pausing:
                 return final_loss
     return final_loss
+
+
+def _paused(card: RunCard, at: Position, session: _Session, total_steps: int, final_loss: float | None, started: float,
+            resume_from: Path | None) -> TrainResult:
+    """A run stopped at `train(stop_at=...)`: the card says `paused` (a resume continues it), no adapter yet."""
+    card.write("paused", paused_at_step=at.step, total_steps=total_steps)
+    return TrainResult(run_dir=card.run_dir, adapter_dir=None, tokens_seen=at.tokens_seen,
+                       wall_time_s=round(at.elapsed_s + time.time() - started, 3), peak_rss_mb=round(peak_rss_mb(), 1),
+                       final_loss=final_loss, steps=at.step, resumed_from=resume_from.name if resume_from else None,
+                       tokens_per_s=round(session.tokens_per_s(), 1), paused=True, total_steps=total_steps)
 
 
 def _save_position(
