@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"tasks"},
     {"cocktail", "contamination", "models"},
     {"training", "evaluation"},
-    {"sweep", "compare", "export"},
+    {"sweep", "compare", "export", "serving"},
     {"report"},
     {"search"},
     {"cli"},
