@@ -33,7 +33,7 @@ def main() -> None:
     import fincocktail.evaluation.forward as forward
     from fincocktail.evaluation.forward import Scorer, prefill_rows
     from fincocktail.evaluation.loading import load_for_eval
-    from fincocktail.paths import find_data_dir
+    from fincocktail.plumbing.paths import find_data_dir
     from fincocktail.prompts import render
     from fincocktail.tasks.registry import get_task
 

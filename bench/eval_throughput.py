@@ -127,7 +127,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from fincocktail.evaluation.loading import load_for_eval
-    from fincocktail.paths import find_data_dir
+    from fincocktail.plumbing.paths import find_data_dir
 
     data_dir = find_data_dir(args.data_dir)
     loaded = load_for_eval(args.model, args.adapter, dtype=args.dtype)

@@ -11,7 +11,7 @@ from fincocktail.evaluation.loading import load_for_eval
 from fincocktail.evaluation.generate import generate_greedy
 from fincocktail.evaluation.runner import LocalBackend
 from fincocktail.tasks.registry import get_task
-from fincocktail.paths import find_data_dir
+from fincocktail.plumbing.paths import find_data_dir
 from fincocktail.tasks.sampling import draw_sample
 print("load", os.getloadavg(), "cpu", torch.backends.cpu.get_cpu_capability(), flush=True)
 task = get_task("finqa")

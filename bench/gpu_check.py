@@ -250,7 +250,7 @@ def run_check(args: argparse.Namespace) -> dict:
     """Train on the GPU, evaluate on the GPU and the CPU, compare: the figures as one dict."""
     import torch
 
-    from fincocktail.paths import find_data_dir
+    from fincocktail.plumbing.paths import find_data_dir
 
     data_dir = find_data_dir(args.data_dir)
     started = time.perf_counter()
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu_check: missing or too old: {', '.join(lacking)}; bring wheels (--prepare DIR where there is network, "
               "then --wheels DIR here)", file=sys.stderr)
         return 2
-    from fincocktail.quiet import quiet_libraries
+    from fincocktail.plumbing.quiet import quiet_libraries
 
     quiet_libraries()
     args.out = args.out / time.strftime("%Y%m%d-%H%M%S")  # a rerun never meets the folders of an earlier one

@@ -31,7 +31,7 @@ def main() -> None:
     from fincocktail.evaluation.forward import Scorer
     from fincocktail.evaluation.loading import load_for_eval
     from fincocktail.models.precision import cast_weights
-    from fincocktail.paths import find_data_dir
+    from fincocktail.plumbing.paths import find_data_dir
     from fincocktail.prompts import render
     from fincocktail.tasks.registry import get_task
 

@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from fincocktail.models import resolve_model
-    from fincocktail.paths import find_data_dir
+    from fincocktail.plumbing.paths import find_data_dir
     from fincocktail.training import trainer
     from fincocktail.training.config import parse_train_config
     from fincocktail.training.data import IGNORE_INDEX

@@ -97,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from fincocktail.evaluation.loading import load_for_eval
-    from fincocktail.evaluation.server import ChatService, make_server
+    from fincocktail.serving.server import ChatService, make_server
 
     loaded = load_for_eval(args.model or _random_model(args.hidden, args.layers))
     times: dict[tuple[int, int], float] = {}

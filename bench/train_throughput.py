@@ -243,7 +243,7 @@ def main() -> None:
         return
 
     from fincocktail.models import resolve_model
-    from fincocktail.paths import find_data_dir
+    from fincocktail.plumbing.paths import find_data_dir
 
     args.model_path = str(resolve_model(args.model))
     args.data_dir = str(find_data_dir(args.data_dir))

@@ -13,7 +13,7 @@ from fincocktail import data_fetch
 from fincocktail.cli import app
 from fincocktail.data_catalog import DATASETS, DataFile
 from fincocktail.errors import DataError
-from fincocktail.paths import find_data_dir
+from fincocktail.plumbing.paths import find_data_dir
 
 runner = CliRunner()
 

@@ -14,7 +14,7 @@ from fincocktail.errors import ConfigError, ModelError
 from fincocktail.evaluation.api import ChatClient
 from fincocktail.evaluation.loading import load_for_eval
 from fincocktail.evaluation.runner import EvalConfig, run_eval
-from fincocktail.evaluation.server import ChatService, make_server
+from fincocktail.serving.server import ChatService, make_server
 
 SECRET = "sk-test-secret-1234"
 

@@ -95,7 +95,7 @@ def test_credentials_in_base_url_never_reach_the_run_card(api_env, tmp_path):
 
 
 def test_redact_masks_keys_tokens_and_url_credentials(monkeypatch):
-    from fincocktail.redact import redact
+    from fincocktail.plumbing.redact import redact
 
     monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-abcdef987")
     text = redact("key=tok-abcdef987 Bearer abc.def-123 sk-proj-ABCDEFGH12 https://u:p@h/x https://api.openai.com/v1")

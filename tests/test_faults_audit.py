@@ -119,7 +119,7 @@ def test_a_yaml_alias_bomb_is_refused_by_every_reader(tmp_path, capsys, monkeypa
 
 
 def test_yaml_with_a_few_aliases_still_loads(tmp_path):
-    from fincocktail.fileio import load_yaml
+    from fincocktail.plumbing.fileio import load_yaml
 
     path = tmp_path / "ok.yaml"
     path.write_text("base: &b {r: 8, alpha: 16}\nlora: *b\nother: {<<: *b, r: 4}\n", encoding="utf-8")

@@ -69,7 +69,7 @@ def serve(loaded):
     """Start a server on a free port with the given settings (`run=False`: not accepting yet)."""
     import threading
 
-    from fincocktail.evaluation.server import ChatService, make_server
+    from fincocktail.serving.server import ChatService, make_server
 
     started = []
 

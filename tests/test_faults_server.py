@@ -12,10 +12,10 @@ import httpx
 import pytest
 from eval_fakes import lively_model_dir  # noqa: F401 (fixture)
 
-import fincocktail.evaluation.batching as batching_mod
+import fincocktail.serving.batching as batching_mod
 from fincocktail.evaluation.generate import generate_greedy
 from fincocktail.evaluation.loading import load_for_eval
-from fincocktail.evaluation.server import ChatService, make_server
+from fincocktail.serving.server import ChatService, make_server
 
 MESSAGES = [{"role": "user", "content": "Sentiment of: profit rose"}]
 
@@ -127,7 +127,7 @@ def test_decoding_stops_when_the_client_goes_away(serve, monkeypatch):
 
 
 def test_peer_closed_sees_a_hang_up_without_eating_data():
-    from fincocktail.evaluation.server import peer_closed
+    from fincocktail.serving.server import peer_closed
 
     a, b = socket.socketpair()
     try:

@@ -60,7 +60,7 @@ def test_a_store_a_sweep_is_still_creating_is_not_called_damaged(tmp_path, capsy
     out = tmp_path / "out"
     out.mkdir()
     (out / "results.sqlite").write_bytes(b"")  # what a reader sees between sqlite's create and the schema
-    from fincocktail.fileio import FolderLock
+    from fincocktail.plumbing.fileio import FolderLock
     from fincocktail.sweep.executors import SWEEP_LOCK
 
     with FolderLock(out, SWEEP_LOCK, "a sweep"):  # ... while the sweep creating it holds the folder
@@ -93,7 +93,7 @@ def test_a_torn_result_file_means_the_run_is_redone_not_trusted(finished_sweep):
 
 def test_a_second_evaluation_into_the_same_folder_is_refused(tmp_path):
     from fincocktail.evaluation.runner import EVAL_LOCK, EvalConfig, run_eval
-    from fincocktail.fileio import FolderLock
+    from fincocktail.plumbing.fileio import FolderLock
 
     out = tmp_path / "eval"
     config = EvalConfig(model="m", tasks=["fsent"], out=out, data_dir=tmp_path)
@@ -103,7 +103,7 @@ def test_a_second_evaluation_into_the_same_folder_is_refused(tmp_path):
 
 
 def test_a_second_sweep_into_the_same_folder_is_refused(finished_sweep):
-    from fincocktail.fileio import FolderLock
+    from fincocktail.plumbing.fileio import FolderLock
     from fincocktail.sweep.executors import SWEEP_LOCK
 
     sweep, out = finished_sweep

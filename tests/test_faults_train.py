@@ -329,7 +329,7 @@ def test_a_damaged_run_card_is_a_one_line_error(tiny_model_dir, tmp_path):
 
 
 def test_a_second_trainer_on_the_same_folder_is_refused(tiny_model_dir, tmp_path):
-    from fincocktail.fileio import FolderLock
+    from fincocktail.plumbing.fileio import FolderLock
 
     run_dir = tmp_path / "run"
     with FolderLock(run_dir, trainer_mod.TRAIN_LOCK, "a training run"):  # as another live process would hold it

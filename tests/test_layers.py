@@ -19,13 +19,13 @@ LAYOUT_DOC = ROOT / "docs" / "code-layout.md"
 # layers only; two in the same layer do not import each other.
 LAYERS: list[set[str]] = [
     {"<root>", "errors"},
-    {"fileio", "paths", "redact", "quiet", "provenance", "threads"},
+    {"plumbing"},
     {"answers", "data_catalog"},
     {"metrics", "prompts", "data_fetch"},
     {"tasks"},
     {"cocktail", "contamination", "models"},
     {"training", "evaluation"},
-    {"sweep", "compare", "export"},
+    {"sweep", "compare", "export", "serving"},
     {"report"},
     {"search"},
     {"cli"},

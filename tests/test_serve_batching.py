@@ -17,7 +17,7 @@ from fincocktail.evaluation.adapters import ModelPool, parse_adapter_specs
 from fincocktail.evaluation.forward import Scorer
 from fincocktail.evaluation.generate import generate_greedy
 from fincocktail.evaluation.loading import load_for_eval
-from fincocktail.evaluation.server import ChatService, make_server
+from fincocktail.serving.server import ChatService, make_server
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

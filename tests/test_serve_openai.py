@@ -13,8 +13,8 @@ import torch
 from eval_fakes import FakeSentiment, lively_model_dir, resolver  # noqa: F401 (fixture)
 from fincocktail.evaluation.adapters import ModelPool, parse_adapter_specs
 from fincocktail.evaluation.loading import load_for_eval
-from fincocktail.evaluation.server import ChatService, make_server
-from fincocktail.evaluation.streaming import DeltaText
+from fincocktail.serving.server import ChatService, make_server
+from fincocktail.serving.streaming import DeltaText
 
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.usefixtures("one_thread")

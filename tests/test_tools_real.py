@@ -46,7 +46,7 @@ def tuned(smollm2_dir, data_dir, tmp_path_factory):
 def served(smollm2_dir, tuned):
     from fincocktail.evaluation.adapters import ModelPool, parse_adapter_specs
     from fincocktail.evaluation.loading import load_for_eval
-    from fincocktail.evaluation.server import ChatService, make_server
+    from fincocktail.serving.server import ChatService, make_server
 
     pool = ModelPool(load_for_eval(str(smollm2_dir)), "smollm2", parse_adapter_specs([f"fpb-lora={tuned / 'run'}"]))
     srv = make_server(ChatService(pool), "127.0.0.1", 0)

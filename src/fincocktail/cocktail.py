@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from fincocktail.errors import ConfigError
-from fincocktail.fileio import (
+from fincocktail.plumbing.fileio import (
     load_yaml,
     sha256_file,
     validate_mapping,

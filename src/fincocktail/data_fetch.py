@@ -15,7 +15,7 @@ from typing import Callable
 
 from fincocktail.data_catalog import DATASETS, DataFile, Dataset
 from fincocktail.errors import DataError
-from fincocktail.fileio import sha256_file
+from fincocktail.plumbing.fileio import sha256_file
 
 
 @dataclass(frozen=True)

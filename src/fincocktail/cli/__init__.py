@@ -20,7 +20,7 @@ from rich.markup import escape
 
 from fincocktail import __version__
 from fincocktail.errors import FincocktailError
-from fincocktail.redact import redact
+from fincocktail.plumbing.redact import redact
 
 err_console = Console(stderr=True)
 
@@ -45,7 +45,7 @@ def _root(
     verbose: bool = typer.Option(False, "--verbose", help="Show library warnings and progress bars (hidden by default)."),
 ) -> None:
     """fincocktail: which mix of training data makes a small model beat a large general one?"""
-    from fincocktail.quiet import VERBOSE_ENV, quiet_libraries
+    from fincocktail.plumbing.quiet import VERBOSE_ENV, quiet_libraries
 
     if verbose:
         os.environ[VERBOSE_ENV] = "1"  # worker processes inherit it

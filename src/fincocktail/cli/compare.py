@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
 
         from fincocktail.compare import compare_runs, load_run
         from fincocktail.compare.render import print_comparison, write_html
-        from fincocktail.paths import find_data_dir
+        from fincocktail.plumbing.paths import find_data_dir
         from fincocktail.tasks.registry import get_task
 
         loaded = [load_run(p, split) for p in runs]

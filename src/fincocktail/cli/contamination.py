@@ -30,8 +30,8 @@ def register(data_app: typer.Typer) -> None:
             resolve_tasks,
         )
         from fincocktail.contamination import contamination_for_cocktail
-        from fincocktail.fileio import write_json_atomic
-        from fincocktail.paths import find_data_dir
+        from fincocktail.plumbing.fileio import write_json_atomic
+        from fincocktail.plumbing.paths import find_data_dir
 
         cfg = load_cocktail(cocktail)
         n_words = n or cfg.decontaminate.n

@@ -37,7 +37,7 @@ def check_cmd(
     """Show, per dataset, which files are found or missing, with their sizes."""
     from fincocktail.data_catalog import DATASETS
     from fincocktail.data_fetch import check
-    from fincocktail.paths import find_data_dir
+    from fincocktail.plumbing.paths import find_data_dir
 
     root = find_data_dir(data_dir)
     statuses = check(root, verify=verify)

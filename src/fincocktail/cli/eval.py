@@ -31,7 +31,7 @@ def _config(**kwargs):
     from pydantic import ValidationError
 
     from fincocktail.evaluation.runner import EvalConfig
-    from fincocktail.fileio import format_validation_error
+    from fincocktail.plumbing.fileio import format_validation_error
 
     try:
         return EvalConfig(**kwargs)
@@ -98,7 +98,7 @@ def register(app: typer.Typer) -> None:
 
         from fincocktail.evaluation.runner import run_eval, summary_table
 
-        from fincocktail.fileio import check_out_dir
+        from fincocktail.plumbing.fileio import check_out_dir
 
         if out is not None:
             check_out_dir(out)
@@ -150,8 +150,8 @@ def _register_lmeval_export() -> None:
         from rich.console import Console
 
         from fincocktail.export.lmeval import export_lmeval
-        from fincocktail.fileio import check_out_dir
-        from fincocktail.paths import find_data_dir
+        from fincocktail.plumbing.fileio import check_out_dir
+        from fincocktail.plumbing.paths import find_data_dir
         from fincocktail.tasks.registry import get_task
 
         check_out_dir(directory, "DIR")

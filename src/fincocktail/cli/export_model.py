@@ -21,7 +21,7 @@ def register(export_app: typer.Typer) -> None:
         from rich.console import Console
 
         from fincocktail.export.model import export_model
-        from fincocktail.fileio import check_out_dir
+        from fincocktail.plumbing.fileio import check_out_dir
 
         check_out_dir(out)
         res = export_model(run_dir, out, merge=merge, eval_dirs=evals, name=name)

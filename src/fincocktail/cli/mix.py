@@ -56,7 +56,7 @@ def search(
 
     Starts from the sweep's finished runs; chooses on validation only; resumable (rerun the same command).
     """
-    from fincocktail.paths import find_data_dir
+    from fincocktail.plumbing.paths import find_data_dir
     from fincocktail.search.outputs import write_outputs
     from fincocktail.search.search import SearchOptions, run_search
     from fincocktail.sweep.executors import make_executor

@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
             None, "--selection-metric", help="Rank recipes on validation by 'primary' or 'likelihood' (default: the sweep file's eval.selection_metric, else primary)."),
     ) -> None:
         """Write report.html (self-contained) and report.md for a sweep's finished runs."""
-        from fincocktail.fileio import check_out_dir
+        from fincocktail.plumbing.fileio import check_out_dir
         from fincocktail.report.build import build_report, latest_sweep_dir, print_main_table, sweep_dir
 
         from fincocktail.errors import ConfigError

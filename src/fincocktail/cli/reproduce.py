@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         """Run the study's sweep (a preset) end to end and write the cocktail-effect report."""
         from rich.console import Console
 
-        from fincocktail.paths import find_data_dir
+        from fincocktail.plumbing.paths import find_data_dir
         from fincocktail.report.build import build_report, print_main_table
         from fincocktail.sweep.executors import make_executor, run_sweep
         from fincocktail.sweep.spec import load_plan

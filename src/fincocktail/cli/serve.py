@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
 
         from fincocktail.evaluation.adapters import ModelPool, parse_adapter_specs, split_spec
         from fincocktail.evaluation.loading import load_for_eval
-        from fincocktail.evaluation.server import ChatService, attach, bind_server
+        from fincocktail.serving.server import ChatService, attach, bind_server
 
         check_port(port)
         device = check_device(device)

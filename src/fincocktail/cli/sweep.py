@@ -54,8 +54,8 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Execute a sweep. Finished runs are skipped; interrupted runs resume from their checkpoint."""
-    from fincocktail.fileio import check_out_dir
-    from fincocktail.paths import find_data_dir
+    from fincocktail.plumbing.fileio import check_out_dir
+    from fincocktail.plumbing.paths import find_data_dir
     from fincocktail.sweep.executors import make_executor, run_sweep
     from fincocktail.sweep.plan import format_seconds
     from fincocktail.sweep.spec import load_plan

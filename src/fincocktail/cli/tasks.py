@@ -25,7 +25,7 @@ TasksDirOpt = typer.Option(None, "--tasks-dir", help="Folder of user task YAML f
 
 def _data_dir(data_dir: Path | None) -> tuple[Path | None, str | None]:
     """The resolved data folder, or (None, why) when there is none: listing still works without it."""
-    from fincocktail.paths import find_data_dir
+    from fincocktail.plumbing.paths import find_data_dir
 
     try:
         return find_data_dir(data_dir), None
@@ -168,7 +168,7 @@ def sample_cmd(
 ) -> None:
     """Show rendered prompts and targets exactly as training and evaluation will see them."""
     from fincocktail import prompts
-    from fincocktail.paths import find_data_dir
+    from fincocktail.plumbing.paths import find_data_dir
 
     if style not in ("instruction", "chat"):
         raise ConfigError(f"--style {style!r} is not supported; expected 'instruction' or 'chat'")

@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         overrides = _overrides(sets, model, lr, max_steps, batch_size, epochs, seed, data_dir, out, merge, eval_every)
         cfg = load_train_config(config, overrides)
         run_dir = Path(cfg.output_dir) if cfg.output_dir else Path("runs") / config.stem
-        from fincocktail.fileio import check_out_dir
+        from fincocktail.plumbing.fileio import check_out_dir
         from fincocktail.models.loading import check_model_name
 
         check_out_dir(run_dir)

@@ -15,7 +15,7 @@ from typing import Any
 
 from fincocktail.errors import ConfigError
 from fincocktail.evaluation.results import read_task_result
-from fincocktail.fileio import safe_name
+from fincocktail.plumbing.fileio import safe_name
 
 
 @dataclass

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from fincocktail import paths
+from fincocktail.plumbing import paths
 from fincocktail.errors import ConfigError, ModelError
-from fincocktail.redact import MASK, MIN_SECRET_LEN, redact, redact_url
+from fincocktail.plumbing.redact import MASK, MIN_SECRET_LEN, redact, redact_url
 
 API_PREFIX = "openai:"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"

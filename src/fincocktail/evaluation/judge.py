@@ -107,7 +107,7 @@ class Judge:
 def apply_judge(judge: Judge, task: Task, examples: Sequence[Example], out_dir: Path, result: Any, seed: int = 0, n_resamples: int = 1000) -> None:
     """Judge a finished task's predictions: a `judge` entry per prediction line, judge metrics in the results."""
     from fincocktail.evaluation.results import result_json
-    from fincocktail.fileio import safe_name, write_json_atomic, write_text_atomic
+    from fincocktail.plumbing.fileio import safe_name, write_json_atomic, write_text_atomic
 
     path = out_dir / f"{safe_name(task.id)}.predictions.jsonl"
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from fincocktail.errors import ConfigError, ModelError
-from fincocktail.fileio import damaged_file_errors, first_line
+from fincocktail.plumbing.fileio import damaged_file_errors, first_line
 from fincocktail.models.precision import cast_weights, native_bf16
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")

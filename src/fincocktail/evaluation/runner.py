@@ -29,7 +29,7 @@ from typing import Any, Callable, Literal, Sequence
 from pydantic import BaseModel, Field, field_validator
 
 from fincocktail.errors import ConfigError, FincocktailError
-from fincocktail.fileio import FolderLock, disk_full_message, is_disk_full, safe_name, write_json_atomic, write_text_atomic
+from fincocktail.plumbing.fileio import FolderLock, disk_full_message, is_disk_full, safe_name, write_json_atomic, write_text_atomic
 from fincocktail.evaluation.bootstrap import bootstrap_interval, mean_interval
 from fincocktail.evaluation.dtypes import DEFAULT_EVAL_DTYPE, EvalDtype
 from fincocktail.evaluation.fewshot import build_pair, chat_messages, choice_target, select_demos
@@ -122,7 +122,7 @@ def run_eval(
     `tokens` a tokenization cache shared with other runs (sweep workers).
     """
     from fincocktail.evaluation.api import is_api_model
-    from fincocktail.paths import find_data_dir
+    from fincocktail.plumbing.paths import find_data_dir
 
     started = time.perf_counter()
     api = is_api_model(config.model)
@@ -633,8 +633,8 @@ def _remove_empty_out_dir(out: Path, created: Sequence[Path]) -> None:
 
 
 def _run_card(config: EvalConfig, style: str, tasks: Sequence[Task], results: Sequence[TaskResult], backend: Backend, wall: float) -> dict[str, Any]:
-    from fincocktail.provenance import provenance
-    from fincocktail.redact import redact_obj
+    from fincocktail.plumbing.provenance import provenance
+    from fincocktail.plumbing.redact import redact_obj
 
     return {
         "kind": "fincocktail-eval",

@@ -23,7 +23,7 @@ import yaml
 from fincocktail.errors import ConfigError
 from fincocktail.evaluation.fewshot import build_pair, choice_target, select_demos
 from fincocktail.evaluation.runner import CHOICE_KINDS
-from fincocktail.fileio import safe_name, write_text_atomic
+from fincocktail.plumbing.fileio import safe_name, write_text_atomic
 from fincocktail.tasks.base import Task
 from fincocktail.tasks.sampling import SAMPLE_METHODS, draw_sample
 

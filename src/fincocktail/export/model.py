@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from fincocktail.errors import ConfigError, ModelError
 from fincocktail.evaluation.results import read_metrics
-from fincocktail.fileio import first_line, write_json_atomic
+from fincocktail.plumbing.fileio import first_line, write_json_atomic
 from fincocktail.export.modelcard import LICENCE_FILE, EvalScore, SourceLicence, render_card, render_licences, source_licences
 
 CARD_COPY = "fincocktail_run_card.json"

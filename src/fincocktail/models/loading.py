@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from fincocktail.fileio import damaged_file_errors
+from fincocktail.plumbing.fileio import damaged_file_errors
 from fincocktail.errors import ConfigError, ModelError, UnknownModelError
 from fincocktail.models.provision import pull, read_marker
 from fincocktail.models.registry import ModelSpec, get_model_spec, unknown_model_message

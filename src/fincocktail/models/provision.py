@@ -30,9 +30,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from fincocktail import paths
+from fincocktail.plumbing import paths
 from fincocktail.errors import ModelError
-from fincocktail.fileio import write_json_atomic
+from fincocktail.plumbing.fileio import write_json_atomic
 from fincocktail.models.registry import ModelSpec, WheelPart
 
 MARKER_FILE = "fincocktail-model.json"
@@ -110,7 +110,7 @@ def weights_intact(folder: Path) -> bool:
     """
     from safetensors import safe_open
 
-    from fincocktail.fileio import damaged_file_errors
+    from fincocktail.plumbing.fileio import damaged_file_errors
 
     for path in folder.glob("*.safetensors"):
         try:

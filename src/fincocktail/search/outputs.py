@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 
 from fincocktail.cocktail import parse_cocktail
-from fincocktail.fileio import write_json_atomic
+from fincocktail.plumbing.fileio import write_json_atomic
 from fincocktail.report.mixture_compare import NOTE, compare, table, verdict
 from fincocktail.report.mixture_section import SUMMARY_FILE
 from fincocktail.report.tables import md_table

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from fincocktail.errors import ConfigError, FincocktailError
-from fincocktail.paths import check_name
+from fincocktail.plumbing.paths import check_name
 from fincocktail.search.mixture import Mixture, proposal_run
 from fincocktail.search.objective import floors, parse_constraints, parse_objective
 from fincocktail.search.propose import Observed, propose

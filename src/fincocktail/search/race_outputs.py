@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from fincocktail.fileio import write_json_atomic
+from fincocktail.plumbing.fileio import write_json_atomic
 from fincocktail.report.mixture_section import SUMMARY_FILE
 from fincocktail.report.tables import md_table
 from fincocktail.search.outputs import write_outputs

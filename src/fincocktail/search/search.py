@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from fincocktail.errors import ConfigError, FincocktailError
-from fincocktail.fileio import write_json_atomic
-from fincocktail.paths import check_name
+from fincocktail.plumbing.fileio import write_json_atomic
+from fincocktail.plumbing.paths import check_name
 from fincocktail.search.mixture import Mixture, Space, make_space, proposal_run
 from fincocktail.search.objective import Floor, Objective, floors, parse_constraints, parse_objective
 from fincocktail.search.propose import Observed, propose

@@ -29,13 +29,13 @@ from typing import Any, Literal
 
 from fincocktail.errors import ConfigError
 from fincocktail.evaluation.results import TaskResult, read_metrics
-from fincocktail.fileio import write_json_atomic
+from fincocktail.plumbing.fileio import write_json_atomic
 from fincocktail.prompts import TokenCache
-from fincocktail.quiet import quiet_libraries
-from fincocktail.redact import redact
+from fincocktail.plumbing.quiet import quiet_libraries
+from fincocktail.plumbing.redact import redact
 from fincocktail.sweep.spec import RunSpec
 from fincocktail.sweep.store import STORE_FILE, MetricRow, ResultsStore, RunOutcome
-from fincocktail.threads import set_threads, thread_budget
+from fincocktail.plumbing.threads import set_threads, thread_budget
 
 RUNS_DIR = "runs"
 RESULT_FILE = "result.json"

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fincocktail.errors import ConfigError, FincocktailError
-from fincocktail.fileio import FolderLock, lock_held
+from fincocktail.plumbing.fileio import FolderLock, lock_held
 from fincocktail.models.device import check_device, gpu_count, visible_gpus, wants_gpu
-from fincocktail.redact import redact
+from fincocktail.plumbing.redact import redact
 from fincocktail.sweep.execute import RunResult, execute_run, read_result, run_dir_for
 from fincocktail.sweep.spec import Plan, RunSpec, canonical_json
 from fincocktail.sweep.store import SWEEP_LOCK, ResultsStore, RunOutcome
-from fincocktail.threads import set_threads
+from fincocktail.plumbing.threads import set_threads
 
 
 Event = Callable[[str, RunSpec, "RunResult | None"], None]  # ("start" | "end", run, result)

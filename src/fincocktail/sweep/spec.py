@@ -34,8 +34,8 @@ from pydantic import (
 
 from fincocktail.errors import ConfigError
 from fincocktail.evaluation.dtypes import DEFAULT_EVAL_DTYPE, SweepEvalDtype
-from fincocktail.fileio import load_yaml, validate_mapping
-from fincocktail.paths import check_name
+from fincocktail.plumbing.fileio import load_yaml, validate_mapping
+from fincocktail.plumbing.paths import check_name
 from fincocktail.tasks.builtin import KNOWLEDGE_TASKS, NUMERICAL_TASKS
 
 # Bump when the meaning of a run config changes (it is part of every run's hash).

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from fincocktail.errors import ConfigError, FincocktailError
-from fincocktail.fileio import lock_held
-from fincocktail.redact import redact
+from fincocktail.plumbing.fileio import lock_held
+from fincocktail.plumbing.redact import redact
 
 STORE_FILE = "results.sqlite"
 SWEEP_LOCK = ".sweep.lock"  # held by the `sweep run` writing this folder (sweep.executors)

@@ -34,7 +34,7 @@ from pydantic import (
 )
 
 from fincocktail.errors import ConfigError, DataError
-from fincocktail.fileio import format_validation_error, load_yaml
+from fincocktail.plumbing.fileio import format_validation_error, load_yaml
 from fincocktail.metrics.generation import exact_match, numbers_match, numeric_scores, open_answer_scores
 from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, Task, versioned
 from fincocktail.tasks.builtin import BUILTIN_TASKS

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from fincocktail.errors import FincocktailError
-from fincocktail.fileio import damaged_file_errors, first_line
+from fincocktail.plumbing.fileio import damaged_file_errors, first_line
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "state.json"

@@ -27,7 +27,7 @@ from pydantic import (
 
 from fincocktail.cocktail import CocktailConfig, load_cocktail, parse_cocktail
 from fincocktail.errors import ConfigError
-from fincocktail.fileio import format_validation_error, load_yaml
+from fincocktail.plumbing.fileio import format_validation_error, load_yaml
 
 PrefixSharing = Literal["auto", "on", "off"]  # see training.prefix
 

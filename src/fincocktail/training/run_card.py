@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from fincocktail.errors import ConfigError, FincocktailError
-from fincocktail.fileio import write_json_atomic
-from fincocktail.provenance import provenance
+from fincocktail.plumbing.fileio import write_json_atomic
+from fincocktail.plumbing.provenance import provenance
 from fincocktail.training.config import RESUMABLE_CHANGES, TrainConfig
 
 RUN_CARD = "run_card.json"

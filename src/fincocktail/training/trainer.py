@@ -32,12 +32,12 @@ from fincocktail.cocktail import (
     write_manifest,
 )
 from fincocktail.errors import ConfigError, FincocktailError
-from fincocktail.fileio import FolderLock, disk_full_message, is_disk_full, write_json_atomic
+from fincocktail.plumbing.fileio import FolderLock, disk_full_message, is_disk_full, write_json_atomic
 from fincocktail.models import load_text_config
 from fincocktail.models.precision import cpu_features
 from fincocktail.prompts import TokenCache
 from fincocktail.tasks.base import Example, Task
-from fincocktail.threads import set_threads, thread_budget
+from fincocktail.plumbing.threads import set_threads, thread_budget
 from fincocktail.training.checkpoints import (
     Checkpoint,
     CheckpointError,
@@ -177,7 +177,7 @@ def _train(
     if config.prefix_sharing != "off":  # the window is in the model's config: no need to wait for the weights
         check_sliding_window(load_text_config(config.model), config.max_length, config.prefix_sharing)
 
-    from fincocktail.paths import find_data_dir
+    from fincocktail.plumbing.paths import find_data_dir
 
     data_dir = find_data_dir(config.data_dir)
     torch.manual_seed(config.seed)

@@ -33,7 +33,7 @@ def git_commit() -> str | None:
 
     None for an installed package (no checkout) or without git: provenance must never fail a run.
     """
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     try:
         sha = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True

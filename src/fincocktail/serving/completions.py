@@ -188,7 +188,7 @@ def batched_completion(batcher: Any, tokenizer: Any, max_context: int | None, na
     prompts in one request; both then share forward passes, as chat requests do. The result is
     run_completion's, a "cancelled" choice included when the client has gone.
     """
-    from fincocktail.evaluation.batching import Job, wait_result
+    from fincocktail.serving.batching import Job, wait_result
 
     prepared = [prompt_ids(tokenizer, p, i, req.max_tokens, max_context) for i, p in enumerate(req.prompts)]
     jobs = [Job(name, ids, max_tokens, req.stop, should_stop) for ids, _, max_tokens in prepared]
@@ -220,7 +220,7 @@ def run_completion(
     finish_reason is "cancelled", which the server does not send.
     """
     from fincocktail.evaluation.generate import Generation, generate_greedy
-    from fincocktail.evaluation.streaming import generate_streamed
+    from fincocktail.serving.streaming import generate_streamed
 
     cid, created = completion_id(), int(time.time())
     choices, prompt_tokens, completion_tokens = [], 0, 0

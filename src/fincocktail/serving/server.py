@@ -35,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 from fincocktail.evaluation.adapters import ModelPool
-from fincocktail.evaluation.batching import DEFAULT_BATCH_WINDOW_S, DEFAULT_MAX_BATCH, Batcher, Job, stream_tokens, wait_result
+from fincocktail.serving.batching import DEFAULT_BATCH_WINDOW_S, DEFAULT_MAX_BATCH, Batcher, Job, stream_tokens, wait_result
 from fincocktail.evaluation.openai_fields import (
     CHAT_FIELDS, BadRequest, chat_logprobs_fields, check_cap, greedy_only, max_tokens_field, model_field,
     refuse_unsupported, stop_field, stream_fields,
@@ -194,7 +194,7 @@ class ChatService:
 
     def _logprobs(self, name: str, job: Job, top: int) -> dict[str, Any]:
         """Chat `logprobs.content` for the generated tokens (a final EOS left out), from one forward pass."""
-        from fincocktail.evaluation.completions import chat_logprob_entries, sequence_logprobs
+        from fincocktail.serving.completions import chat_logprob_entries, sequence_logprobs
         from fincocktail.evaluation.generate import eos_ids
 
         produced = list(job.tokens)
@@ -208,7 +208,7 @@ class ChatService:
 
     def stream_chat(self, req: ChatRequest, emit: Callable[[dict[str, Any]], None], client_gone: Callable[[], bool] | None = None) -> None:
         """The chat completion as `chat.completion.chunk` events: role, content deltas, finish, usage."""
-        from fincocktail.evaluation.streaming import DeltaText
+        from fincocktail.serving.streaming import DeltaText
 
         name, job = self._submit(req, client_gone)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion.chunk", "created": int(time.time()), "model": name}
@@ -241,7 +241,7 @@ class ChatService:
     def completion(self, req: Any, emit: Callable[[dict[str, Any]], None] | None = None,
                    client_gone: Callable[[], bool] | None = None) -> dict[str, Any]:
         """A text completion (`completions.CompletionRequest`); streamed as chunks through `emit` when given."""
-        from fincocktail.evaluation.completions import batched_completion, run_completion
+        from fincocktail.serving.completions import batched_completion, run_completion
 
         name = self.check(req.model, req.max_tokens)
         if emit is None and req.logprobs is None and req.max_tokens > 0:  # plain generation: batched with others
@@ -352,7 +352,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _streamed(self, run: Callable[[Callable[[dict[str, Any]], None]], None]) -> None:
         """Run `run(emit)` as a server-sent event stream; an error after the first event becomes the last event."""
-        from fincocktail.evaluation.streaming import EventStream
+        from fincocktail.serving.streaming import EventStream
 
         events = EventStream(self)
         try:
@@ -377,7 +377,7 @@ class _Handler(BaseHTTPRequestHandler):
             if req.stream:
                 return self._streamed(lambda emit: self.service.stream_chat(req, emit, gone))
             return self._send(200, self.service.complete(req, client_gone=gone))
-        from fincocktail.evaluation.completions import parse_completion_request
+        from fincocktail.serving.completions import parse_completion_request
 
         creq = parse_completion_request(body)
         self.service.check(creq.model, creq.max_tokens)
