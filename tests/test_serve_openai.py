@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from eval_fakes import FakeSentiment, lively_model_dir, resolver  # noqa: F401 (fixture)
-from fincocktail.evaluation.adapters import ModelPool, parse_adapter_specs
+from fincocktail.evaluation.adapters import parse_adapter_specs
+from fincocktail.serving.pool import ModelPool
 from fincocktail.evaluation.loading import load_for_eval
 from fincocktail.serving.server import ChatService, make_server
 from fincocktail.serving.streaming import DeltaText

@@ -44,7 +44,8 @@ def tuned(smollm2_dir, data_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(smollm2_dir, tuned):
-    from fincocktail.evaluation.adapters import ModelPool, parse_adapter_specs
+    from fincocktail.evaluation.adapters import parse_adapter_specs
+    from fincocktail.serving.pool import ModelPool
     from fincocktail.evaluation.loading import load_for_eval
     from fincocktail.serving.server import ChatService, make_server
 

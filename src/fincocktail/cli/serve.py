@@ -45,7 +45,8 @@ def register(app: typer.Typer) -> None:
         """Serve POST /v1/chat/completions (streamed or not), POST /v1/completions (echo, logprobs) and GET /v1/models."""
         from rich.console import Console
 
-        from fincocktail.evaluation.adapters import ModelPool, parse_adapter_specs, split_spec
+        from fincocktail.evaluation.adapters import parse_adapter_specs, split_spec
+        from fincocktail.serving.pool import ModelPool
         from fincocktail.evaluation.loading import load_for_eval
         from fincocktail.serving.server import ChatService, attach, bind_server
 

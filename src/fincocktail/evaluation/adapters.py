@@ -1,34 +1,17 @@
-"""Several LoRA adapters over one base model, for `fincocktail serve --adapter NAME=RUN_DIR ...`.
+"""Naming and reading LoRA adapters for `fincocktail serve --adapter NAME=RUN_DIR ...` and `eval --adapter`.
 
-Comparing cocktails means serving many adapters of one base; a merged copy of the base per
-adapter would multiply the memory by their number. Here the base is loaded once, every adapter
-is attached to it with peft under its own name (unmerged, a few MB each), and each request
-activates the one its `model` field names (`disable_adapter` for the base itself). Batches
-(of requests for one adapter) and single requests are served one at a time behind a lock, so
-switching adapters between them is safe. Each adapter's training prompt style is read from its
-run card (`recorded_style`), so the server prompts it as it was trained.
+An adapter is named on the command line (`NAME=RUN_DIR`, or after its run folder) and served or
+evaluated in the prompt style it was trained in, read from its run card (`recorded_style`). The
+server's pool of adapters over one base is `serving.pool.ModelPool`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Sequence
 
 from fincocktail.errors import ConfigError
-from fincocktail.evaluation.openai_fields import BadRequest
-
-
-class UnknownModel(BadRequest):
-    """The request's `model` is not served here: a 404 `model_not_found`, as OpenAI answers."""
-
-    def __init__(self, name: str, known: Sequence[str]):
-        served = ", ".join(f"`{k}`" for k in known)
-        super().__init__(f"The model `{name}` does not exist; this server serves {served} (GET /v1/models)",
-                         status=404, code="model_not_found", param="model")
-        self.name = name
 
 
 @dataclass(frozen=True)
@@ -94,68 +77,3 @@ def parse_adapter_specs(specs: Sequence[str], single_name: str | None = None) ->
     if dup:
         raise ConfigError(f"--adapter: the name {dup!r} is given twice; name them --adapter NAME=RUN_DIR")
     return out
-
-
-class ModelPool:
-    """The base model plus its named adapters; `use(name)` yields the model for one request."""
-
-    def __init__(self, loaded: Any, base_name: str, adapters: Sequence[AdapterSpec] = (), default: str | None = None):
-        self.loaded = loaded
-        self.tokenizer = loaded.tokenizer
-        self.base_name = base_name
-        self.adapters = {a.name: a for a in adapters}
-        if base_name in self.adapters:
-            raise ConfigError(f"--adapter {base_name}=...: that name is the base model's; choose another")
-        from fincocktail.evaluation.loading import apply_adapter
-
-        model = loaded.model
-        for a in adapters:
-            model = apply_adapter(model, a.path, a.name)
-        self.model = model.eval()
-        from fincocktail.evaluation.forward import Scorer
-
-        self.scorer = Scorer(self.model)
-        self.default = default or (adapters[0].name if adapters else base_name)
-        self.max_context = getattr(getattr(self.scorer.model, "config", None), "max_position_embeddings", None)
-        self._lock = threading.Lock()
-
-    def style(self, name: str) -> str:
-        """The prompt style `name` is served in: its training style, else the chat template."""
-        spec = self.adapters.get(name)
-        return (spec.style if spec is not None else None) or "chat"
-
-    def names(self) -> list[str]:
-        return [self.base_name, *self.adapters]
-
-    def resolve(self, name: str | None) -> str:
-        if name is None or name == "":
-            return self.default
-        if name not in self.names():
-            raise UnknownModel(name, self.names())
-        return name
-
-    @contextlib.contextmanager
-    def use(self, name: str, timeout_s: float | None = None) -> Iterator[Any]:
-        """The Scorer with `name`'s weights active, held exclusively for the request.
-
-        A request that waits longer than `timeout_s` for earlier ones gets a 503 to retry.
-        """
-        if not self._lock.acquire(timeout=-1 if timeout_s is None else timeout_s):
-            raise BadRequest(f"the model is busy (waited {timeout_s:g} s for earlier requests); retry later",
-                             status=503, kind="server_error", code="busy")
-        try:
-            if name == self.base_name and self.adapters:
-                with self.model.disable_adapter():
-                    yield self.scorer
-            else:
-                if self.adapters:
-                    self.model.set_adapter(name)
-                yield self.scorer
-        finally:
-            self._lock.release()
-
-    def models_json(self) -> dict[str, Any]:
-        data = [{"id": self.base_name, "object": "model", "created": 0, "owned_by": "fincocktail"}]
-        data += [{"id": n, "object": "model", "created": 0, "owned_by": "fincocktail", "root": self.base_name,
-                  "parent": self.base_name, "adapter": str(a.path), "prompt_style": self.style(n)} for n, a in self.adapters.items()]
-        return {"object": "list", "data": data}

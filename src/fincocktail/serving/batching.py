@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from fincocktail.evaluation.generate import Generation, generate_greedy
-from fincocktail.evaluation.openai_fields import BadRequest
+from fincocktail.serving.openai_fields import BadRequest
 
 DEFAULT_MAX_BATCH = 8
 DEFAULT_BATCH_WINDOW_S = 0.01  # an idle model waits this long for requests sent at the same moment

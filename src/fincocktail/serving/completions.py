@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import torch
 
-from fincocktail.evaluation.openai_fields import (
+from fincocktail.serving.openai_fields import (
     COMPLETION_FIELDS, BadRequest, greedy_only, max_tokens_field, model_field, refuse_unsupported, stop_field, stream_fields,
 )
 

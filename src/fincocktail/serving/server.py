@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-from fincocktail.evaluation.adapters import ModelPool
+from fincocktail.serving.pool import ModelPool
 from fincocktail.serving.batching import DEFAULT_BATCH_WINDOW_S, DEFAULT_MAX_BATCH, Batcher, Job, stream_tokens, wait_result
-from fincocktail.evaluation.openai_fields import (
+from fincocktail.serving.openai_fields import (
     CHAT_FIELDS, BadRequest, chat_logprobs_fields, check_cap, greedy_only, max_tokens_field, model_field,
     refuse_unsupported, stop_field, stream_fields,
 )
