@@ -261,6 +261,15 @@ def test_cli_race_prints_a_plan_and_writes_the_race(tmp_path):
     # rerun: nothing new is trained, the same outputs
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "0 run(s) trained now" in again.output
+    # the report's Mixture search section says it was a race, and how many stopped early
+    from fincocktail.report.analysis import Analysis
+    from fincocktail.report.mixture_section import _one, load_summaries
+    from fincocktail.report.records import from_store
+
+    (summary,) = load_summaries(tmp_path / "out")
+    stopped = sum(1 for p in summary["race"]["proposals"] if p["stopped_at"] is not None)
+    md, _ = _one(summary, Analysis(from_store(ResultsStore.in_dir(tmp_path / "out"))), tmp_path / "report")
+    assert f"Racing: {summary['proposed']} mixtures proposed" in md and f"{stopped} stopped early at rungs 0.25, 0.5" in md
 
 
 @pytest.mark.parametrize(("extra", "message"), [

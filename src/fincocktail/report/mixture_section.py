@@ -69,11 +69,19 @@ def _one(s: dict[str, Any], an: Analysis, out: Path) -> tuple[str, str]:
     rec = s["recommended"]
     sur = s["surrogate"]["objectives"][main_obj]
     mixture = ", ".join(f"{t} {c}" for t, c in rec["counts"].items() if c)
+    race = s.get("race")
+    if race:  # a racing search: its own runs only, read on learning curves
+        stopped = sum(1 for p in race["proposals"] if p["stopped_at"] is not None)
+        how = (f". Racing: {s['proposed']} mixtures proposed in {s['rounds']} rounds, {stopped} stopped early at rungs "
+               f"{', '.join(f'{f:g}' for f in race['fractions'][:-1])} of their steps, {race['spent_hours']:.2f} "
+               f"{race['unit']} spent; scores are the validation likelihood on the learning curves ({s['surrogate']['mixtures']} "
+               f"mixtures finished, {s['surrogate']['runs']} runs with the replicates; `race.md` has every rung)")
+    else:
+        how = (f". {s['proposed']} mixtures proposed in {s['rounds']} rounds, on top of the sweep's runs "
+               f"({s['surrogate']['mixtures']} mixtures, {s['surrogate']['runs']} runs in all)")
     lines = [
         f"Objective: validation **{', '.join(s['objectives'])}**"
-        + (f"; constraints: {', '.join(s['constraints'])}" if s["constraints"] else "")
-        + f". {s['proposed']} mixtures proposed in {s['rounds']} rounds, on top of the sweep's runs "
-        f"({s['surrogate']['mixtures']} mixtures, {s['surrogate']['runs']} runs in all).",
+        + (f"; constraints: {', '.join(s['constraints'])}" if s["constraints"] else "") + how + ".",
         f"Recommended: {mixture} (total {rec['total']} examples per epoch; {rec['source']}), validation {main_obj} "
         f"{rec['objectives'][main_obj]['measured']:.3f}; cocktail file `{Path(s['dir']) / 'recommended.yaml'}`.",
         f"Surrogate (one Gaussian process per task): leave-one-mixture-out Spearman {sur['spearman']:.2f} on the objective; "
