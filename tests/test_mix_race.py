@@ -286,3 +286,44 @@ def test_cli_race_refuses_what_cannot_run(tmp_path, extra, message):
     path.write_text(yaml.safe_dump({**SWEEP, "training": training, "out": str(tmp_path / "out")}), encoding="utf-8")
     result = CliRunner().invoke(app, ["mix", "search", str(path), *extra, "--runner", "fincocktail.search.synthetic:run", "-q"])
     assert result.exit_code != 0 and message in result.output + str(result.exception), result.output
+
+
+# --------------------------------------------------------------------------------------------
+# One race through the real trainer and evaluation (tiny random model)
+
+
+def test_a_real_race_pauses_runs_reads_their_curves_and_finishes_the_survivor(tiny_model_dir, data_dir, tmp_path):
+    sweep = {
+        "name": "tinyrace", "tasks": ["fpb", "tfns"], "models": [str(tiny_model_dir)],
+        "design": {"incremental": False, "all_tasks": False},
+        "train_caps": {"fpb": 16, "tfns": 16},
+        "training": {"batch_size": 4, "checkpoint_every": 100, "contamination_check": False, "eval_examples": 4},
+        "eval": {"tasks": ["fpb", "tfns"], "max_examples": 4, "selection_max_examples": 4, "bootstrap_samples": 20,
+                 "batch_size": 4},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(sweep), encoding="utf-8")
+    rr = run_race(load_plan(path), SearchOptions(budget=2, batch=2), RaceOptions(1.0, rungs=2, replicates=1),
+                  tmp_path / "out", LocalExecutor(1, threads=1), "real", str(data_dir), False)
+    reports = rr.state["reports"]
+    first = [r for r in reports if r["rung"] == 0]
+    assert len(first) == 2 and all(r["fraction"] == 0.5 for r in first)
+    store = ResultsStore.in_dir(tmp_path / "out")
+    for r in first:  # the rung's value is the curve point the trainer logged at the stop
+        run_dir = tmp_path / "out" / "runs" / r["run_id"]
+        log = [json.loads(x) for x in (run_dir / "train" / "train_log.jsonl").read_text().splitlines()]
+        point = next(x for x in log if "curve" in x and x["step"] == json.loads((run_dir / "rung-0.5.json").read_text())["card"]["rung"]["step"])
+        assert point["curve"] == r["scores"] and set(r["scores"]) == {"fpb", "tfns"}
+        train = json.loads((run_dir / "run.json").read_text())["train"]
+        assert train["scheduler"] == "wsd" and train["eval_tasks_extra"] == ["fpb", "tfns"]
+    stopped = [r for r in reports if r["stopped"]]
+    finished = [r for r in reports if r["rung"] == 1]
+    assert len(stopped) + len(finished) == 2 and finished  # the first arrival at a rung always continues
+    winner = finished[0]["run_id"]
+    assert store.run(winner).status == "done" and store.metrics(winner, split="test")
+    card = json.loads((tmp_path / "out" / "runs" / winner / "train" / "run_card.json").read_text())
+    assert card["status"] == "complete" and card["steps"] == json.loads(
+        (tmp_path / "out" / "runs" / winner / "rung-0.5.json").read_text())["card"]["rung"]["total_steps"]
+    for r in stopped:
+        assert store.run(r["run_id"]).status == "paused"
+    assert [r["seed"] for r in rr.state["replicates"]] == [1] and rr.state["replicates"][0]["of"] == winner
