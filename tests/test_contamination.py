@@ -12,14 +12,14 @@ from fake_tasks import FAKE_TASKS, WORDS, FakeSentiment, resolver, sentence
 from typer.testing import CliRunner
 
 import fincocktail.cocktail as cocktail_mod
-import fincocktail.contamination as contamination_mod
+import fincocktail.data.contamination as contamination_mod
 from fincocktail.cocktail import (
     build_cocktail,
     load_sources,
     parse_cocktail,
     resolve_tasks,
 )
-from fincocktail.contamination import (
+from fincocktail.data.contamination import (
     check_contamination,
     load_eval_sets,
     ngram_hashes,
@@ -162,7 +162,7 @@ def test_shared_instruction_text_is_not_overlap():
 
 
 def test_ingredient_losing_most_rows_stops_the_run():
-    from fincocktail.contamination import check_drop_fraction
+    from fincocktail.data.contamination import check_drop_fraction
     from fincocktail.errors import ConfigError
 
     train = [Example(id=f"t{i}", input=f"text {i}", target="y") for i in range(4)]

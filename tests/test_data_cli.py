@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fincocktail import data_fetch
+from fincocktail.data import fetch
 from fincocktail.cli import app
-from fincocktail.data_catalog import DATASETS, DataFile
+from fincocktail.data.catalog import DATASETS, DataFile
 from fincocktail.errors import DataError
 from fincocktail.plumbing.paths import find_data_dir
 
@@ -95,9 +95,9 @@ def test_fetch_verifies_and_is_atomic(tmp_path):
         calls.append(url)
         dest.write_bytes(payload)
 
-    assert data_fetch.fetch_file(tmp_path, f, download=good) is True
+    assert fetch.fetch_file(tmp_path, f, download=good) is True
     assert (tmp_path / f.path).read_bytes() == payload
-    assert data_fetch.fetch_file(tmp_path, f, download=good) is False  # already correct: no download
+    assert fetch.fetch_file(tmp_path, f, download=good) is False  # already correct: no download
     assert len(calls) == 1
 
     def corrupt(url, dest):
@@ -105,7 +105,7 @@ def test_fetch_verifies_and_is_atomic(tmp_path):
 
     other = DataFile("demo/other.txt", f.sha256, f.size, f.url)
     with pytest.raises(DataError, match="sha256"):
-        data_fetch.fetch_file(tmp_path, other, download=corrupt)
+        fetch.fetch_file(tmp_path, other, download=corrupt)
     assert not (tmp_path / "demo" / "other.txt").exists()
     assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["file.txt"]  # no .part left behind
 
@@ -114,5 +114,5 @@ def test_fetch_without_network_fails_cleanly(tmp_path):
     # Nothing listens on port 9 of localhost: the connection is refused at once.
     f = DataFile("demo/x.txt", "0" * 64, 1, "http://127.0.0.1:9/x.txt")
     with pytest.raises(DataError, match="cannot download"):
-        data_fetch.fetch_file(tmp_path, f)
+        fetch.fetch_file(tmp_path, f)
     assert not any((tmp_path / "demo").iterdir())

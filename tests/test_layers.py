@@ -20,10 +20,10 @@ LAYOUT_DOC = ROOT / "docs" / "code-layout.md"
 LAYERS: list[set[str]] = [
     {"<root>", "errors"},
     {"plumbing"},
-    {"answers", "data_catalog"},
-    {"metrics", "prompts", "data_fetch"},
+    {"answers"},
+    {"metrics", "prompts"},
     {"tasks"},
-    {"cocktail", "contamination", "models"},
+    {"cocktail", "data", "models"},
     {"training", "evaluation"},
     {"sweep", "compare", "export", "serving"},
     {"report"},

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from fincocktail.cocktail import load_cocktail
 from fincocktail.errors import ConfigError
-from fincocktail.search.mixture import Mixture, Space, make_space
+from fincocktail.search.mixture import IngredientCounts, Space, make_space
 from fincocktail.search.objective import feasible, floors, parse_constraints, parse_objective
 from fincocktail.search.outputs import write_outputs
 from fincocktail.search.propose import Observed, propose
@@ -54,11 +54,11 @@ PEAKY = Synthetic(
 )
 SPACE = Space(("fpb", "fiqa_sa", "tfns"), "general", None, (None,) * 4, (3268, 826, 8644, 1926), 100, 1000)
 # What a sweep already has: the single-task runs, the all-task cocktail, and it with general data.
-START = [Mixture((256, 0, 0, 0)), Mixture((0, 256, 0, 0)), Mixture((0, 0, 256, 0)), Mixture((256, 256, 256, 0)),
-         Mixture((256, 256, 256, 115))]
+START = [IngredientCounts((256, 0, 0, 0)), IngredientCounts((0, 256, 0, 0)), IngredientCounts((0, 0, 256, 0)),
+         IngredientCounts((256, 256, 256, 0)), IngredientCounts((256, 256, 256, 115))]
 
 
-def peaky(m: Mixture) -> dict[str, float]:
+def peaky(m: IngredientCounts) -> dict[str, float]:
     counts = dict(zip(SPACE.names, m.counts))
     return {t: PEAKY.score(t, counts) for t in TASKS}
 
@@ -100,7 +100,7 @@ def test_mixtures_respect_simplex_caps_and_total_range(tmp_path):
     assert space.names == ("fpb", "fiqa_sa", "tfns", "general")
     assert (space.total_min, space.total_max) == (256, 896)  # a single-task run .. the all-task cocktail + general
     rng = np.random.default_rng(0)
-    mixes = space.candidates(2000, rng, around=[Mixture((256, 256, 256, 128))]) + space.random(64, seed=1)
+    mixes = space.candidates(2000, rng, around=[IngredientCounts((256, 256, 256, 128))]) + space.random(64, seed=1)
     assert len(mixes) > 500
     for m in mixes:
         assert all(c >= 0 for c in m.counts)

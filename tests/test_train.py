@@ -335,7 +335,7 @@ def test_cli_train_runs_with_named_flags_and_set(tiny_model_dir, tmp_path, monke
 
     monkeypatch.setattr(cocktail_mod, "_default_resolver", resolver)
     monkeypatch.setattr(
-        "fincocktail.contamination.registry_eval_tasks", lambda extra=(): (list(FAKE_TASKS.values()), {})
+        "fincocktail.data.contamination.registry_eval_tasks", lambda extra=(): (list(FAKE_TASKS.values()), {})
     )
     app = typer.Typer()
     register(app)

@@ -29,7 +29,7 @@ def register(data_app: typer.Typer) -> None:
             load_sources,
             resolve_tasks,
         )
-        from fincocktail.contamination import contamination_for_cocktail
+        from fincocktail.data.contamination import contamination_for_cocktail
         from fincocktail.plumbing.fileio import write_json_atomic
         from fincocktail.plumbing.paths import find_data_dir
 

@@ -35,8 +35,8 @@ def check_cmd(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Show, per dataset, which files are found or missing, with their sizes."""
-    from fincocktail.data_catalog import DATASETS
-    from fincocktail.data_fetch import check
+    from fincocktail.data.catalog import DATASETS
+    from fincocktail.data.fetch import check
     from fincocktail.plumbing.paths import find_data_dir
 
     root = find_data_dir(data_dir)
@@ -73,7 +73,7 @@ def fetch_cmd(
     only: Optional[str] = typer.Option(None, "--only", help="Comma-separated dataset names."),
 ) -> None:
     """Download the public copies of the datasets (needs network), verified by sha256."""
-    from fincocktail.data_fetch import fetch_file, select
+    from fincocktail.data.fetch import fetch_file, select
 
     root = Path(data_dir) if data_dir else Path.cwd() / "data"
     datasets = select(only.split(",") if only else None)

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from fincocktail.data_catalog import DATASETS, HUB_DATASETS, Dataset
+from fincocktail.data.catalog import DATASETS, HUB_DATASETS, Dataset
 
 LICENCE_FILE = "LICENSES.md"  # written beside the card; the card's `license_link` points at it
 SPDX = {"apache-2.0": "apache-2.0", "mit": "mit", "cc by 4.0": "cc-by-4.0", "cc by 3.0": "cc-by-3.0"}

@@ -28,8 +28,9 @@ from fincocktail.sweep.spec import Plan, RunSpec, SweepSpec, task_estimate
 
 
 @dataclass(frozen=True)
-class Mixture:
-    """Examples per epoch of each ingredient (in the space's order)."""
+class IngredientCounts:
+    """The examples per epoch of each ingredient of the search's space (in the space's order): a point
+    the search scores. The cocktail it becomes is `Space.cocktail`."""
 
     counts: tuple[int, ...]
 
@@ -71,7 +72,7 @@ class Space:
 
     # -- features -------------------------------------------------------------------------
 
-    def features(self, mixtures: Sequence[Mixture]) -> np.ndarray:
+    def features(self, mixtures: Sequence[IngredientCounts]) -> np.ndarray:
         """One row per mixture: each ingredient's share, then log(total) scaled to [0, 1] over the range."""
         lo, hi = math.log(max(1, self.total_min)), math.log(max(1, self.total_max))
         rows = []
@@ -82,7 +83,7 @@ class Space:
 
     # -- from runs and cocktails ----------------------------------------------------------
 
-    def of_cocktail(self, cocktail: Mapping[str, Any], source: str = "cocktail") -> Mixture:
+    def of_cocktail(self, cocktail: Mapping[str, Any], source: str = "cocktail") -> IngredientCounts:
         """The mixture a cocktail (a dict in the cocktail format) draws; an ingredient outside the space is an error."""
         config = parse_cocktail(dict(cocktail), source)
         for i, task in enumerate(config.task_ids()):
@@ -93,9 +94,9 @@ class Space:
                                   f"({', '.join(self.names)})")
         available = dict(zip(self.names, self.available))
         counts = planned_counts(config, {t: available[t] for t in config.task_ids()}, source, strict=False)
-        return Mixture(tuple(int(counts.get(t, 0)) for t in self.names))
+        return IngredientCounts(tuple(int(counts.get(t, 0)) for t in self.names))
 
-    def of_run(self, config: Mapping[str, Any]) -> Mixture | None:
+    def of_run(self, config: Mapping[str, Any]) -> IngredientCounts | None:
         """The mixture of a stored run (its RunSpec as JSON), or None when it trained on something else."""
         train = config.get("train")
         if not train or not isinstance(train.get("cocktail"), dict):
@@ -107,7 +108,7 @@ class Space:
 
     # -- making mixtures ------------------------------------------------------------------
 
-    def make(self, shares: Sequence[float], total: float) -> Mixture | None:
+    def make(self, shares: Sequence[float], total: float) -> IngredientCounts | None:
         """The feasible mixture nearest to `shares` x `total`: counts over a limit are cut to it and the rest
         spread over the other ingredients in proportion (so the total is kept while the limits allow).
         None when it would have no financial-task example (boosters are fractions of the task data)."""
@@ -134,9 +135,9 @@ class Space:
         ints = np.minimum(ints, limits).astype(int)
         if ints[: len(self.tasks)].sum() == 0:
             return None
-        return Mixture(tuple(int(c) for c in ints))
+        return IngredientCounts(tuple(int(c) for c in ints))
 
-    def random(self, n: int, seed: int) -> list[Mixture]:
+    def random(self, n: int, seed: int) -> list[IngredientCounts]:
         """`n` space-filling mixtures: a scrambled Sobol sequence mapped to uniform shares (Dirichlet(1)) and
         log-uniform totals."""
         from scipy.stats import qmc
@@ -144,17 +145,19 @@ class Space:
         u = qmc.Sobol(self.dims, scramble=True, seed=seed).random_base2(max(0, math.ceil(math.log2(max(1, n)))))
         return [m for m in (self._from_unit(row) for row in u) if m is not None][:n]
 
-    def _from_unit(self, row: np.ndarray) -> Mixture | None:
+    def _from_unit(self, row: np.ndarray) -> IngredientCounts | None:
         e = -np.log(np.clip(row[:-1], 1e-12, 1.0))
         lo, hi = math.log(max(1, self.total_min)), math.log(max(1, self.max_total))
         return self.make(e / e.sum(), math.exp(lo + row[-1] * (hi - lo)))
 
-    def candidates(self, n: int, rng: np.random.Generator, around: Sequence[Mixture] = ()) -> list[Mixture]:
+    def candidates(
+        self, n: int, rng: np.random.Generator, around: Sequence[IngredientCounts] = ()
+    ) -> list[IngredientCounts]:
         """Mixtures to score with the acquisition: uniform over the simplex, sparse (a random subset of
         ingredients), and local perturbations of `around` (the best mixtures so far). Deduplicated."""
         k = len(self.names)
         lo, hi = math.log(max(1, self.total_min)), math.log(max(1, self.max_total))
-        out: list[Mixture | None] = []
+        out: list[IngredientCounts | None] = []
         for _ in range(n // 2):
             out.append(self.make(rng.dirichlet(np.ones(k)), math.exp(rng.uniform(lo, hi))))
         for _ in range(n // 4):
@@ -168,7 +171,7 @@ class Space:
             base = m.shares()
             for _ in range(per):
                 out.append(self.make(rng.dirichlet(30 * base + 0.3), m.total * math.exp(rng.normal(0, 0.25))))
-        seen: set[Mixture] = set()
+        seen: set[IngredientCounts] = set()
         unique = []
         for m in out:
             if m is not None and m not in seen:
@@ -178,7 +181,7 @@ class Space:
 
     # -- to a cocktail and a run ----------------------------------------------------------
 
-    def cocktail(self, m: Mixture, name: str, seed: int) -> dict[str, Any]:
+    def cocktail(self, m: IngredientCounts, name: str, seed: int) -> dict[str, Any]:
         """The mixture in the cocktail format: counts (repeat allowed) and general/math as boosters sized exactly."""
         counts = dict(zip(self.names, m.counts))
         task_total = sum(counts[t] for t in self.tasks)
@@ -192,15 +195,15 @@ class Space:
                 out[key] = {"task": task, "fraction": round(counts[task] / task_total, 6), "cap": counts[task], "repeat": True}
         return out
 
-    def booster_fractions(self, m: Mixture) -> tuple[float, float]:
+    def booster_fractions(self, m: IngredientCounts) -> tuple[float, float]:
         counts = dict(zip(self.names, m.counts))
         task_total = sum(counts[t] for t in self.tasks) or 1
         return tuple(round(counts[t] / task_total, 6) if t else 0.0 for t in (self.general, self.math))  # type: ignore[return-value]
 
-    def label(self, m: Mixture) -> str:
+    def label(self, m: IngredientCounts) -> str:
         return " ".join(f"{t}:{c}" for t, c in zip(self.names, m.counts) if c)
 
-    def describe(self, m: Mixture) -> dict[str, Any]:
+    def describe(self, m: IngredientCounts) -> dict[str, Any]:
         return {"counts": dict(zip(self.names, m.counts)), "total": m.total,
                 "shares": {t: round(float(s), 4) for t, s in zip(self.names, m.shares())}}
 
@@ -247,7 +250,9 @@ def make_space(plan: Plan, total_range: tuple[int, int] | None = None) -> Space:
 EvalSettings = tuple[dict[str, Any], list[str] | None]
 
 
-def proposal_run(plan: Plan, space: Space, m: Mixture, mi: int, seed: int, origin: str, settings: EvalSettings) -> RunSpec:
+def proposal_run(
+    plan: Plan, space: Space, m: IngredientCounts, mi: int, seed: int, origin: str, settings: EvalSettings
+) -> RunSpec:
     """A proposed mixture as a run of the sweep: its training config, evaluated like the sweep's runs, and on
     the validation split of every selection task (the surrogate learns each task's score from every run).
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import norm
 
-from fincocktail.search.mixture import Mixture, Space
+from fincocktail.search.mixture import IngredientCounts, Space
 from fincocktail.search.objective import Floor, Objective, feasible
 from fincocktail.search.surrogate import Surrogate
 
@@ -35,14 +35,14 @@ N_INIT = 3  # fewer distinct scored mixtures than this: the round is space-filli
 class Observed:
     """A scored mixture: the mean validation score per task over its runs (seeds)."""
 
-    mixture: Mixture
+    mixture: IngredientCounts
     scores: dict[str, float]
     run_ids: tuple[str, ...] = ()
 
 
 @dataclass
 class Proposal:
-    mixture: Mixture
+    mixture: IngredientCounts
     acquisition: float
     weights: dict[str, float]  # the (scalarised) objective this pick maximised
     predicted: dict[str, tuple[float, float]] = field(default_factory=dict)  # task -> (mean, sd) when proposed
@@ -85,7 +85,7 @@ def propose(
     fl: Sequence[Floor],
     k: int,
     seed: int,
-    exclude: set[Mixture],
+    exclude: set[IngredientCounts],
     n_candidates: int = N_CANDIDATES,
     fidelity: bool = False,
 ) -> list[Proposal]:

@@ -34,7 +34,7 @@ import numpy as np
 
 from fincocktail.errors import ConfigError, FincocktailError
 from fincocktail.plumbing.paths import check_name
-from fincocktail.search.mixture import Mixture, proposal_run
+from fincocktail.search.mixture import IngredientCounts, proposal_run
 from fincocktail.search.objective import floors, parse_constraints, parse_objective
 from fincocktail.search.propose import Observed, propose
 from fincocktail.search.rungs import RungReport, check_rungs_before_decay, expected_cost, pruning_decisions, rung_fractions
@@ -194,7 +194,8 @@ class _Racer:
     def run_of(self, p: dict[str, Any], seed: int | None = None) -> RunSpec:
         seed = self.seed0 if seed is None else seed
         ctx = self.ctx
-        run = proposal_run(ctx.plan, ctx.space, Mixture(tuple(p["counts"])), ctx.model_index, seed, p["origin"], ctx.settings)
+        run = proposal_run(ctx.plan, ctx.space, IngredientCounts(tuple(p["counts"])), ctx.model_index, seed, p["origin"],
+                           ctx.settings)
         if seed == self.seed0 and run.run_id != p["run_id"]:
             raise ConfigError(f"{self.state.path}: proposal {p['run_id']} would now be run {run.run_id}: the sweep's training "
                               "or evaluation settings changed since the search started; use another --name or --out")
@@ -257,13 +258,13 @@ class _Racer:
         """(X with the share of steps as its last column, Y per task, the full-length scores per mixture)."""
         data, ctx = self.state.data, self.ctx
         counts = {p["run_id"]: tuple(p["counts"]) for p in self.state.proposals}
-        rows = [(Mixture(counts[r["run_id"]]), r["fraction"], r["scores"]) for r in data["reports"]]
-        rows += [(Mixture(tuple(r["counts"])), 1.0, r["scores"]) for r in data["replicates"]]
+        rows = [(IngredientCounts(counts[r["run_id"]]), r["fraction"], r["scores"]) for r in data["reports"]]
+        rows += [(IngredientCounts(tuple(r["counts"])), 1.0, r["scores"]) for r in data["replicates"]]
         if not rows:
             return np.zeros((0, len(ctx.space.names) + 2)), np.zeros((0, len(ctx.tasks))), []
         X = np.hstack([ctx.space.features([m for m, _, _ in rows]), np.array([[f] for _, f, _ in rows])])
         Y = np.array([[s.get(t, np.nan) for t in ctx.tasks] for _, _, s in rows], dtype=float)
-        full: dict[Mixture, list[dict[str, float]]] = {}
+        full: dict[IngredientCounts, list[dict[str, float]]] = {}
         for m, f, s in rows:
             if f >= 1:
                 full.setdefault(m, []).append(s)
@@ -292,7 +293,7 @@ class _Racer:
         X, Y, obs = self.observations()
         round_no = len(self.state.data["rounds"]) + 1
         k = options.batch if not options.budget else min(options.batch, options.budget - len(self.state.proposals))
-        exclude = {Mixture(tuple(p["counts"])) for p in self.state.proposals}
+        exclude = {IngredientCounts(tuple(p["counts"])) for p in self.state.proposals}
         picks = propose(ctx.space, ctx.tasks, obs, X, Y, self.objectives, [], k, seed=options.seed * 1000 + round_no,
                         exclude=exclude, fidelity=True)
         if not picks:
@@ -345,10 +346,10 @@ def _full_length_runs(data: dict[str, Any], ctx: Context, fractions: tuple[float
     out = []
     for r in data["reports"]:
         if r["rung"] == len(fractions) - 1:
-            m = Mixture(tuple(by_id[r["run_id"]]["counts"]))
+            m = IngredientCounts(tuple(by_id[r["run_id"]]["counts"]))
             out.append(RunObs(r["run_id"], "mixture", "mix " + ctx.space.label(m), data["seed"], m, dict(r["scores"])))
     for r in data["replicates"]:
-        m = Mixture(tuple(r["counts"]))
+        m = IngredientCounts(tuple(r["counts"]))
         out.append(RunObs(r["run_id"], "mixture", "mix " + ctx.space.label(m), r["seed"], m, dict(r["scores"])))
     return out
 

@@ -28,7 +28,7 @@ import numpy as np
 from fincocktail.errors import ConfigError, FincocktailError
 from fincocktail.plumbing.fileio import write_json_atomic
 from fincocktail.plumbing.paths import check_name
-from fincocktail.search.mixture import Mixture, Space, make_space, proposal_run
+from fincocktail.search.mixture import IngredientCounts, Space, make_space, proposal_run
 from fincocktail.search.objective import Floor, Objective, floors, parse_constraints, parse_objective
 from fincocktail.search.propose import Observed, propose
 from fincocktail.sweep.spec import Plan, RunSpec, eval_settings
@@ -64,7 +64,7 @@ class RunObs:
     kind: str
     label: str
     seed: int
-    mixture: Mixture
+    mixture: IngredientCounts
     scores: dict[str, float]  # validation headline score per task
     train_tasks: tuple[str, ...] = ()
     boosted: bool = False  # trained with general or math data
@@ -156,7 +156,7 @@ def gather(ctx: Context) -> list[RunObs]:
 
 def observed(runs: list[RunObs]) -> list[Observed]:
     """Runs grouped by mixture (repeats with other seeds), scores averaged per task."""
-    groups: dict[Mixture, list[RunObs]] = defaultdict(list)
+    groups: dict[IngredientCounts, list[RunObs]] = defaultdict(list)
     for r in runs:
         groups[r.mixture].append(r)
     out = []
@@ -171,7 +171,7 @@ def matrix(ctx: Context, runs: list[RunObs]) -> tuple[np.ndarray, np.ndarray, li
     """(features, scores n x tasks with NaN for missing, group index of each run)."""
     X = ctx.space.features([r.mixture for r in runs])
     Y = np.array([[r.scores.get(t, np.nan) for t in ctx.tasks] for r in runs], dtype=float).reshape(len(runs), len(ctx.tasks))
-    index: dict[Mixture, int] = {}
+    index: dict[IngredientCounts, int] = {}
     groups = [index.setdefault(r.mixture, len(index)) for r in runs]
     return X, Y, groups
 
@@ -266,7 +266,7 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
     def recorded_runs() -> list[RunSpec]:
         out = []
         for p in state.proposals:
-            run = proposal_run(plan, ctx.space, Mixture(tuple(p["counts"])), ctx.model_index, plan.spec.seeds[0],
+            run = proposal_run(plan, ctx.space, IngredientCounts(tuple(p["counts"])), ctx.model_index, plan.spec.seeds[0],
                                p["origin"], ctx.settings)
             if run.run_id != p["run_id"]:
                 raise ConfigError(f"{state.path}: proposal {p['run_id']} would now be run {run.run_id}: the sweep's training "
@@ -294,7 +294,7 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
         fl, _ = floors(constraints, objectives, single_scores(obs_runs))
         X, Y, _ = matrix(ctx, obs_runs)
         k = min(options.batch, options.budget - len(runs))
-        exclude = {o.mixture for o in obs_runs} | {Mixture(tuple(p["counts"])) for p in state.proposals}
+        exclude = {o.mixture for o in obs_runs} | {IngredientCounts(tuple(p["counts"])) for p in state.proposals}
         round_no = len(state.data["rounds"]) + 1
         picks = propose(ctx.space, ctx.tasks, observed(obs_runs), X, Y, objectives, fl, k,
                         seed=options.seed * 1000 + round_no, exclude=exclude)

@@ -76,7 +76,7 @@ from fincocktail.training.setup import (
 )
 
 if TYPE_CHECKING:
-    from fincocktail.contamination import ContaminationReport
+    from fincocktail.data.contamination import ContaminationReport
 
 TRAIN_LOCK = ".train.lock"
 TRAIN_LOG = "train_log.jsonl"
@@ -312,7 +312,7 @@ def prepare_data(
     def check(sources: Mapping[str, list[Example]], tasks: Mapping[str, Task]) -> Mapping[str, set[str]] | None:
         if not (config.contamination_check or drop):
             return None
-        from fincocktail.contamination import check_drop_fraction, contamination_for_cocktail
+        from fincocktail.data.contamination import check_drop_fraction, contamination_for_cocktail
 
         report = contamination_for_cocktail(
             sources, data_dir, n=cocktail.decontaminate.n, eval_tasks=eval_tasks, cocktail_tasks=tasks.values()

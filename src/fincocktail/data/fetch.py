@@ -1,4 +1,4 @@
-"""Checking and fetching the datasets listed in `data_catalog`.
+"""Checking and fetching the datasets listed in `data.catalog`.
 
 Fetching writes each file to a temporary name, verifies its sha256, then renames it into
 place: an interrupted or failed fetch never leaves a half-written file where a loader would
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from fincocktail.data_catalog import DATASETS, DataFile, Dataset
+from fincocktail.data.catalog import DATASETS, DataFile, Dataset
 from fincocktail.errors import DataError
 from fincocktail.plumbing.fileio import sha256_file
 

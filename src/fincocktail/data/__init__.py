@@ -1,0 +1,1 @@
+"""The offline dataset catalogue, fetching public copies of its datasets, and n-gram decontamination."""
