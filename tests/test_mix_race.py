@@ -321,7 +321,7 @@ def test_a_real_race_pauses_runs_reads_their_curves_and_finishes_the_survivor(ti
         point = next(x for x in log if "curve" in x and x["step"] == json.loads((run_dir / "rung-0.5.json").read_text())["card"]["rung"]["step"])
         assert point["curve"] == r["scores"] and set(r["scores"]) == {"fpb", "tfns"}
         train = json.loads((run_dir / "run.json").read_text())["train"]
-        assert train["scheduler"] == "wsd" and train["eval_tasks_extra"] == ["fpb", "tfns"]
+        assert train["scheduler"] == "wsd" and train["eval_tasks"] == ["fpb", "tfns"] and "eval_tasks_extra" not in train
     stopped = [r for r in reports if r["stopped"]]
     finished = [r for r in reports if r["rung"] == 1]
     assert len(stopped) + len(finished) == 2 and finished  # the first arrival at a rung always continues

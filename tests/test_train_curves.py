@@ -266,3 +266,16 @@ def test_curves_with_a_bf16_base(tiny_model_dir, tmp_path):
     (loss_a, _), (loss_b, curve) = _log(plain.run_dir), _log(curved.run_dir)
     assert [x["loss"] for x in loss_a] == [x["loss"] for x in loss_b]
     assert [x["step"] for x in curve] == [0, 2, 4] and all(0 < v < 1 for x in curve for v in x["curve"].values())
+
+
+def test_eval_tasks_draws_exactly_the_listed_curves(tiny_model_dir, tmp_path):
+    """`eval_tasks` replaces the default (the cocktail's scorable tasks + eval_tasks_extra): a listed task outside
+    the cocktail is drawn, a cocktail task not listed is not; an unknown one names the field."""
+    cfg = config(tiny_model_dir, tmp_path, eval_every=4, eval_examples=3, max_steps=4, eval_tasks=["fb"],
+                 cocktail={"ingredients": ["fa"]})
+    res = run(cfg, tmp_path / "only")
+    _, curve = _log(res.run_dir)
+    assert curve and all(set(p["curve"]) == {"fb"} for p in curve)
+    assert "eval_tasks" not in config(tiny_model_dir, tmp_path).model_dump()  # at its default: out of run ids
+    with pytest.raises(ConfigError, match="eval_tasks.0"):
+        run(config(tiny_model_dir, tmp_path, eval_every=4, eval_tasks=["nope"]), tmp_path / "bad")

@@ -72,12 +72,12 @@ class RaceRun:
 
 
 def race_plan(plan: Plan, tasks: list[str]) -> Plan:
-    """The sweep with its training switched to what racing needs: a wsd schedule and learning curves of every
-    searched task (also those a proposal does not train on), at the rungs and the end."""
+    """The sweep with its training switched to what racing needs: a wsd schedule and learning curves of exactly
+    the searched tasks (also those a proposal does not train on, and not its boosters), at the rungs and the end."""
     training = dict(plan.spec.training)
     training["scheduler"] = "wsd"
     training.setdefault("eval_every", CURVES_ONLY_AT_RUNGS)
-    training["eval_tasks_extra"] = list(dict.fromkeys([*training.get("eval_tasks_extra", []), *tasks]))
+    training["eval_tasks"] = list(tasks)
     return Plan(plan.spec.model_copy(update={"training": training}), plan.source, plan.runs)
 
 

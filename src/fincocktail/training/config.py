@@ -37,6 +37,7 @@ RESUMABLE_CHANGES = {
 
 LATER_FIELDS: dict[str, Any] = {
     "prefix_sharing": "off", "eval_every": None, "eval_examples": 64, "eval_tasks_extra": [], "decay_fraction": 0.2,
+    "eval_tasks": None,
 }
 """Fields added after runs were started, with the value that means what earlier runs did.
 
@@ -143,6 +144,10 @@ class TrainConfig(BaseModel):
     eval_tasks_extra: list[str] = Field(
         default_factory=list, description="tasks outside the cocktail whose curves are also drawn (e.g. [cfa])"
     )
+    eval_tasks: list[str] | None = Field(
+        default=None, description="draw the curves of exactly these tasks (default: the cocktail's scorable tasks and "
+        "eval_tasks_extra); the racing mixture search sets its searched tasks"
+    )
     contamination_check: bool = Field(default=True, description="record the n-gram overlap report in the run card")
     merge: bool = Field(default=False, description="also save the base model with the LoRA merged in")
 
@@ -152,9 +157,11 @@ class TrainConfig(BaseModel):
         """YAML 1.1 (PyYAML) reads a bare `on` / `off` as true / false; they mean the modes here."""
         return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
-    @field_validator("eval_tasks_extra")
+    @field_validator("eval_tasks_extra", "eval_tasks")
     @classmethod
-    def _extra_tasks(cls, value: list[str]) -> list[str]:
+    def _extra_tasks(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
         cleaned = [v.strip() for v in value]
         if any(not v for v in cleaned):
             raise ValueError("an empty task id; list task ids such as [cfa, fiqa_sa]")

@@ -92,24 +92,28 @@ def curve_split(task: Task) -> str | None:
 
 
 def curve_task_objects(
-    cocktail_tasks: Mapping[str, Task], extra: list[str], resolver: Callable[[str], Task] | None
+    cocktail_tasks: Mapping[str, Task], extra: list[str], resolver: Callable[[str], Task] | None,
+    only: list[str] | None = None,
 ) -> dict[str, Task]:
-    """The tasks whose curves are drawn: the cocktail's scorable ones, then `eval_tasks_extra`.
+    """The tasks whose curves are drawn: the cocktail's scorable ones, then `eval_tasks_extra`; or,
+    with `only` (`eval_tasks`), exactly those (a racing search reads its searched tasks and need not
+    pay for a booster's generative curve).
 
-    Checked before the data and the model are read: an unknown or unscorable extra task is a
+    Checked before the data and the model are read: an unknown or unscorable listed task is a
     one-line error naming the field; a cocktail task that cannot be scored (an instruction
     booster) is simply not drawn.
     """
-    out = {tid: t for tid, t in cocktail_tasks.items() if curve_split(t) is not None}
+    field_name = "eval_tasks" if only is not None else "eval_tasks_extra"
+    out = {} if only is not None else {tid: t for tid, t in cocktail_tasks.items() if curve_split(t) is not None}
     if resolver is None:
         from fincocktail.tasks.registry import get_task as resolver  # type: ignore[no-redef]
-    for i, tid in enumerate(extra):
+    for i, tid in enumerate(only if only is not None else extra):
         try:
             task = cocktail_tasks.get(tid) or resolver(tid)
         except ConfigError as exc:
-            raise ConfigError(f"eval_tasks_extra.{i}: {exc}") from None
+            raise ConfigError(f"{field_name}.{i}: {exc}") from None
         if curve_split(task) is None:
-            raise ConfigError(f"eval_tasks_extra.{i}: {task.why_not_evaluable(CURVE_SPLITS[0])}")
+            raise ConfigError(f"{field_name}.{i}: {task.why_not_evaluable(CURVE_SPLITS[0])}")
         out[tid] = task
     if not out:
         raise ConfigError(

@@ -165,7 +165,7 @@ def _train(
     started = time.time()
     cocktail_cfg, cocktail_src = resolve_cocktail(config)
     tasks = resolve_tasks(cocktail_cfg, resolver, cocktail_src)
-    curve_tasks = curve_task_objects(tasks, config.eval_tasks_extra, resolver) if config.eval_every else None  # checked early
+    curve_tasks = curve_task_objects(tasks, config.eval_tasks_extra, resolver, config.eval_tasks) if config.eval_every else None  # checked early
     fingerprint = config.fingerprint(cocktail_cfg)
     saved = _existing_run(config, run_dir, resume, fingerprint)
     if saved is not None and saved.get("status") == "complete":
