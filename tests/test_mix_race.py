@@ -226,19 +226,18 @@ def test_racing_against_the_same_search_without_it(tmp_path):
     """Six searches each, 1 simulated CPU-hour, on the synthetic objective (rung values below the end by a
     gap that closes, with mixture-dependent noise of sd 0.03 at 1/4 of the steps).
 
-    Measured when written (AMD EPYC, the same numbers on any machine up to BLAS rounding): racing proposed
-    168 mixtures against 124 (1.35x) in the same hours; hours until the incumbent was within 0.02 of the
-    optimum, per seed, racing 0.16 / 0.47 / 0.60 / 1.08 / never / never against 0.09 / 0.80 / 0.88 / 0.95 /
-    1.03 / never without (median 0.84 vs 0.92); final regret 0.015 both. So racing explores more per hour
-    and gets there sooner in some searches, later or never in others: a good mixture read early can be
-    stopped by noise. What is asserted is what held, with room for rounding: more proposals per hour, and
-    getting there in at least half the searches with a median no worse than 1.25x the plain search's.
+    Measured with this code (the same on any machine up to BLAS rounding): racing proposed 164 mixtures
+    against 124 (1.32x) in the same hours; hours until the incumbent was within 0.02 of the optimum, per
+    seed, racing never / 0.74 / 1.06 / 0.16 / 0.75 / never (median 0.91) against 0.69 / 0.67 / 0.89 /
+    0.09 / never / 0.75 without (median 0.72). An earlier noise draw (other run ids) gave medians 0.84
+    racing vs 0.92 without: which one gets there sooner flips with the draw, so racing is no reliable win
+    here. What holds, and is asserted: racing explores more mixtures per hour, and still gets there in at
+    least half the searches.
     """
     race = [_hours_to_reach(tmp_path, s, 3, 1.0, 0.02) for s in range(6)]
     plain = [_hours_to_reach(tmp_path, s, 1, 1.0, 0.02) for s in range(6)]
     assert sum(n for _, n in race) >= 1.2 * sum(n for _, n in plain)
-    assert sum(np.isfinite(h) for h, _ in race) >= 3
-    assert np.median([h for h, _ in race]) <= 1.25 * np.median([h for h, _ in plain])
+    assert sum(np.isfinite(h) for h, _ in race) >= 3 and sum(np.isfinite(h) for h, _ in plain) >= 3
 
 
 # --------------------------------------------------------------------------------------------
