@@ -227,7 +227,7 @@ def test_racing_against_the_same_search_without_it(tmp_path):
     gap that closes, with mixture-dependent noise of sd 0.03 at 1/4 of the steps).
 
     Measured with this code (the same on any machine up to BLAS rounding): racing proposed 164 mixtures
-    against 124 (1.32x) in the same hours; hours until the incumbent was within 0.02 of the optimum, per
+    against 120 (1.37x) in the same hours; hours until the incumbent was within 0.02 of the optimum, per
     seed, racing never / 0.74 / 1.06 / 0.16 / 0.75 / never (median 0.91) against 0.69 / 0.67 / 0.89 /
     0.09 / never / 0.75 without (median 0.72). An earlier noise draw (other run ids) gave medians 0.84
     racing vs 0.92 without: which one gets there sooner flips with the draw, so racing is no reliable win

@@ -286,7 +286,10 @@ class _Racer:
         full_s = costs["overhead"] + costs["train"] + costs["eval"] + costs["curve"]
         reserve_h = self.race.replicates * full_s * self.per_job / 3600
         left = self.race.budget_hours - reserve_h - self.spent()
-        if left < 0.5 * options.batch * expected_s * self.per_job / 3600:  # not even half a round's expected cost left
+        rounds = len(self.state.data["rounds"])
+        round_h = (sum(r["seconds"] for r in self.state.data["reports"]) * self.per_job / 3600 / rounds if rounds
+                   else options.batch * expected_s * self.per_job / 3600)  # what a round measured, once one has run
+        if left < 0.5 * round_h:  # not even half a round's cost left
             return None
         if options.budget and len(self.state.proposals) >= options.budget:
             return None
