@@ -190,7 +190,7 @@ def test_hours_are_the_jobs_seconds_and_the_budget_holds(tmp_path):
 
 
 def test_the_winner_is_replicated_before_it_is_recommended(tmp_path):
-    rr = _race(tmp_path, hours=0.4, replicates=2)
+    rr = _race(tmp_path, hours=0.4, replicates=2, seed=1)  # search seed 1: the proposals still train with seed 0
     summary = write_race_outputs(rr)
     race = summary["race"]
     seeds = race["recommended_seeds"]

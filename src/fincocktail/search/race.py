@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ class RaceRun:
     per_job: float  # cores (CPU) or GPUs each job holds: seconds x per_job = the budget's unit
     budget_hours: float
     plan_text: str
-    executed: list[str] = field(default_factory=list)
+    train_seed: int  # the proposals' training seed (the sweep's first); replicates add others
 
     @property
     def state(self) -> dict[str, Any]:
@@ -115,12 +115,17 @@ def _fmt_h(hours: float) -> str:
     return f"{hours:.2f}"
 
 
+def reserve_hours(race: RaceOptions, costs: dict[str, float], per_job: float) -> float:
+    """The hours kept for the winner's replicates: a full run (all four parts of `costs`) per extra seed."""
+    return race.replicates * sum(costs.values()) * per_job / 3600
+
+
 def plan_text(name: str, race: RaceOptions, fractions: tuple[float, ...], unit: str, per_job: float, costs: dict[str, float],
               why: str, batch: int) -> str:
     expected, worst = expected_cost(fractions, race.reduction, costs["overhead"], costs["train"], costs["eval"], costs["curve"])
-    full = costs["overhead"] + costs["train"] + costs["eval"] + costs["curve"]
+    full = sum(costs.values())
     to_h = per_job / 3600
-    reserve = race.replicates * full * to_h
+    reserve = reserve_hours(race, costs, per_job)
     n = max(0, int((race.budget_hours - reserve) / max(expected * to_h, 1e-9)))
     rungs = ", ".join(f"{f:g}" for f in fractions)
     return (f"racing search {name}: budget {race.budget_hours:g} {unit} ({per_job:g} per job)\n"
@@ -148,12 +153,11 @@ def run_race(plan: Plan, options: SearchOptions, race: RaceOptions, out_dir: str
         if round_ is None:
             break
         racer.advance(round_)
-    replicate(racer.state, racer.ctx, racer.fractions, racer.run_of, racer.execute, racer.objective_of, race.replicates,
-              racer.seed0)
-    runs = _full_length_runs(racer.state.data, racer.ctx, racer.fractions)
+    racer.replicate()
+    runs = _full_length_runs(racer.state.data, racer.ctx, racer.fractions, racer.seed0)
     fl, notes = floors(racer.constraints, racer.objectives, {})
     search = SearchRun(racer.ctx, racer.state, racer.objectives, fl, notes, runs, racer.dir, racer.executed)
-    return RaceRun(search, racer.fractions, racer.unit, racer.per_job, race.budget_hours, racer.text, racer.executed)
+    return RaceRun(search, racer.fractions, racer.unit, racer.per_job, race.budget_hours, racer.text, racer.seed0)
 
 
 class _Racer:
@@ -183,8 +187,11 @@ class _Racer:
         self.state.data.setdefault("replicates", [])
         self.unit, self.per_job = hours_unit(executor)
         existing = ResultsStore.in_dir(ctx.out_dir, create=False) if (ctx.out_dir / "results.sqlite").is_file() else None
-        self.costs, why = job_costs(ctx, existing)
-        self.text = plan_text(self.name, race, self.fractions, self.unit, self.per_job, self.costs, why, options.batch)
+        costs, why = job_costs(ctx, existing)
+        self.text = plan_text(self.name, race, self.fractions, self.unit, self.per_job, costs, why, options.batch)
+        self.expected_s, _ = expected_cost(self.fractions, race.reduction, costs["overhead"], costs["train"], costs["eval"],
+                                           costs["curve"])
+        self.reserve_h = reserve_hours(race, costs, self.per_job)
         self.seed0 = plan.spec.seeds[0]
         self.executed: list[str] = []
 
@@ -280,15 +287,11 @@ class _Racer:
 
     def new_round(self) -> dict[str, Any] | None:
         """Propose the next round while the budget lasts (None when it is spent or nothing is left to propose)."""
-        options, costs, ctx = self.options, self.costs, self.ctx
-        expected_s, _ = expected_cost(self.fractions, self.race.reduction, costs["overhead"], costs["train"], costs["eval"],
-                                      costs["curve"])
-        full_s = costs["overhead"] + costs["train"] + costs["eval"] + costs["curve"]
-        reserve_h = self.race.replicates * full_s * self.per_job / 3600
-        left = self.race.budget_hours - reserve_h - self.spent()
+        options, ctx = self.options, self.ctx
+        left = self.race.budget_hours - self.reserve_h - self.spent()
         rounds = len(self.state.data["rounds"])
         round_h = (sum(r["seconds"] for r in self.state.data["reports"]) * self.per_job / 3600 / rounds if rounds
-                   else options.batch * expected_s * self.per_job / 3600)  # what a round measured, once one has run
+                   else options.batch * self.expected_s * self.per_job / 3600)  # what a round measured, once one has run
         if left < 0.5 * round_h:  # not even half a round's cost left
             return None
         if options.budget and len(self.state.proposals) >= options.budget:
@@ -313,36 +316,34 @@ class _Racer:
         self.state.save()  # before the jobs start: a kill from here on resumes this round
         return round_
 
-
-def replicate(state: Any, ctx: Context, fractions: tuple[float, ...], run_of: Any, execute: Any, objective_of: Any,
-              replicates: int, seed0: int) -> None:
-    """Train the incumbent again with `replicates` other seeds; if its mean falls below the runner-up's
-    (single-seed) score, the runner-up too. The recommendation is then the best mean."""
-    if replicates <= 0:
-        return
-    finals = [r for r in state.data["reports"] if r["rung"] == len(fractions) - 1 and not math.isnan(r["objective"])]
-    if not finals:
-        return
-    by_id = {p["run_id"]: p for p in state.proposals}
-    ranked = sorted(finals, key=lambda r: -r["objective"])
-    for position, report in enumerate(ranked[:2]):
-        p = by_id[report["run_id"]]
-        done = {r["seed"] for r in state.data["replicates"] if r["of"] == p["run_id"]}
-        jobs = [run_of(p, seed0 + i) for i in range(1, replicates + 1) if seed0 + i not in done]
-        if jobs:
-            seeds = {j.run_id: j.seed for j in jobs}
-            for rid, rung, seconds in execute(jobs):
-                state.data["replicates"].append({"run_id": rid, "of": p["run_id"], "seed": seeds[rid], "counts": p["counts"],
-                                                 "scores": rung["scores"], "objective": objective_of(rung["scores"]),
-                                                 "seconds": seconds})
-            state.save()
-        mine = [report["objective"]] + [r["objective"] for r in state.data["replicates"] if r["of"] == p["run_id"]]
-        runner_up = ranked[position + 1]["objective"] if position + 1 < len(ranked) else -math.inf
-        if position == 1 or float(np.mean(mine)) >= runner_up:
-            break
+    def replicate(self) -> None:
+        """Train the incumbent again with `replicates` other seeds; if its mean falls below the runner-up's
+        (single-seed) score, the runner-up too. The recommendation is then the best mean."""
+        data, last = self.state.data, len(self.fractions) - 1
+        if self.race.replicates <= 0:
+            return
+        finals = [r for r in data["reports"] if r["rung"] == last and not math.isnan(r["objective"])]
+        by_id = {p["run_id"]: p for p in self.state.proposals}
+        ranked = sorted(finals, key=lambda r: -r["objective"])
+        for position, report in enumerate(ranked[:2]):
+            p = by_id[report["run_id"]]
+            done = {r["seed"] for r in data["replicates"] if r["of"] == p["run_id"]}
+            seeds = [self.seed0 + i for i in range(1, self.race.replicates + 1) if self.seed0 + i not in done]
+            jobs = [self.run_of(p, seed) for seed in seeds]
+            if jobs:
+                seed_of = {j.run_id: j.seed for j in jobs}
+                for rid, rung, seconds in self.execute(jobs):
+                    data["replicates"].append({"run_id": rid, "of": p["run_id"], "seed": seed_of[rid], "counts": p["counts"],
+                                               "scores": rung["scores"], "objective": self.objective_of(rung["scores"]),
+                                               "seconds": seconds})
+                self.state.save()
+            mine = [report["objective"]] + [r["objective"] for r in data["replicates"] if r["of"] == p["run_id"]]
+            runner_up = ranked[position + 1]["objective"] if position + 1 < len(ranked) else -math.inf
+            if position == 1 or float(np.mean(mine)) >= runner_up:
+                break
 
 
-def _full_length_runs(data: dict[str, Any], ctx: Context, fractions: tuple[float, ...]) -> list[RunObs]:
+def _full_length_runs(data: dict[str, Any], ctx: Context, fractions: tuple[float, ...], train_seed: int) -> list[RunObs]:
     """Every run that reached the end (proposals and replicates), with its curve's end as its validation scores:
     what the plain search's outputs (table, leave-one-out, recommendation, test comparison) read."""
     by_id = {p["run_id"]: p for r in data["rounds"] for p in r["proposals"]}
@@ -350,7 +351,7 @@ def _full_length_runs(data: dict[str, Any], ctx: Context, fractions: tuple[float
     for r in data["reports"]:
         if r["rung"] == len(fractions) - 1:
             m = IngredientCounts(tuple(by_id[r["run_id"]]["counts"]))
-            out.append(RunObs(r["run_id"], "mixture", "mix " + ctx.space.label(m), data["seed"], m, dict(r["scores"])))
+            out.append(RunObs(r["run_id"], "mixture", "mix " + ctx.space.label(m), train_seed, m, dict(r["scores"])))
     for r in data["replicates"]:
         m = IngredientCounts(tuple(r["counts"]))
         out.append(RunObs(r["run_id"], "mixture", "mix " + ctx.space.label(m), r["seed"], m, dict(r["scores"])))

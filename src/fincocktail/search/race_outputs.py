@@ -39,7 +39,7 @@ def race_summary(rr: RaceRun, summary: dict[str, Any]) -> dict[str, Any]:
     if rec:
         ids = set(rec["run_ids"])
         main = [r for r in data["reports"] if r["run_id"] in ids and r["rung"] == last]
-        seeds = [{"run_id": r["run_id"], "seed": data["seed"] if r in main else r["seed"], "objective": r["objective"]}
+        seeds = [{"run_id": r["run_id"], "seed": rr.train_seed if r in main else r["seed"], "objective": r["objective"]}
                  for r in main + [r for r in data["replicates"] if r["run_id"] in ids]]
     values = [s["objective"] for s in seeds]
     spent = sum(r["seconds"] for r in data["reports"] + data["replicates"]) * rr.per_job / 3600
