@@ -45,21 +45,21 @@ def api_key(isolated_home, monkeypatch):
     return isolated_home
 
 
-def _run(server, tmp_path, name):
-    task = FakeSentiment(sizes={"train": 6, "test": 5})
-    run = run_eval(EvalConfig(model="openai:tiny", base_url=server.url, tasks=["fsent"], out=tmp_path / name, data_dir=tmp_path),
-                   resolve_task=resolver(task))
+def _run(handler, tmp_path, name):
+    """Evaluate the fake task against a scripted endpoint; (result, prediction rows, the requests it received)."""
+    server = ScriptedServer(handler)
+    try:
+        run = run_eval(EvalConfig(model="openai:tiny", base_url=server.url, tasks=["fsent"], out=tmp_path / name,
+                                  data_dir=tmp_path), resolve_task=resolver(FakeSentiment(sizes={"train": 6, "test": 5})))
+    finally:
+        server.close()
     rows = [json.loads(x) for x in (tmp_path / name / "fsent.predictions.jsonl").read_text().splitlines()]
-    return run.results[0], rows, task
+    return run.results[0], rows, server.requests
 
 
 def test_an_api_choice_task_gets_the_gold_probability_from_first_token_log_probs(api_key, tmp_path):
-    server = ScriptedServer(_with_logprobs)
-    try:
-        result, rows, task = _run(server, tmp_path, "lp")
-    finally:
-        server.close()
-    assert all(r["body"].get("top_logprobs") == 20 and r["body"].get("logprobs") is True for r in server.requests)
+    result, rows, requests = _run(_with_logprobs, tmp_path, "lp")
+    assert all(r["body"].get("top_logprobs") == 20 and r["body"].get("logprobs") is True for r in requests)
     total = 0.5 + 0.2 + 0.1  # softmax over the three choices' first-token probabilities
     expected = {"positive": 0.5 / total, "negative": 0.2 / total, "neutral": 0.1 / total}
     for row in rows:
@@ -68,13 +68,9 @@ def test_an_api_choice_task_gets_the_gold_probability_from_first_token_log_probs
 
 
 def test_an_endpoint_that_refuses_log_probs_is_evaluated_without_the_likelihood(api_key, tmp_path):
-    server = ScriptedServer(_refuses_logprobs)
-    try:
-        result, rows, _ = _run(server, tmp_path, "nolp")
-    finally:
-        server.close()
+    result, rows, requests = _run(_refuses_logprobs, tmp_path, "nolp")
     assert all(r["extracted"] == "negative" for r in rows)
     assert "gold_prob" not in result.metrics and all("gold_prob" not in r for r in rows)
-    asked = sum(bool(r["body"].get("logprobs")) for r in server.requests)
+    asked = sum(bool(r["body"].get("logprobs")) for r in requests)
     assert 1 <= asked <= len(rows)  # refused once per request in flight when it first said no, then not asked again
-    assert sum(not r["body"].get("logprobs") for r in server.requests) == len(rows)
+    assert sum(not r["body"].get("logprobs") for r in requests) == len(rows)
