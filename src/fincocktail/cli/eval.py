@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from fincocktail.errors import ConfigError
-from fincocktail.evaluation.dtypes import DEFAULT_EVAL_DTYPE
+from fincocktail.models.dtypes import DEFAULT_EVAL_DTYPE
 from fincocktail.models.device import DEVICE_HELP, check_device
 
 CHOICE_TASKS = "fpb,fiqa_sa,tfns,headline,ner_cls,cfa"

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from fincocktail.errors import ConfigError, ModelError
-from fincocktail.evaluation.dtypes import DEFAULT_EVAL_DTYPE
+from fincocktail.models.dtypes import DEFAULT_EVAL_DTYPE
 from fincocktail.models.device import DEVICE_HELP, check_device
 
 MAX_PORT = 65535

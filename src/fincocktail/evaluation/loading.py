@@ -16,9 +16,8 @@ import torch
 
 from fincocktail.errors import ConfigError, ModelError
 from fincocktail.plumbing.fileio import damaged_file_errors, first_line
+from fincocktail.models.dtypes import PRECISIONS
 from fincocktail.models.precision import cast_weights, native_bf16
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def checked_bf16(dtype: str, device: Any = "cpu") -> bool:
@@ -133,8 +132,8 @@ def load_for_eval(
     """
     from fincocktail.models.device import resolve_device
 
-    if dtype not in DTYPES:
-        raise ConfigError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    if dtype not in PRECISIONS:
+        raise ConfigError(f"--dtype {dtype!r}: expected one of {', '.join(PRECISIONS)}")
     where = str(resolve_device(device))
     checked = checked_bf16(dtype, where)
     dtype = "float32" if dtype == "auto" else dtype
@@ -163,8 +162,8 @@ def cast_for_eval(loaded: LoadedModel, dtype: str) -> LoadedModel:
     Sweeps keep one fp32 base per worker and merge each run's adapter into a copy of it; this
     applies the same dtype rules as `load_for_eval` to that merged model.
     """
-    if dtype not in DTYPES:
-        raise ModelError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    if dtype not in PRECISIONS:
+        raise ModelError(f"dtype {dtype!r}: expected one of {', '.join(PRECISIONS)}")
     if checked_bf16(dtype, loaded.device):
         bf16 = cast_weights(copy.deepcopy(loaded.model), torch.bfloat16).eval()
         return LoadedModel(bf16, loaded.tokenizer, loaded.name, loaded.path, loaded.adapter, loaded.model, loaded.device)

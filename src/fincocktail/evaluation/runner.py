@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field, field_validator
 from fincocktail.errors import ConfigError, FincocktailError
 from fincocktail.plumbing.fileio import FolderLock, disk_full_message, is_disk_full, safe_name, write_json_atomic, write_text_atomic
 from fincocktail.evaluation.bootstrap import bootstrap_interval, mean_interval
-from fincocktail.evaluation.dtypes import DEFAULT_EVAL_DTYPE, EvalDtype
+from fincocktail.models.dtypes import DEFAULT_EVAL_DTYPE, Precision
 from fincocktail.evaluation.fewshot import build_pair, chat_messages, choice_target, select_demos
 from fincocktail.evaluation.judge import JUDGED_KINDS, apply_judge
 from fincocktail.evaluation.results import TaskResult, result_json
@@ -60,7 +60,7 @@ class EvalConfig(BaseModel):
     mode: Mode = "auto"
     style: Literal["instruction", "chat"] | None = None  # None: the adapter's training style, else instruction locally; chat for API models
     batch_size: int = Field(default=8, ge=1)
-    dtype: EvalDtype = DEFAULT_EVAL_DTYPE
+    dtype: Precision = DEFAULT_EVAL_DTYPE
     device: str = "auto"  # models.device: auto | cpu | cuda | cuda:N | mps; speed only, the same predictions
     out: Path | None = None
     data_dir: Path | None = None

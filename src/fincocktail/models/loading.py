@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 from fincocktail.plumbing.fileio import damaged_file_errors
 from fincocktail.errors import ConfigError, ModelError, UnknownModelError
+from fincocktail.models.dtypes import LoadPrecision
 from fincocktail.models.provision import pull, read_marker
 from fincocktail.models.registry import ModelSpec, get_model_spec, unknown_model_message
 
-Dtype = Literal["float32", "bfloat16", "float16"]
 PaddingSide = Literal["left", "right"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -169,7 +169,7 @@ def load_text_config(name_or_path: str | os.PathLike, trust_remote_code: bool = 
 
 def load_model_and_tokenizer(
     name_or_path: str | os.PathLike,
-    dtype: Dtype = "float32",
+    dtype: LoadPrecision = "float32",
     device: str = "cpu",
     *,
     padding_side: PaddingSide | None = None,

@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from fincocktail.errors import ConfigError
-from fincocktail.evaluation.dtypes import DEFAULT_EVAL_DTYPE, SweepEvalDtype
+from fincocktail.models.dtypes import DEFAULT_EVAL_DTYPE, SweepPrecision
 from fincocktail.plumbing.fileio import load_yaml, validate_mapping
 from fincocktail.plumbing.paths import check_name
 from fincocktail.tasks.builtin import KNOWLEDGE_TASKS, NUMERICAL_TASKS
@@ -173,7 +173,7 @@ class EvalSpec(_Strict):
         default="stratified", description="how max_examples picks rows (tasks/sampling.py); head = the first N, biased"
     )
     sample_seed: int = Field(default=0, description="the same rows for every run and model of the sweep")
-    dtype: SweepEvalDtype = Field(
+    dtype: SweepPrecision = Field(
         default=DEFAULT_EVAL_DTYPE,
         description="auto: on a CPU with native bf16 or a bf16 GPU, choice scoring in bf16 with close calls re-checked in fp32 "
         "(the same predictions as fp32), generation in fp32",
@@ -314,7 +314,7 @@ class EvalSettings(BaseModel):
     max_new_tokens: int | None = None
     sample: Literal["stratified", "random", "head"] = "head"
     sample_seed: int = 0
-    dtype: SweepEvalDtype = DEFAULT_EVAL_DTYPE
+    dtype: SweepPrecision = DEFAULT_EVAL_DTYPE
     max_prompt_tokens: int | None = None
 
     def limit(self, task: str, test: bool) -> int | None:

@@ -27,6 +27,7 @@ from pydantic import (
 
 from fincocktail.cocktail import CocktailConfig, load_cocktail, parse_cocktail
 from fincocktail.errors import ConfigError
+from fincocktail.models.dtypes import TrainPrecision
 from fincocktail.plumbing.fileio import format_validation_error, load_yaml
 
 PrefixSharing = Literal["auto", "on", "off"]  # see training.prefix
@@ -78,11 +79,11 @@ class TrainConfig(BaseModel):
     method: Literal["lora", "full"] = "lora"
     lora: LoraSettings = LoraSettings()
     prompt_style: Literal["instruction", "chat"] = "instruction"
-    precision: Literal["fp32", "bf16", "auto"] = Field(
+    precision: TrainPrecision = Field(
         default="fp32",
         description="bf16: frozen base weights in bf16, LoRA weights, optimizer and loss in fp32 (LoRA only); "
         "auto: bf16 for LoRA where the hardware has native bf16 GEMMs (CUDA with bf16, CPU with AVX-512 BF16 "
-        "or AMX), else fp32",
+        "or AMX), else fp32. The same idea as a sweep's eval.dtype, in training's own spelling (models/dtypes.py)",
     )
     attention: Literal["auto", "sdpa", "eager"] = Field(
         default="auto",
