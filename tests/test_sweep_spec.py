@@ -320,6 +320,50 @@ def test_eval_settings_read_every_presets_runs_and_old_specs_keep_their_meaning(
         EvalSettings.model_validate({**old, "dtpye": "auto"})
 
 
+def test_the_run_id_eval_dict_is_what_earlier_sweeps_hashed():
+    """Late keys are left out at the default their absence means; every other key is always written."""
+    from fincocktail.sweep.spec import EvalSettings, canonical_json, run_id_eval_dict
+
+    plain = EvalSettings(split="test", tasks=["fpb", "cfa"], selection_split="validation", selection_tasks=["fpb"],
+                         max_examples=50, selection_max_examples=50, sample="stratified")
+    # the dict the sweep wrote before EvalSettings made it (byte for byte: the run ids of stored sweeps)
+    assert canonical_json(run_id_eval_dict(plain)) == (
+        '{"batch_size":8,"bootstrap_samples":1000,"max_examples":50,"max_examples_per_task":{},"max_new_tokens":null,'
+        '"mode":"auto","sample":"stratified","sample_seed":0,"selection_max_examples":50,"selection_split":"validation",'
+        '"selection_tasks":["fpb"],"shots":0,"split":"test","tasks":["fpb","cfa"]}'
+    )
+    late = plain.model_copy(update={"dtype": "auto", "max_prompt_tokens": 512, "selection_max_examples_per_task": {"fpb": 9}})
+    d = run_id_eval_dict(late)
+    assert d["dtype"] == "auto" and d["max_prompt_tokens"] == 512 and d["selection_max_examples_per_task"] == {"fpb": 9}
+    for settings in (plain, late):  # read back, a stored dict means what was planned
+        assert EvalSettings.model_validate(run_id_eval_dict(settings)) == settings
+
+
+def test_the_shared_eval_fields_are_declared_once():
+    """A sweep file, a run's settings and `fincocktail eval` agree on each shared field's type bounds and meaning."""
+    from fincocktail.evaluation.runner import EvalConfig
+    from fincocktail.evaluation.settings import EvalFields
+    from fincocktail.sweep.spec import EvalSettings, EvalSpec
+
+    for name, field in EvalFields.model_fields.items():
+        for model in (EvalSpec, EvalSettings, EvalConfig):
+            assert model.model_fields[name].metadata == field.metadata, (model.__name__, name)
+            assert model.model_fields[name].description == field.description, (model.__name__, name)
+    assert EvalSettings.model_fields["sample"].default == "head" and EvalSpec().sample == "stratified"
+
+
+def test_a_runs_eval_config_is_its_settings_for_one_task(tmp_path):
+    plan = plan_of(tmp_path, eval={"tasks": ["fpb", "cfa"], "max_examples": 30, "selection_max_examples": 10,
+                                   "max_examples_per_task": {"cfa": 20}, "shots": 2, "dtype": "auto",
+                                   "max_prompt_tokens": 256, "sample_seed": 3})
+    ev = plan.runs[0].eval_settings
+    test = ev.eval_config("test", "cfa", model="m", device="cpu")
+    assert (test.tasks, test.split, test.limit, test.model, test.device) == (["cfa"], "test", 20, "m", "cpu")
+    assert (test.shots, test.dtype, test.max_prompt_tokens, test.sample, test.sample_seed) == (2, "auto", 256, "stratified", 3)
+    assert ev.eval_config("validation", "fpb", model="m").limit == 10
+    assert ev.eval_config("test", "fpb", model="m", max_prompt_tokens=None, batch_size=4).max_prompt_tokens is None
+
+
 # -- design.matched_steps: single-task runs trained for their cocktail's steps ------------------
 
 

@@ -26,54 +26,41 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any, Callable, Literal, Sequence
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from fincocktail.errors import ConfigError, FincocktailError
 from fincocktail.plumbing.fileio import FolderLock, disk_full_message, is_disk_full, safe_name, write_json_atomic, write_text_atomic
 from fincocktail.evaluation.bootstrap import bootstrap_interval, mean_interval
-from fincocktail.models.dtypes import DEFAULT_EVAL_DTYPE, Precision
 from fincocktail.evaluation.fewshot import build_pair, chat_messages, choice_target, select_demos
 from fincocktail.evaluation.judge import JUDGED_KINDS, apply_judge
 from fincocktail.evaluation.results import TaskResult, result_json
+from fincocktail.evaluation.settings import EvalFields, Mode
 from fincocktail.metrics.likelihood import (
     GENERATIVE_LIKELIHOOD_METRIC, LIKELIHOOD_METRIC, first_token_choice_logprobs, gold_log_probability,
 )
 from fincocktail.prompts import TokenCache, encoder_for
 from fincocktail.tasks.base import Example, Task
-from fincocktail.tasks.sampling import Sample, SampleMethod, draw_sample
+from fincocktail.tasks.sampling import Sample, draw_sample
 
-Mode = Literal["auto", "choice", "generate"]
 CHOICE_KINDS = ("classification", "multiple_choice")
 
 
-class EvalConfig(BaseModel):
-    """Everything that determines an evaluation's numbers (it is copied into the run card)."""
+class EvalConfig(EvalFields):
+    """Everything that determines an evaluation's numbers (it is copied into the run card).
+
+    The settings it shares with sweeps (tasks, split, mode, shots, sample, dtype, ...) are
+    declared in `EvalFields`; these are the ones only a single evaluation has."""
 
     model: str
     adapter: str | None = None
-    tasks: list[str]
-    split: str = "test"
-    limit: int | None = Field(default=None, ge=1)
-    sample: SampleMethod = "stratified"  # how `limit` picks its rows (tasks/sampling.py); "head" = the first N
-    sample_seed: int = 0
-    shots: int = Field(default=0, ge=0)
-    mode: Mode = "auto"
+    limit: int | None = Field(default=None, ge=1)  # a sample of N examples of each task, picked by `sample`
     style: Literal["instruction", "chat"] | None = None  # None: the adapter's training style, else instruction locally; chat for API models
-    batch_size: int = Field(default=8, ge=1)
-    dtype: Precision = DEFAULT_EVAL_DTYPE
     device: str = "auto"  # models.device: auto | cpu | cuda | cuda:N | mps; speed only, the same predictions
     out: Path | None = None
     data_dir: Path | None = None
     tasks_dir: Path | None = None
     base_url: str | None = None
     seed: int = 0
-    bootstrap_samples: int = Field(default=1000, ge=10)
-    max_new_tokens: int | None = Field(default=None, ge=1)  # overrides every task's own limit
-    # Local models: a longer prompt loses tokens from the left, as training's max_length does, so
-    # the question and the answer cue at its end are kept. Long-context tasks (FinQA prompts
-    # average ~1200 tokens) cost prefill time in proportion; a study on a small CPU trades
-    # context for runs. None: the whole prompt. The count cut is in each task's metrics.
-    max_prompt_tokens: int | None = Field(default=None, ge=16)
     judge: str | None = None  # openai:MODEL grading open-answer tasks (evaluation.judge)
     judge_base_url: str | None = None
 

@@ -245,7 +245,7 @@ def _metric_rows(results: dict[str, TaskResult], split: str, out: Path) -> list[
 
 
 def _evaluate(run: RunSpec, ctx: RunContext, adapter: Path | None, tokens: TokenCache | None = None) -> tuple[list[MetricRow], float]:
-    from fincocktail.evaluation.runner import EvalConfig, run_eval
+    from fincocktail.evaluation.runner import run_eval
 
     ev = run.eval_settings
     api = run.kind == "api"
@@ -258,25 +258,11 @@ def _evaluate(run: RunSpec, ctx: RunContext, adapter: Path | None, tokens: Token
             if not (out / "run_card.json").is_file():
                 if not api and loaded is None:
                     loaded = _loaded_model(run.model, adapter, ev.dtype, ctx.device)
-                config = EvalConfig(
-                    model=run.model,
-                    adapter=str(adapter) if adapter else None,
-                    tasks=[task_id],
-                    split=split,
-                    limit=ev.limit(task_id, test=split == ev.split),
-                    sample=ev.sample,
-                    sample_seed=ev.sample_seed,
-                    dtype=ev.dtype,
-                    device=ctx.device,
-                    shots=ev.shots,
-                    mode=ev.mode,
-                    batch_size=(run.api or {}).get("concurrency") or ev.batch_size if api else ev.batch_size,
-                    out=out,
-                    data_dir=ctx.data_dir,
-                    bootstrap_samples=ev.bootstrap_samples,
-                    max_new_tokens=ev.max_new_tokens,
-                    max_prompt_tokens=None if api else ev.max_prompt_tokens,
-                    base_url=(run.api or {}).get("base_url"),
+                config = ev.eval_config(
+                    split, task_id, model=run.model, adapter=str(adapter) if adapter else None, device=ctx.device,
+                    out=out, data_dir=ctx.data_dir, base_url=(run.api or {}).get("base_url"),
+                    # an API run sends `concurrency` requests at once and has no tokenizer to cut prompts with
+                    **({"batch_size": (run.api or {}).get("concurrency") or ev.batch_size, "max_prompt_tokens": None} if api else {}),
                 )
                 t0 = time.perf_counter()
                 run_eval(config, loaded=loaded, tokens=tokens)
@@ -384,7 +370,7 @@ def simulated_run(run: RunSpec, ctx: RunContext) -> RunOutcome:
         for task_id in tasks:
             digest = hashlib.sha256(f"{run.config_sha256}/{split}/{task_id}".encode()).hexdigest()
             value = (int(digest[:8], 16) % 1000) / 1000
-            n = ev.max_examples_per_task.get(task_id, ev.max_examples) or 100
+            n = ev.limit(task_id, test=split == ev.split) or 100
             rows.append(
                 MetricRow(run.run_id, task_id, split, "accuracy", value, max(0.0, value - 0.05), min(1.0, value + 0.05), n, True)
             )

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from math import ceil
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -33,10 +33,15 @@ from pydantic import (
 )
 
 from fincocktail.errors import ConfigError
-from fincocktail.models.dtypes import DEFAULT_EVAL_DTYPE, SweepPrecision
+from fincocktail.evaluation.settings import EvalFields, inherited
+from fincocktail.models.dtypes import SweepPrecision
 from fincocktail.plumbing.fileio import load_yaml, validate_mapping
 from fincocktail.plumbing.paths import check_name
 from fincocktail.tasks.builtin import KNOWLEDGE_TASKS, NUMERICAL_TASKS
+from fincocktail.tasks.sampling import SampleMethod
+
+if TYPE_CHECKING:
+    from fincocktail.evaluation.runner import EvalConfig
 
 # Bump when the meaning of a run config changes (it is part of every run's hash).
 RUN_SCHEMA = "fincocktail-run/1"
@@ -153,31 +158,25 @@ class DesignSpec(_Strict):
     )
 
 
-class EvalSpec(_Strict):
-    """What every run is evaluated on. Defaults: each financial task + cfa + financebench, test split."""
+class SweepEvalFields(EvalFields):
+    """What a sweep's evaluation adds to `EvalFields` (a model-selection split, per-task sample
+    sizes) and narrows (its dtypes), shared by the sweep file (`EvalSpec`) and a planned run
+    (`EvalSettings`). Defaults are the sweep file's: each financial task, the test split and a
+    validation split for model selection."""
 
-    tasks: list[str] | None = None
-    split: str = "test"
+    dtype: SweepPrecision = inherited(EvalFields, "dtype")  # float16: no use on CPU and no sweep preset
     selection_split: str | None = Field(default="validation", description="model-selection split (null: skip)")
-    selection_tasks: list[str] | None = None
+    selection_tasks: list[str] | None = Field(default=None, description="default: the financial tasks")
     max_examples: int | None = Field(default=None, ge=1, description="a sample of N examples of each task (null: all)")
-    selection_max_examples: int | None = Field(default=None, ge=1)
+    selection_max_examples: int | None = Field(default=None, ge=1, description="default: max_examples")
     max_examples_per_task: dict[str, int] = Field(default_factory=dict)
     selection_max_examples_per_task: dict[str, int] = Field(default_factory=dict, description="default: max_examples_per_task")
-    mode: Literal["auto", "choice", "generate"] = "auto"
-    shots: int = Field(default=0, ge=0)
-    batch_size: int = Field(default=8, ge=1)
-    bootstrap_samples: int = Field(default=1000, ge=10)
-    max_new_tokens: int | None = Field(default=None, ge=1)
-    sample: Literal["stratified", "random", "head"] = Field(
-        default="stratified", description="how max_examples picks rows (tasks/sampling.py); head = the first N, biased"
-    )
-    sample_seed: int = Field(default=0, description="the same rows for every run and model of the sweep")
-    dtype: SweepPrecision = Field(
-        default=DEFAULT_EVAL_DTYPE,
-        description="auto: on a CPU with native bf16 or a bf16 GPU, choice scoring in bf16 with close calls re-checked in fp32 "
-        "(the same predictions as fp32), generation in fp32",
-    )
+
+
+class EvalSpec(_Strict, SweepEvalFields):
+    """What every run is evaluated on. Defaults: each financial task + cfa + financebench, test split."""
+
+    tasks: list[str] | None = inherited(EvalFields, "tasks", default=None)  # null: the financial tasks + knowledge tasks
     selection_metric: Literal["primary", "likelihood"] = Field(
         default="primary",
         description="what the report ranks recipes by on validation: the task's primary metric, or the gold answer's "
@@ -196,10 +195,6 @@ class EvalSpec(_Strict):
         default=None,
         description="scope needed: the seeds whose runs are scored on `always` beyond their own tasks (default: every "
         "seed); the transfer heatmap reads one seed, the verdicts only a run's own tasks",
-    )
-    max_prompt_tokens: int | None = Field(
-        default=None, ge=16,
-        description="longer prompts lose tokens from the left, as in training (null: whole prompts); local models only",
     )
 
 
@@ -288,34 +283,23 @@ class SweepSpec(_Strict):
 # Runs
 
 
-class EvalSettings(BaseModel):
+class EvalSettings(SweepEvalFields):
     """One run's resolved evaluation settings, typed, as executors read them.
 
-    The run's spec keeps them as the plain dict `_eval_plan` builds, because that dict is part
-    of the run id's hash and must stay byte for byte what earlier sweeps hashed; this model is
-    how code reads it. Defaults are what a key's absence meant when the run spec was written:
-    specs from before samples existed took the first N rows, from before `dtype` were float32.
+    The run's spec keeps them as the plain dict `run_id_eval_dict` makes of them, because that
+    dict is part of the run id's hash and must stay byte for byte what earlier sweeps hashed;
+    this model is how code reads it. Defaults are what a key's absence meant when the run spec
+    was written: specs from before samples existed took the first N rows, from before `dtype`
+    were float32. Where that differs from the sweep file's default, the field is redeclared below.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    split: str
-    tasks: list[str]
-    selection_split: str | None = None
-    selection_tasks: list[str] = Field(default_factory=list)
-    max_examples: int | None = None
-    selection_max_examples: int | None = None
-    max_examples_per_task: dict[str, int] = Field(default_factory=dict)
-    selection_max_examples_per_task: dict[str, int] = Field(default_factory=dict)
-    mode: Literal["auto", "choice", "generate"] = "auto"
-    shots: int = 0
-    batch_size: int = 8
-    bootstrap_samples: int = 1000
-    max_new_tokens: int | None = None
-    sample: Literal["stratified", "random", "head"] = "head"
-    sample_seed: int = 0
-    dtype: SweepPrecision = DEFAULT_EVAL_DTYPE
-    max_prompt_tokens: int | None = None
+    # Always written, so a spec without it is damaged rather than old: required (no constraint to inherit).
+    split: str = Field(description=EvalFields.model_fields["split"].description)
+    selection_split: str | None = inherited(SweepEvalFields, "selection_split", default=None)  # resolved: None = none
+    selection_tasks: list[str] = inherited(SweepEvalFields, "selection_tasks", default=[])  # resolved: a list
+    sample: SampleMethod = inherited(EvalFields, "sample", default="head")  # before samples existed: the first N rows
 
     def limit(self, task: str, test: bool) -> int | None:
         """How many examples of `task` the run evaluates, on the test split or the selection split."""
@@ -330,6 +314,38 @@ class EvalSettings(BaseModel):
         if self.selection_split:
             out.append((self.selection_split, list(self.selection_tasks)))
         return out
+
+    def eval_config(self, split: str, task: str, **context: Any) -> EvalConfig:
+        """What evaluating `task` on `split` (one of `splits()`) runs with: every `EvalFields`
+        setting copied by name, the task's limit on that split, and `context`, what the run
+        spec does not hold (model, adapter, device, folders; an API run's batch size), which
+        may override a setting."""
+        from fincocktail.evaluation.runner import EvalConfig
+
+        shared = {name: getattr(self, name) for name in EvalFields.model_fields}
+        limit = self.limit(task, test=split == self.split)
+        return EvalConfig(**{**shared, "tasks": [task], "split": split, "limit": limit, **context})
+
+
+# Keys added to a run's eval dict after sweeps had run without them. Each is left out of the dict
+# a run id hashes while it holds EvalSettings' default (what its absence means), so the runs of
+# those sweeps keep their ids, and a spec read back means what was planned.
+_LATE_EVAL_KEYS = ("selection_max_examples_per_task", "dtype", "max_prompt_tokens")
+
+
+def run_id_eval_dict(settings: EvalSettings) -> dict[str, Any]:
+    """A run's evaluation settings as the plain dict its spec stores and its id hashes.
+
+    The one place that decides which keys are written: every field, except a `_LATE_EVAL_KEYS`
+    key at its default. Its output must stay byte for byte what earlier sweeps hashed, so a
+    new field joins `_LATE_EVAL_KEYS` with the default that reproduces the behaviour from
+    before it existed.
+    """
+    out = settings.model_dump(mode="json")
+    for key in _LATE_EVAL_KEYS:
+        if out[key] == EvalSettings.model_fields[key].get_default(call_default_factory=True):
+            del out[key]
+    return out
 
 
 class RunSpec(BaseModel):
@@ -572,28 +588,16 @@ def _eval_plan(spec: SweepSpec, checker: _Checker) -> dict[str, Any]:
     for t in ev.selection_max_examples_per_task:
         if t not in selection:
             checker.fail(f"eval.selection_max_examples_per_task.{t}", f"task {t!r} is not a selection task of this sweep")
-    return {
-        "split": ev.split,
+    shared = {name: getattr(ev, name) for name in EvalSettings.model_fields}  # the sweep file's values, then resolved:
+    return run_id_eval_dict(EvalSettings(**{
+        **shared,
         "tasks": test_tasks,
         "selection_split": ev.selection_split if selection else None,
         "selection_tasks": selection,
-        "max_examples": ev.max_examples,
         "selection_max_examples": ev.selection_max_examples or ev.max_examples,
         "max_examples_per_task": dict(sorted(ev.max_examples_per_task.items())),
-        **(
-            {"selection_max_examples_per_task": dict(sorted(ev.selection_max_examples_per_task.items()))}
-            if ev.selection_max_examples_per_task else {}
-        ),
-        "mode": ev.mode,
-        "shots": ev.shots,
-        "batch_size": ev.batch_size,
-        "bootstrap_samples": ev.bootstrap_samples,
-        "max_new_tokens": ev.max_new_tokens,
-        "sample": ev.sample,
-        "sample_seed": ev.sample_seed,
-        **({"dtype": ev.dtype} if ev.dtype != "float32" else {}),  # float32 runs keep their earlier ids
-        **({"max_prompt_tokens": ev.max_prompt_tokens} if ev.max_prompt_tokens is not None else {}),
-    }
+        "selection_max_examples_per_task": dict(sorted(ev.selection_max_examples_per_task.items())),
+    }))
 
 
 def _always_tasks(spec: SweepSpec, ev: dict[str, Any], checker: _Checker) -> list[str]:
