@@ -1,6 +1,7 @@
 """Evaluation: choice and generate modes, the per-task loop, API models.
 
-Modules: `runner` (EvalConfig, run_eval: the loop and its output files), `choice` (answer
+Modules: `settings` (EvalFields: the settings EvalConfig shares with sweeps), `runner`
+(EvalConfig, run_eval: the loop and its output files), `choice` (answer
 log-probabilities), `generate` (batched greedy decoding), `forward` (body-only forwards and the
 float32 head), `fewshot` (demonstrations), `bootstrap` (intervals), `loading` (model + adapter),
 `api` (OpenAI-compatible client with retries and cache). The `serve` endpoint is the `serving`
