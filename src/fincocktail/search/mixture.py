@@ -247,11 +247,13 @@ def make_space(plan: Plan, total_range: tuple[int, int] | None = None) -> Space:
     return Space(tuple(spec.tasks), general, math_, tuple(limits), available, int(lo), int(hi))
 
 
-EvalSettings = tuple[dict[str, Any], list[str] | None]
+# `sweep.spec.eval_settings(...)`: the plan's run-id eval dict and (scope needed) the tasks every run is scored on.
+# Not `sweep.spec.EvalSettings` (one run's typed settings), hence its own name.
+PlanEval = tuple[dict[str, Any], list[str] | None]
 
 
 def proposal_run(
-    plan: Plan, space: Space, m: IngredientCounts, mi: int, seed: int, origin: str, settings: EvalSettings
+    plan: Plan, space: Space, m: IngredientCounts, mi: int, seed: int, origin: str, settings: PlanEval
 ) -> RunSpec:
     """A proposed mixture as a run of the sweep: its training config, evaluated like the sweep's runs, and on
     the validation split of every selection task (the surrogate learns each task's score from every run).
