@@ -451,3 +451,23 @@ def test_matched_steps_need_single_runs_and_follow_their_boosters(tmp_path):
     plan = plan_of(tmp_path, design={"matched_steps": True, "boosters_on": ["cocktail"]})
     matched = [r for r in plan.runs if r.kind == "matched"]
     assert sorted(r.label for r in matched) == ["fiqa_sa (matched steps)", "fpb (matched steps)", "tfns (matched steps)"]
+
+
+def test_one_precision_vocabulary_both_spellings_everywhere(tmp_path):
+    """`eval.dtype` and `training.precision` accept both spellings; each keeps the one its run ids hash,
+    so a sweep written with the other spelling plans the very same runs."""
+    from fincocktail.evaluation.runner import EvalConfig
+    from fincocktail.training.config import TrainConfig
+
+    ids = lambda plan: [r.run_id for r in plan.runs]  # noqa: E731
+    train = BASE["training"]
+    assert ids(plan_of(tmp_path, eval={"dtype": "fp32"})) == ids(plan_of(tmp_path))  # float32 is left out of the hash
+    assert ids(plan_of(tmp_path, eval={"dtype": "bf16"})) == ids(plan_of(tmp_path, eval={"dtype": "bfloat16"}))
+    assert ids(plan_of(tmp_path, eval={"dtype": "bf16"})) != ids(plan_of(tmp_path))
+    long = plan_of(tmp_path, training={**train, "precision": "bfloat16"})
+    assert ids(long) == ids(plan_of(tmp_path, training={**train, "precision": "bf16"}))
+    assert ids(long) != ids(plan_of(tmp_path))
+    assert EvalConfig(model="m", tasks=["fpb"], dtype="bf16").dtype == "bfloat16"
+    assert TrainConfig(model="m", cocktail="fpb", precision="float32").precision == "fp32"
+    with pytest.raises(ConfigError, match="eval.dtype"):
+        plan_of(tmp_path, eval={"dtype": "fp8"})

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         ),
         port: int = typer.Option(8000, "--port"),
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 exposes it to the network)."),
-        dtype: str = typer.Option(DEFAULT_EVAL_DTYPE, "--dtype", help="float32 | bfloat16 | float16 (auto = float32: serving only generates)."),
+        dtype: str = typer.Option(DEFAULT_EVAL_DTYPE, "--dtype", help="float32 | bfloat16 | float16, or fp32 | bf16 | fp16 (auto = float32: serving only generates)."),
         device: str = typer.Option("auto", "--device", help=DEVICE_HELP + "."),
         name: Optional[str] = typer.Option(None, "--name", help="Model id of the base (of a single unnamed --adapter, if one is given); default: the folder name."),
         verbose: bool = typer.Option(False, "--verbose", help="Log every request."),

@@ -16,7 +16,7 @@ import torch
 
 from fincocktail.errors import ConfigError, ModelError
 from fincocktail.plumbing.fileio import damaged_file_errors, first_line
-from fincocktail.models.dtypes import PRECISIONS
+from fincocktail.models.dtypes import PRECISIONS, long_spelling
 from fincocktail.models.precision import cast_weights, native_bf16
 
 
@@ -132,8 +132,9 @@ def load_for_eval(
     """
     from fincocktail.models.device import resolve_device
 
+    dtype = long_spelling(dtype)
     if dtype not in PRECISIONS:
-        raise ConfigError(f"--dtype {dtype!r}: expected one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"--dtype {dtype!r}: expected one of {', '.join(PRECISIONS)} (or fp32, bf16, fp16)")
     where = str(resolve_device(device))
     checked = checked_bf16(dtype, where)
     dtype = "float32" if dtype == "auto" else dtype
@@ -162,8 +163,9 @@ def cast_for_eval(loaded: LoadedModel, dtype: str) -> LoadedModel:
     Sweeps keep one fp32 base per worker and merge each run's adapter into a copy of it; this
     applies the same dtype rules as `load_for_eval` to that merged model.
     """
+    dtype = long_spelling(dtype)
     if dtype not in PRECISIONS:
-        raise ModelError(f"dtype {dtype!r}: expected one of {', '.join(PRECISIONS)}")
+        raise ModelError(f"dtype {dtype!r}: expected one of {', '.join(PRECISIONS)} (or fp32, bf16, fp16)")
     if checked_bf16(dtype, loaded.device):
         bf16 = cast_weights(copy.deepcopy(loaded.model), torch.bfloat16).eval()
         return LoadedModel(bf16, loaded.tokenizer, loaded.name, loaded.path, loaded.adapter, loaded.model, loaded.device)

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic.fields import FieldInfo
 
-from fincocktail.models.dtypes import DEFAULT_EVAL_DTYPE, Precision
+from fincocktail.models.dtypes import DEFAULT_EVAL_DTYPE, Precision, long_spelling
 from fincocktail.tasks.sampling import SampleMethod
 
 Mode = Literal["auto", "choice", "generate"]
@@ -55,6 +55,11 @@ class EvalFields(BaseModel):
         default=None, ge=16,
         description="longer prompts lose tokens from the left, as in training (null: whole prompts); local models only",
     )
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _long_spelling(cls, value: Any) -> Any:
+        return long_spelling(value)  # `fp32` as training spells it is `float32`
 
 
 def inherited(base: type[BaseModel], name: str, **changes: Any) -> Any:

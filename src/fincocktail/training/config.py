@@ -27,7 +27,7 @@ from pydantic import (
 
 from fincocktail.cocktail import CocktailConfig, load_cocktail, parse_cocktail
 from fincocktail.errors import ConfigError
-from fincocktail.models.dtypes import TrainPrecision
+from fincocktail.models.dtypes import TrainPrecision, short_spelling
 from fincocktail.plumbing.fileio import format_validation_error, load_yaml
 
 PrefixSharing = Literal["auto", "on", "off"]  # see training.prefix
@@ -85,6 +85,11 @@ class TrainConfig(BaseModel):
         "auto: bf16 for LoRA where the hardware has native bf16 GEMMs (CUDA with bf16, CPU with AVX-512 BF16 "
         "or AMX), else fp32. The same idea as a sweep's eval.dtype, in training's own spelling (models/dtypes.py)",
     )
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _short_spelling(cls, value: Any) -> Any:
+        return short_spelling(value)  # `bfloat16` as evaluation spells it is `bf16`
+
     attention: Literal["auto", "sdpa", "eager"] = Field(
         default="auto",
         description="attention implementation; auto: eager for bf16 on CPU with max_length <= 1024 (faster "
