@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"<root>", "errors"},
     {"plumbing"},
     {"answers"},
-    {"metrics", "prompts"},
+    {"metrics"},
     {"tasks"},
     {"cocktail", "data", "models"},
     {"training", "evaluation"},

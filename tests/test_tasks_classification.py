@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sklearn.metrics import f1_score
 
-from fincocktail import prompts
+from fincocktail.tasks import prompts
 from fincocktail.errors import ConfigError, DataError
 from fincocktail.tasks.base import Example
 from fincocktail.tasks.classification import extract_label, extract_letter

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sklearn.metrics import f1_score
 
-from fincocktail import prompts
+from fincocktail.tasks import prompts
 from fincocktail.errors import ConfigError, DataError
 from fincocktail.metrics.generation import token_f1
 from fincocktail.tasks.custom import load_user_tasks

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fincocktail.errors import ConfigError
-from fincocktail.prompts import PromptPair, PromptStyle, _user_text, render
+from fincocktail.tasks.prompts import PromptPair, PromptStyle, _user_text, render
 from fincocktail.tasks.base import Example, Task
 
 DEMO_SEPARATOR = "\n\n"

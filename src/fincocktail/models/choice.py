@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from fincocktail.errors import ModelError
-from fincocktail.prompts import PromptStyle, encoder_for, render
+from fincocktail.tasks.prompts import PromptStyle, encoder_for, render
 from fincocktail.tasks.base import Example, Task
 from fincocktail.models.forward import Scorer, left_pad, run_prompts, shared_prefix_cache, split_on_oom
 

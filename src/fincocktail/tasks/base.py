@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 from fincocktail.errors import ConfigError
-from fincocktail.prompts import TEMPLATE_VERSION
+from fincocktail.tasks.prompts import TEMPLATE_VERSION
 
 TaskKind = Literal[
     "classification",  # fixed label set; choice mode scores each label
