@@ -11,7 +11,8 @@ import re
 from typing import Any, Literal, Sequence
 
 from fincocktail.errors import DataError
-from fincocktail.metrics.generation import open_answer_scores, token_f1
+from fincocktail.metrics.text import token_f1
+from fincocktail.tasks.scoring import open_answer_scores
 from fincocktail.tasks.base import Example, ExtractMode, Task
 from fincocktail.answers import extract_free_text
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from fincocktail.errors import DataError
-from fincocktail.metrics.generation import EXACT_RTOL, numbers_match, numeric_scores
+from fincocktail.tasks.scoring import EXACT_RTOL, numbers_match, numeric_scores
 from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, versioned
 from fincocktail.answers import extract_final_answer, parse_number
 from fincocktail.tasks.generative import GenerativeTask, hub_dataset
