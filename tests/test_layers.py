@@ -20,7 +20,6 @@ LAYOUT_DOC = ROOT / "docs" / "code-layout.md"
 LAYERS: list[set[str]] = [
     {"<root>", "errors"},
     {"plumbing"},
-    {"answers"},
     {"metrics"},
     {"tasks"},
     {"cocktail", "data", "models"},
@@ -164,7 +163,7 @@ def test_the_checks_catch_what_they_forbid():
     assert _imports(tree, set()) == {"fincocktail.report", "fincocktail.sweep.store"}
 
 
-# A planted layer: metrics (layer 3) with one type-only and one relative import of tasks (layer 4).
+# A planted layer: metrics (layer 2) with one type-only and one relative import of tasks (layer 3).
 _PLANTED = {
     "fincocktail.tasks": "",
     "fincocktail.tasks.base": "class Task: ...\n",

@@ -9,9 +9,9 @@ import string
 import pytest
 from seqeval.metrics import f1_score as seqeval_f1
 
-from fincocktail.answers import format_entities
 from fincocktail.metrics.entities import entity_sequences, place_entities
 from fincocktail.metrics.text import exact_match, normalize_answer, token_f1
+from fincocktail.tasks.answers import format_entities
 from fincocktail.tasks.scoring import (
     answers_match,
     entities_equal,

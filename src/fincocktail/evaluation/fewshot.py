@@ -54,7 +54,7 @@ def build_pair(
     tokenizer: Any | None,
     demos: Sequence[Example] = (),
 ) -> PromptPair:
-    """Prompt and target for `example`, demonstrations prepended. Zero-shot is exactly `prompts.render`."""
+    """Prompt and target for `example`, demonstrations prepended. Zero-shot is exactly `tasks.prompts.render`."""
     if not demos:
         return render(task, example, style=style, tokenizer=tokenizer)
     if style == "instruction":

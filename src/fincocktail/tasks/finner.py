@@ -27,7 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from fincocktail.answers import Entity, extract_entities, format_entities
+from fincocktail.tasks.answers import Entity, extract_entities, format_entities
 from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, versioned
 from fincocktail.tasks.conll import Sentence, read_conll
 from fincocktail.tasks.generative import GenerativeTask, hub_dataset

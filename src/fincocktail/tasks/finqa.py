@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 from fincocktail.errors import DataError
+from fincocktail.tasks.answers import extract_number, extract_yes_no, format_float
 from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, versioned
-from fincocktail.answers import extract_number, extract_yes_no, format_float
 from fincocktail.tasks.generative import GenerativeTask, Source, document_key, hub_dataset
 from fincocktail.tasks.io import read_json, read_jsonl, require_file, typed
 from fincocktail.tasks.scoring import DEFAULT_RTOL, answers_match, numeric_scores

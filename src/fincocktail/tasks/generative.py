@@ -12,9 +12,9 @@ from typing import Any, Literal, Sequence
 
 from fincocktail.errors import DataError
 from fincocktail.metrics.text import token_f1
-from fincocktail.tasks.scoring import open_answer_scores
+from fincocktail.tasks.answers import extract_free_text
 from fincocktail.tasks.base import Example, ExtractMode, Task
-from fincocktail.answers import extract_free_text
+from fincocktail.tasks.scoring import open_answer_scores
 
 Source = Literal["local", "hub"]
 

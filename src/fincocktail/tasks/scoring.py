@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from fincocktail.answers import ParsedNumber, entities_of, extract_number, parse_number
+from fincocktail.tasks.answers import ParsedNumber, entities_of, extract_number, parse_number
 from fincocktail.metrics.classification import parse_failure_rate
 from fincocktail.metrics.entities import entity_list_scores, same_entities
 from fincocktail.metrics.per_example import check_lengths, mean
