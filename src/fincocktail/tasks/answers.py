@@ -283,6 +283,12 @@ def _word_pattern(words: Sequence[str]) -> re.Pattern[str]:
     return re.compile(rf"(?<![\w\-])({alternatives})(?![\w\-])", re.IGNORECASE)
 
 
+def _exactly_one_of(text: str, options: Sequence[str]) -> str | None:
+    """The option `text` is, once cleaned (case, punctuation, markup), in its canonical spelling: what
+    `strict` extraction accepts and what `flexible` extraction tries first."""
+    return {option.lower(): option for option in options}.get(_clean_label(text))
+
+
 def extract_label(
     text: str | None,
     labels: Sequence[str],
@@ -292,12 +298,11 @@ def extract_label(
     """The label named in `text` (canonical spelling from `labels`), or None when unreadable or ambiguous."""
     if text is None:
         return None
+    exact = _exactly_one_of(text, labels)
+    if exact is not None or mode == "strict":
+        return exact
     canonical = {label.lower(): label for label in labels}
     cleaned = _clean_label(text)
-    if cleaned in canonical:
-        return canonical[cleaned]
-    if mode == "strict":
-        return None
     words = {word.lower(): label for word, label in (synonyms or {}).items()}
     words.update(canonical)
     if cleaned in words:
@@ -334,12 +339,10 @@ def extract_letter(text: str | None, letters: Sequence[str] = ("A", "B", "C"), m
     """The option letter in `text`: "C", "(B)", "Answer: A", "The answer is B: liquidity."; else None."""
     if text is None:
         return None
+    exact = _exactly_one_of(text, letters)
+    if exact is not None or mode == "strict":
+        return exact
     canonical = {letter.lower(): letter for letter in letters}
-    cleaned = _clean_label(text)
-    if cleaned in canonical:
-        return canonical[cleaned]
-    if mode == "strict":
-        return None
     group = "".join(re.escape(letter) for letter in letters)
     # A letter at the start must be closed by punctuation or end the line: "A good answer" is not "A".
     lead = re.compile(_LETTER_LEAD + rf"[\(\[]?([{group}])[\)\]]?(?=$|[.:,;)\]]|\s+[-\u2013:])", re.IGNORECASE)
