@@ -34,7 +34,7 @@ def main() -> None:
     from fincocktail.evaluation.forward import Scorer, prefill_rows
     from fincocktail.evaluation.loading import load_for_eval
     from fincocktail.plumbing.paths import find_data_dir
-    from fincocktail.prompts import render
+    from fincocktail.tasks.prompts import render
     from fincocktail.tasks.registry import get_task
 
     loaded = load_for_eval(args.model, dtype=args.dtype)

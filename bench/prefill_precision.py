@@ -32,7 +32,7 @@ def main() -> None:
     from fincocktail.evaluation.loading import load_for_eval
     from fincocktail.models.precision import cast_weights
     from fincocktail.plumbing.paths import find_data_dir
-    from fincocktail.prompts import render
+    from fincocktail.tasks.prompts import render
     from fincocktail.tasks.registry import get_task
 
     def fp32_sdpa(module, q, k, v, mask, **kw):

@@ -1,7 +1,7 @@
 """Training throughput: fincocktail's loop against trl's SFTTrainer at its defaults.
 
 Both train the same LoRA (r, alpha, dropout, target modules) on the same data (the FPB train
-split, rendered by `fincocktail.prompts`) with the same base model for the same number of
+split, rendered by `fincocktail.tasks.prompts`) with the same base model for the same number of
 optimizer steps at the same batch size. Each runs in its own subprocess so peak RSS is measured
 separately. Reported: real (non-padding) tokens per second of the training loop (model loading
 excluded), the ratio, peak RSS, and fincocktail's FLOP utilisation against the measured matmul
@@ -67,7 +67,7 @@ def matmul_peak_flops(dtype: str = "float32", size: int = 2048, seconds: float =
 
 def task_pairs(data_dir: Path, tasks: list[str]) -> list:
     """The rendered train pairs of every task, as fincocktail's trainer renders them."""
-    from fincocktail.prompts import render
+    from fincocktail.tasks.prompts import render
     from fincocktail.tasks.registry import get_task
 
     pairs = []

@@ -149,7 +149,7 @@ class FileTask(FakeSentiment):
 def test_manifest_counts_tokens_and_file_hashes(tmp_path, tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from fincocktail.prompts import encode_pair, render
+    from fincocktail.tasks.prompts import encode_pair, render
 
     (tmp_path / "ft").mkdir()
     (tmp_path / "ft" / "train.txt").write_text("some data\n")

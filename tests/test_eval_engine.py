@@ -17,7 +17,7 @@ from fincocktail.evaluation.forward import Scorer
 from fincocktail.evaluation.generate import cut_at_stop, generate_greedy
 from fincocktail.evaluation.loading import load_for_eval
 from fincocktail.evaluation.runner import EvalConfig, run_eval
-from fincocktail.prompts import encode_pair, render
+from fincocktail.tasks.prompts import encode_pair, render
 
 PROMPTS = [
     "Instruction: What is the sentiment?\nInput: Operating profit rose to EUR 13.1 mn\nAnswer:",

@@ -11,7 +11,7 @@ from eval_fakes import FakeNumeric, FakeSentiment, lively_model_dir, resolver  #
 from fincocktail.export.lmeval import export_lmeval
 from fincocktail.evaluation.loading import load_for_eval
 from fincocktail.evaluation.runner import EvalConfig, run_eval
-from fincocktail.prompts import render
+from fincocktail.tasks.prompts import render
 
 pytest.importorskip("lm_eval", reason="lm-eval is an optional (bench) dependency")
 

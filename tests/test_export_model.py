@@ -134,7 +134,7 @@ def test_export_travels_hub_id_datasets_licence_link_prompt_and_plain_loading(tu
     its plain transformers + peft snippet runs (the hub id swapped for the local base folder)."""
     import fincocktail.models as models_pkg
     from fincocktail.models.registry import get_model_spec
-    from fincocktail.prompts import INSTRUCTION_TEMPLATE
+    from fincocktail.tasks.prompts import INSTRUCTION_TEMPLATE
 
     smol = get_model_spec("smollm2-135m-instruct")
     monkeypatch.setattr(models_pkg, "spec_for", lambda name: smol)

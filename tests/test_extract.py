@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fincocktail.answers import (
+from fincocktail.tasks.answers import (
     ParsedNumber,
     entities_of,
     extract_entities,

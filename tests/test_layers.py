@@ -20,8 +20,7 @@ LAYOUT_DOC = ROOT / "docs" / "code-layout.md"
 LAYERS: list[set[str]] = [
     {"<root>", "errors"},
     {"plumbing"},
-    {"answers"},
-    {"metrics", "prompts"},
+    {"metrics"},
     {"tasks"},
     {"cocktail", "data", "models"},
     {"training", "evaluation"},
@@ -164,7 +163,7 @@ def test_the_checks_catch_what_they_forbid():
     assert _imports(tree, set()) == {"fincocktail.report", "fincocktail.sweep.store"}
 
 
-# A planted layer: metrics (layer 3) with one type-only and one relative import of tasks (layer 4).
+# A planted layer: metrics (layer 2) with one type-only and one relative import of tasks (layer 3).
 _PLANTED = {
     "fincocktail.tasks": "",
     "fincocktail.tasks.base": "class Task: ...\n",

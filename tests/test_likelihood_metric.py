@@ -14,7 +14,7 @@ from fincocktail.evaluation.fewshot import build_pair
 from fincocktail.evaluation.loading import load_for_eval
 from fincocktail.evaluation.runner import EvalConfig, run_eval
 from fincocktail.metrics.likelihood import choice_log_softmax, gold_probability, likelihood_by_id, likelihood_of_row
-from fincocktail.prompts import encode_pair
+from fincocktail.tasks.prompts import encode_pair
 
 
 @pytest.fixture(scope="module")

@@ -9,20 +9,17 @@ import string
 import pytest
 from seqeval.metrics import f1_score as seqeval_f1
 
-from fincocktail.metrics.generation import (
+from fincocktail.metrics.entities import entity_sequences, place_entities
+from fincocktail.metrics.text import exact_match, normalize_answer, token_f1
+from fincocktail.tasks.answers import format_entities
+from fincocktail.tasks.scoring import (
     answers_match,
     entities_equal,
     entity_scores,
-    entity_sequences,
-    exact_match,
-    normalize_answer,
     numbers_match,
     numeric_scores,
     open_answer_scores,
-    place_entities,
-    token_f1,
 )
-from fincocktail.answers import format_entities
 
 # --- numbers --------------------------------------------------------------------------------
 

@@ -90,7 +90,7 @@ def test_ray_executor_gives_the_same_results(tiny_plan, local_out, data_dir, tmp
 def test_token_cache_tokenizes_each_pair_once_per_tokenizer(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    from fincocktail import prompts
+    from fincocktail.tasks import prompts
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     pair = prompts.render_text("What is the sentiment?", "Revenue rose 5 %", "positive")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fincocktail import prompts
+from fincocktail.tasks import prompts
 from fincocktail.cli import app, main
 from fincocktail.errors import ConfigError
 from fincocktail.tasks.custom import load_user_tasks

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from sklearn.metrics import f1_score
 
-from fincocktail import prompts
+from fincocktail.tasks import prompts
 from fincocktail.errors import ConfigError, DataError
-from fincocktail.metrics.generation import token_f1
+from fincocktail.metrics.text import token_f1
 from fincocktail.tasks.custom import load_user_tasks
-from fincocktail.answers import extract_number
+from fincocktail.tasks.answers import extract_number
 from fincocktail.tasks.registry import get_task, task_ids
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "tasks"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fincocktail.errors import ConfigError, DataError
-from fincocktail.prompts import encode_pair, render
+from fincocktail.tasks.prompts import encode_pair, render
 from fincocktail.tasks.financebench import (
     MAX_EVIDENCE_CHARS,
     FinanceBench,

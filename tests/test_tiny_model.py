@@ -1,6 +1,6 @@
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from fincocktail.prompts import encode_pair, render_text
+from fincocktail.tasks.prompts import encode_pair, render_text
 
 
 def test_tiny_model_loads_and_generates(tiny_model_dir):

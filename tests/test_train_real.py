@@ -15,7 +15,7 @@ def test_fpb_tfns_general_math_cocktail_trains_smollm2(smollm2_dir, data_dir, tm
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from fincocktail.prompts import render
+    from fincocktail.tasks.prompts import render
     from fincocktail.tasks.registry import get_task
     from fincocktail.training.config import parse_train_config
     from fincocktail.training.trainer import train

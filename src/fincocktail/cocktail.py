@@ -31,7 +31,7 @@ from fincocktail.plumbing.fileio import (
     validate_mapping,
     write_json_atomic,
 )
-from fincocktail.prompts import TokenCache
+from fincocktail.tasks.prompts import TokenCache
 from fincocktail.tasks.base import Example, Task
 
 TRAIN_SPLIT = "train"
@@ -274,7 +274,7 @@ class CocktailData:
 
     def encode(self, tokenizer: Any, style: str = "instruction", tokens: TokenCache | None = None) -> None:
         """Tokenize every example used in any epoch once (replicas share the encoding)."""
-        from fincocktail.prompts import encoder_for, render
+        from fincocktail.tasks.prompts import encoder_for, render
 
         encode = encoder_for(tokens)
         needed = sorted({item for epoch in self.epochs for item in epoch} - set(self.encodings))

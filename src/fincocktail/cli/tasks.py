@@ -167,7 +167,7 @@ def sample_cmd(
     data_dir: Path | None = DataDirOpt,
 ) -> None:
     """Show rendered prompts and targets exactly as training and evaluation will see them."""
-    from fincocktail import prompts
+    from fincocktail.tasks import prompts
     from fincocktail.plumbing.paths import find_data_dir
 
     if style not in ("instruction", "chat"):

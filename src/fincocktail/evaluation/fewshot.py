@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fincocktail.errors import ConfigError
-from fincocktail.prompts import PromptPair, PromptStyle, _user_text, render
+from fincocktail.tasks.prompts import PromptPair, PromptStyle, _user_text, render
 from fincocktail.tasks.base import Example, Task
 
 DEMO_SEPARATOR = "\n\n"
@@ -54,7 +54,7 @@ def build_pair(
     tokenizer: Any | None,
     demos: Sequence[Example] = (),
 ) -> PromptPair:
-    """Prompt and target for `example`, demonstrations prepended. Zero-shot is exactly `prompts.render`."""
+    """Prompt and target for `example`, demonstrations prepended. Zero-shot is exactly `tasks.prompts.render`."""
     if not demos:
         return render(task, example, style=style, tokenizer=tokenizer)
     if style == "instruction":

@@ -38,7 +38,7 @@ from fincocktail.evaluation.settings import EvalFields, Mode
 from fincocktail.metrics.likelihood import (
     GENERATIVE_LIKELIHOOD_METRIC, LIKELIHOOD_METRIC, first_token_choice_logprobs, gold_log_probability,
 )
-from fincocktail.prompts import TokenCache, encoder_for
+from fincocktail.tasks.prompts import TokenCache, encoder_for
 from fincocktail.tasks.base import Example, Task
 from fincocktail.tasks.sampling import Sample, draw_sample
 

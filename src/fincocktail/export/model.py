@@ -172,7 +172,7 @@ EXAMPLE_INPUT = "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn in the cor
 def prompt_example(style: str, manifest: dict[str, Any], tokenizer_dir: Path) -> str:
     """One prompt of the run's first training task, rendered as training rendered it (the chat
     style needs the tokenizer's template); empty when it cannot be rendered here."""
-    from fincocktail.prompts import render_text
+    from fincocktail.tasks.prompts import render_text
     from fincocktail.tasks.registry import get_task
 
     instruction = ""

@@ -268,7 +268,7 @@ def _inline(value: Any) -> str:
 
 def _prompt_section(style: str, example: str) -> list[str]:
     """The prompt format the model was trained in, with one prompt exactly as it saw them."""
-    from fincocktail.prompts import INSTRUCTION_TEMPLATE, INSTRUCTION_TEMPLATE_NO_INPUT
+    from fincocktail.tasks.prompts import INSTRUCTION_TEMPLATE, INSTRUCTION_TEMPLATE_NO_INPUT
 
     lines = ["", "## Prompt format", "", f"Trained with prompt style `{_code(style)}`. "]
     if style == "instruction":

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from fincocktail.errors import ModelError
-from fincocktail.prompts import PromptStyle, encoder_for, render
+from fincocktail.tasks.prompts import PromptStyle, encoder_for, render
 from fincocktail.tasks.base import Example, Task
 from fincocktail.models.forward import Scorer, left_pad, run_prompts, shared_prefix_cache, split_on_oom
 
@@ -48,7 +48,7 @@ def choice_item(
     """A zero-shot example as choice mode scores it: the prompt's ids (cut from the left to
     `max_prompt_tokens`, keeping the question and the answer cue) and each choice's target ids.
 
-    The same texts and tokenization as evaluation's zero-shot choice mode (`prompts.render`,
+    The same texts and tokenization as evaluation's zero-shot choice mode (`tasks.prompts.render`,
     the prompt through `encode_pair` without EOS, each choice's target without special tokens),
     so a learning curve's gold probability is the number an evaluation of the checkpoint reads.
     """

@@ -237,6 +237,16 @@ class _Racer:
         v = self.objectives[0].value(scores)
         return float("nan") if v is None else float(v)
 
+    def validation_of(self, run_id: str) -> dict[str, Any]:
+        """A finished run's full evaluation on the selection split (the objective's own metric, e.g. accuracy):
+        `validation` scores and their `selection_objective`, what the recommendation ranks by. Empty when the run
+        recorded none (then its curve's end stands in)."""
+        assert self.ctx.store is not None
+        split = self.ctx.settings[0]["selection_split"]
+        scores = {m.task: m.value for m in self.ctx.store.metrics(run_id=run_id, split=split, headline_only=True)
+                  if m.task in self.ctx.tasks}
+        return {"validation": scores, "selection_objective": self.objective_of(scores)} if scores else {}
+
     def advance(self, round_: dict[str, Any]) -> None:
         """Take the round's proposals through the rungs; a stopped proposal goes no further."""
         data = self.state.data
@@ -249,7 +259,8 @@ class _Racer:
             jobs = [self.run_of(p).model_copy(update={"stop_at": f if f < 1 else None}) for p in pending]
             for rid, rung, seconds in self.execute(jobs):
                 data["reports"].append({"run_id": rid, "rung": k, "fraction": f, "scores": rung["scores"],
-                                        "objective": self.objective_of(rung["scores"]), "seconds": seconds, "stopped": False})
+                                        "objective": self.objective_of(rung["scores"]), "seconds": seconds, "stopped": False,
+                                        **(self.validation_of(rid) if f >= 1 else {})})
             self.decide()
             self.state.save()
 
@@ -322,9 +333,8 @@ class _Racer:
         data, last = self.state.data, len(self.fractions) - 1
         if self.race.replicates <= 0:
             return
-        finals = [r for r in data["reports"] if r["rung"] == last and not math.isnan(r["objective"])]
         by_id = {p["run_id"]: p for p in self.state.proposals}
-        ranked = sorted(finals, key=lambda r: -r["objective"])
+        ranked = incumbents(data["reports"], last)
         for position, report in enumerate(ranked[:2]):
             p = by_id[report["run_id"]]
             done = {r["seed"] for r in data["replicates"] if r["of"] == p["run_id"]}
@@ -335,38 +345,61 @@ class _Racer:
                 for rid, rung, seconds in self.execute(jobs):
                     data["replicates"].append({"run_id": rid, "of": p["run_id"], "seed": seed_of[rid], "counts": p["counts"],
                                                "scores": rung["scores"], "objective": self.objective_of(rung["scores"]),
-                                               "seconds": seconds})
+                                               "seconds": seconds, **self.validation_of(rid)})
                 self.state.save()
-            mine = [report["objective"]] + [r["objective"] for r in data["replicates"] if r["of"] == p["run_id"]]
-            runner_up = ranked[position + 1]["objective"] if position + 1 < len(ranked) else -math.inf
+            mine = [final_value(report)] + [final_value(r) for r in data["replicates"] if r["of"] == p["run_id"]]
+            runner_up = final_value(ranked[position + 1]) if position + 1 < len(ranked) else -math.inf
             if position == 1 or float(np.mean(mine)) >= runner_up:
                 break
 
 
 def _full_length_runs(data: dict[str, Any], ctx: Context, fractions: tuple[float, ...], train_seed: int) -> list[RunObs]:
-    """Every run that reached the end (proposals and replicates), with its curve's end as its validation scores:
+    """Every run that reached the end (proposals and replicates), with its full validation scores (`final_scores`):
     what the plain search's outputs (table, leave-one-out, recommendation, test comparison) read."""
     by_id = {p["run_id"]: p for r in data["rounds"] for p in r["proposals"]}
     out = []
     for r in data["reports"]:
         if r["rung"] == len(fractions) - 1:
             m = IngredientCounts(tuple(by_id[r["run_id"]]["counts"]))
-            out.append(RunObs(r["run_id"], "mixture", "mix " + ctx.space.label(m), train_seed, m, dict(r["scores"])))
+            out.append(RunObs(r["run_id"], "mixture", "mix " + ctx.space.label(m), train_seed, m, final_scores(r)))
     for r in data["replicates"]:
         m = IngredientCounts(tuple(r["counts"]))
-        out.append(RunObs(r["run_id"], "mixture", "mix " + ctx.space.label(m), r["seed"], m, dict(r["scores"])))
+        out.append(RunObs(r["run_id"], "mixture", "mix " + ctx.space.label(m), r["seed"], m, final_scores(r)))
     return out
 
 
+def final_value(report: dict[str, Any]) -> float:
+    """What a finished run is ranked by: the objective of its full evaluation on the selection split (the
+    objective's own metric); its curve's end for a run that recorded none (or a state from before).
+
+    Rungs race on the curve's likelihood (continuous, cheap, less noisy on a small sample), but the
+    recommendation must not rest on it alone: on the real runs here the best likelihood came with a
+    collapsed accuracy on one task (docs/results.md)."""
+    return float(report.get("selection_objective", report["objective"]))
+
+
+def final_scores(report: dict[str, Any]) -> dict[str, float]:
+    """Per-task scores beside `final_value`: the full validation evaluation's, else the curve's end."""
+    return dict(report.get("validation") or report["scores"])
+
+
+def incumbents(reports: list[dict[str, Any]], last: int) -> list[dict[str, Any]]:
+    """The reports of proposals that reached the last rung, best `final_value` first (NaN ones left out)."""
+    finals = [r for r in reports if r["rung"] == last and not math.isnan(final_value(r))]
+    return sorted(finals, key=lambda r: -final_value(r))
+
+
 def best_so_far(data: dict[str, Any], fractions: tuple[float, ...], per_job: float) -> list[dict[str, Any]]:
-    """The best full-length objective found against the hours spent, job by job, in the order they were recorded."""
+    """The best full-length objective (`final_value`) found against the hours spent, job by job, in the order they
+    were recorded."""
     rows, hours, best, best_id = [], 0.0, None, None
     for r in data["reports"]:
         hours += r["seconds"] * per_job / 3600
-        if r["rung"] == len(fractions) - 1 and not math.isnan(r["objective"]) and (best is None or r["objective"] > best):
-            best, best_id = r["objective"], r["run_id"]
+        value = final_value(r)
+        if r["rung"] == len(fractions) - 1 and not math.isnan(value) and (best is None or value > best):
+            best, best_id = value, r["run_id"]
         rows.append({"hours": hours, "best": best, "run_id": best_id, "job": r["run_id"], "fraction": r["fraction"]})
     return rows
 
 
-__all__ = ["RaceOptions", "RaceRun", "best_so_far", "hours_unit", "race_plan", "run_race"]
+__all__ = ["RaceOptions", "RaceRun", "best_so_far", "final_scores", "final_value", "incumbents", "hours_unit", "race_plan", "run_race"]

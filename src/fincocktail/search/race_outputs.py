@@ -15,7 +15,7 @@ from fincocktail.plumbing.fileio import write_json_atomic
 from fincocktail.report.mixture_section import SUMMARY_FILE
 from fincocktail.report.tables import md_table
 from fincocktail.search.outputs import write_outputs
-from fincocktail.search.race import RaceRun, best_so_far
+from fincocktail.search.race import RaceRun, best_so_far, final_value
 
 
 def race_summary(rr: RaceRun, summary: dict[str, Any]) -> dict[str, Any]:
@@ -39,7 +39,8 @@ def race_summary(rr: RaceRun, summary: dict[str, Any]) -> dict[str, Any]:
     if rec:
         ids = set(rec["run_ids"])
         main = [r for r in data["reports"] if r["run_id"] in ids and r["rung"] == last]
-        seeds = [{"run_id": r["run_id"], "seed": rr.train_seed if r in main else r["seed"], "objective": r["objective"]}
+        seeds = [{"run_id": r["run_id"], "seed": rr.train_seed if r in main else r["seed"], "objective": final_value(r),
+                  "curve_objective": r["objective"]}
                  for r in main + [r for r in data["replicates"] if r["run_id"] in ids]]
     values = [s["objective"] for s in seeds]
     spent = sum(r["seconds"] for r in data["reports"] + data["replicates"]) * rr.per_job / 3600
@@ -51,7 +52,8 @@ def race_summary(rr: RaceRun, summary: dict[str, Any]) -> dict[str, Any]:
         "recommended_seeds": seeds,
         "recommended_mean": float(np.mean(values)) if values else None,
         "recommended_sd": float(np.std(values, ddof=1)) if len(values) > 1 else None,
-        "metric": "validation likelihood (the learning curve's value: gold-choice probability for choice tasks), "
+        "metric": "rungs: validation likelihood (the learning curve's value: gold-choice probability for choice tasks); "
+                  "finished runs and the recommendation: the full validation evaluation's headline metric; "
                   "objective over the searched tasks",
     }
 
@@ -69,7 +71,7 @@ def write_race_outputs(rr: RaceRun) -> dict[str, Any]:
             + [f"{p['stopped_at']:g}" if p["stopped_at"] is not None else ("finished" if p["finished"] else "running")]
             for p in race["proposals"]]
     curve = [[f"{b['hours']:.3f}", _num(b["best"]), b["run_id"] or "–"] for b in race["best_so_far"]]
-    seeds = [[str(s["seed"]), s["run_id"], _num(s["objective"])] for s in race["recommended_seeds"]]
+    seeds = [[str(s["seed"]), s["run_id"], _num(s["objective"]), _num(s["curve_objective"])] for s in race["recommended_seeds"]]
     spread = (f"mean {race['recommended_mean']:.4f}" + (f", sd {race['recommended_sd']:.4f}" if race["recommended_sd"] is not None
                                                           else "") + f" over {len(seeds)} seed(s)") if seeds else "no recommendation"
     text = "\n".join([
@@ -82,7 +84,7 @@ def write_race_outputs(rr: RaceRun) -> dict[str, Any]:
         f"## Best full-length objective found against {unit} spent", "",
         md_table([unit, "best so far", "run"], curve), "",
         "## The recommended mixture over seeds", "",
-        (md_table(["seed", "run", "objective"], seeds) + "\n\n" + spread) if seeds else spread, "",
+        (md_table(["seed", "run", "objective (full validation)", "curve's end"], seeds) + "\n\n" + spread) if seeds else spread, "",
     ])
     (out / "race.md").write_text(text, encoding="utf-8")
     buf = io.StringIO()

@@ -40,7 +40,7 @@ from fincocktail.serving.openai_fields import (
     CHAT_FIELDS, BadRequest, chat_logprobs_fields, check_cap, greedy_only, max_tokens_field, model_field,
     refuse_unsupported, stop_field, stream_fields,
 )
-from fincocktail.prompts import PromptPair, encode_pair, render_text
+from fincocktail.tasks.prompts import PromptPair, encode_pair, render_text
 
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_MAX_TOKENS_CAP = 1024

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from fincocktail.errors import ConfigError
 from fincocktail.evaluation.results import TaskResult, read_metrics
 from fincocktail.plumbing.fileio import write_json_atomic
-from fincocktail.prompts import TokenCache
+from fincocktail.tasks.prompts import TokenCache
 from fincocktail.plumbing.quiet import quiet_libraries
 from fincocktail.plumbing.redact import redact
 from fincocktail.sweep.spec import RunSpec

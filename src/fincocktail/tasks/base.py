@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 from fincocktail.errors import ConfigError
-from fincocktail.prompts import TEMPLATE_VERSION
+from fincocktail.tasks.answers import ExtractMode  # re-exported: tasks name the mode in their signatures
+from fincocktail.tasks.prompts import TEMPLATE_VERSION
 
 TaskKind = Literal[
     "classification",  # fixed label set; choice mode scores each label
@@ -23,8 +24,6 @@ TaskKind = Literal[
     "open_qa",  # FinanceBench; generate only
     "instruction",  # general / math ingredients used for training only
 ]
-
-from fincocktail.answers import ExtractMode  # noqa: E402  (re-exported: tasks name the mode in their signatures)
 
 
 def versioned(name: str) -> str:

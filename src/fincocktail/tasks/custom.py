@@ -35,12 +35,13 @@ from pydantic import (
 
 from fincocktail.errors import ConfigError, DataError
 from fincocktail.plumbing.fileio import format_validation_error, load_yaml
-from fincocktail.metrics.generation import exact_match, numbers_match, numeric_scores, open_answer_scores
+from fincocktail.metrics.text import exact_match
+from fincocktail.tasks.answers import extract_number, format_float, parse_number
 from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, Task, versioned
 from fincocktail.tasks.builtin import BUILTIN_TASKS
 from fincocktail.tasks.classification import ClassificationTask, MultipleChoiceTask
-from fincocktail.answers import extract_number, format_float, parse_number
 from fincocktail.tasks.io import read_csv, read_jsonl, require_file
+from fincocktail.tasks.scoring import numbers_match, numeric_scores, open_answer_scores
 from fincocktail.tasks.splits import normalize_text, split_by_key
 
 UserKind = Literal["classification", "multiple_choice", "numeric", "open_qa"]
@@ -317,7 +318,7 @@ class UserMultipleChoiceTask(_UserTaskMixin, MultipleChoiceTask):
 class UserNumericTask(_UserTaskMixin, Task):
     """A number as the answer; right when within `rel_tolerance` of the gold value.
 
-    Read and matched as FinQA's answers are (`tasks.extract`, `metrics.generation`): currency,
+    Read and matched as FinQA's answers are (`tasks.answers`, `tasks.scoring`): currency,
     accounting negatives, "%" and scale words are understood, and "12.5%" also matches 0.125.
     """
 

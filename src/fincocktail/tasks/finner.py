@@ -19,7 +19,7 @@ with it:
   neighbouring entities of one type).
 
 Scored with entity-level F1 (seqeval over IOB2 sequences placed on the sentence tokens, see
-`fincocktail.metrics.generation`).
+`fincocktail.tasks.scoring` and `fincocktail.metrics.entities`).
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from fincocktail.answers import Entity, extract_entities, format_entities
-from fincocktail.metrics.generation import entities_equal, entity_scores
+from fincocktail.tasks.answers import Entity, extract_entities, format_entities
 from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, versioned
 from fincocktail.tasks.conll import Sentence, read_conll
 from fincocktail.tasks.generative import GenerativeTask, hub_dataset
 from fincocktail.tasks.io import require_file
+from fincocktail.tasks.scoring import entities_equal, entity_scores
 from fincocktail.tasks.splits import carve_validation, normalize_text
 
 TYPE_NAMES = {"PER": "person", "ORG": "organization", "LOC": "location"}

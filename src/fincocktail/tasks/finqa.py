@@ -16,7 +16,7 @@ ConvFinQA example = one turn: the context, the earlier turns' questions with the
 decimals, fractions for percentages, e.g. 0.125); a few are "yes"/"no".
 
 Scoring: accuracy = numeric match within 1% relative (a "%" answer also read divided by 100,
-see `fincocktail.metrics.generation`), plus exact numeric match; yes/no golds need the same
+see `fincocktail.tasks.scoring`), plus exact numeric match; yes/no golds need the same
 word. With `source="hub"` the official train / dev / test splits of PIXIU's copies are used
 as they are (version `*@flare-official-v1`).
 """
@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 from fincocktail.errors import DataError
-from fincocktail.metrics.generation import DEFAULT_RTOL, answers_match, numeric_scores
+from fincocktail.tasks.answers import extract_number, extract_yes_no, format_float
 from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, versioned
-from fincocktail.answers import extract_number, extract_yes_no, format_float
 from fincocktail.tasks.generative import GenerativeTask, Source, document_key, hub_dataset
 from fincocktail.tasks.io import read_json, read_jsonl, require_file, typed
+from fincocktail.tasks.scoring import DEFAULT_RTOL, answers_match, numeric_scores
 from fincocktail.tasks.splits import unit_hash
 
 TEST_FRACTION = 0.3

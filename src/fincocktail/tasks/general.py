@@ -2,7 +2,7 @@
 
 Version `general@lima-alpaca-v1` (offline stand-in for OpenOrca): LIMA (1029) followed by the
 999-example Alpaca-GPT4 sample, in file order. Each example carries its own instruction in
-`meta["instruction"]` (which `prompts.render` uses), its input in `input` and the response as
+`meta["instruction"]` (which `tasks.prompts.render` uses), its input in `input` and the response as
 `target`. LIMA's 29 multi-turn conversations keep only their *opening* exchange
 (`history[0]`): later turns answer context a single-turn prompt cannot carry, and the opening
 exchange stands on its own. Validation is about 5% of examples, chosen by hash of the

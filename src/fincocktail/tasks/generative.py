@@ -11,9 +11,10 @@ import re
 from typing import Any, Literal, Sequence
 
 from fincocktail.errors import DataError
-from fincocktail.metrics.generation import open_answer_scores, token_f1
+from fincocktail.metrics.text import token_f1
+from fincocktail.tasks.answers import extract_free_text
 from fincocktail.tasks.base import Example, ExtractMode, Task
-from fincocktail.answers import extract_free_text
+from fincocktail.tasks.scoring import open_answer_scores
 
 Source = Literal["local", "hub"]
 

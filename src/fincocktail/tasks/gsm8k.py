@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Sequence
 
 from fincocktail.errors import DataError
-from fincocktail.metrics.generation import EXACT_RTOL, numbers_match, numeric_scores
+from fincocktail.tasks.answers import extract_final_answer, parse_number
 from fincocktail.tasks.base import Example, ExtractMode, GenerationSpec, versioned
-from fincocktail.answers import extract_final_answer, parse_number
 from fincocktail.tasks.generative import GenerativeTask, hub_dataset
 from fincocktail.tasks.io import field, read_jsonl, require_file
+from fincocktail.tasks.scoring import EXACT_RTOL, numbers_match, numeric_scores
 from fincocktail.tasks.splits import carve_validation, normalize_text
 
 VALIDATION_FRACTION = 0.05

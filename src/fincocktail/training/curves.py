@@ -36,7 +36,7 @@ from fincocktail.errors import ConfigError
 from fincocktail.metrics.likelihood import GENERATIVE_LIKELIHOOD_METRIC, LIKELIHOOD_METRIC, gold_probability
 from fincocktail.models.choice import ChoiceItem, choice_item, score_choices
 from fincocktail.models.forward import Scorer, answer_logprobs
-from fincocktail.prompts import Encoder, encoder_for, render
+from fincocktail.tasks.prompts import Encoder, encoder_for, render
 from fincocktail.tasks.base import Example, Task
 from fincocktail.tasks.sampling import CLASSIFICATION_KINDS, draw_sample
 

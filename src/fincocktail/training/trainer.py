@@ -35,7 +35,7 @@ from fincocktail.errors import ConfigError, FincocktailError
 from fincocktail.plumbing.fileio import FolderLock, disk_full_message, is_disk_full, write_json_atomic
 from fincocktail.models import load_text_config
 from fincocktail.models.precision import cpu_features
-from fincocktail.prompts import TokenCache
+from fincocktail.tasks.prompts import TokenCache
 from fincocktail.tasks.base import Example, Task
 from fincocktail.plumbing.threads import set_threads, thread_budget
 from fincocktail.training.checkpoints import (

@@ -26,8 +26,9 @@ INSTRUCTION_TEMPLATE_NO_INPUT = "Instruction: {instruction}\nAnswer:"
 
 
 class HasInstruction(Protocol):
-    """What `render` reads of a task (`tasks.base.Task`): prompts sit below tasks, because tasks
-    put TEMPLATE_VERSION into their versions, so they name the shape instead of importing it."""
+    """What `render` reads of a task (`tasks.base.Task`). `tasks.base` imports this module (a
+    task's version holds TEMPLATE_VERSION), so importing `Task` back would close a cycle; the
+    shape is named here instead."""
 
     @property
     def instruction(self) -> str: ...
