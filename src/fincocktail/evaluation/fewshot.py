@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fincocktail.errors import ConfigError
-from fincocktail.tasks.prompts import PromptPair, PromptStyle, _user_text, render
+from fincocktail.tasks.prompts import PromptPair, PromptStyle, render, user_text
 from fincocktail.tasks.base import Example, Task
 
 DEMO_SEPARATOR = "\n\n"
@@ -41,9 +41,9 @@ def chat_messages(task: Task, example: Example, demos: Sequence[Example] = ()) -
     """The conversation sent to a chat model: one user/assistant turn per demonstration, then the question."""
     messages: list[dict[str, str]] = []
     for d in demos:
-        messages.append({"role": "user", "content": _user_text(_instruction(task, d), d.input)})
+        messages.append({"role": "user", "content": user_text(_instruction(task, d), d.input)})
         messages.append({"role": "assistant", "content": d.target})
-    messages.append({"role": "user", "content": _user_text(_instruction(task, example), example.input)})
+    messages.append({"role": "user", "content": user_text(_instruction(task, example), example.input)})
     return messages
 
 

@@ -53,7 +53,9 @@ class PromptPair:
     target: str  # includes its leading separator for the instruction style
 
 
-def _user_text(instruction: str, input_text: str) -> str:
+def user_text(instruction: str, input_text: str) -> str:
+    """The user turn of a prompt: the instruction, then the input after a blank line (few-shot
+    demonstrations in `evaluation.fewshot` are written the same way as the question itself)."""
     return f"{instruction}\n\n{input_text}" if input_text else instruction
 
 
@@ -87,7 +89,7 @@ def render_text(
     if style == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise ValueError("prompt style 'chat' needs a tokenizer with a chat template; use style 'instruction'")
-        messages = [{"role": "user", "content": _user_text(instruction, input_text)}]
+        messages = [{"role": "user", "content": user_text(instruction, input_text)}]
         prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return PromptPair(prompt=prompt, target=target)
     raise ValueError(f"unknown prompt style {style!r}; expected 'instruction' or 'chat'")
