@@ -8,7 +8,7 @@ recommendation, and, on test, the objective's paired difference against the best
 per task and against the best hand-built cocktail (95% intervals, the report's Findings contrasts).
 It also prints each search surrogate's leave-one-mixture-out Spearman on the validation
 likelihood (gold-choice probability), refitted here on that metric for searches that chose on
-accuracy.
+accuracy; for a racing search, on its rung reports, per rung (`race_rung_loo`).
 
     .venv/bin/python bench/race_compare.py SWEEP.yaml --out SWEEP_OUT --search mean__fresh --search race__mean [--cores 1]
 """
@@ -50,6 +50,41 @@ def likelihood_loo(sweep: Path, out: Path, run_ids: list[str], tasks: list[str])
     measured = [float(np.nanmean(Y[[i for i, g in enumerate(groups) if g == k]], axis=0).mean()) for k in first]
     predicted = [float(mu[first[k]].mean()) for k in first]
     return spearman(measured, predicted)
+
+
+def race_rung_loo(sweep: Path, out: Path, state: dict, tasks: list[str]) -> str:
+    """A racing search's surrogate checked on what it learns from: leave-one-mixture-out over every rung report
+    (the share of steps an input, as in the search), Spearman of measured against predicted mean curve
+    likelihood among the mixtures at the same rung ("rung: rho (n)"); across rungs the ranks would mostly
+    reflect the rung itself."""
+    import numpy as np
+
+    from fincocktail.search.mixture import IngredientCounts
+    from fincocktail.search.race import race_plan
+    from fincocktail.search.search import context
+    from fincocktail.search.surrogate import leave_one_out, spearman
+    from fincocktail.sweep.spec import load_plan
+
+    plan = load_plan(sweep)
+    ctx = context(race_plan(plan, context(plan, out).tasks), out)
+    counts = {p["run_id"]: tuple(p["counts"]) for r in state["rounds"] for p in r["proposals"]}
+    rows = [(counts[r["run_id"]], r["fraction"], r["scores"]) for r in state["reports"]]
+    rows += [(tuple(r["counts"]), 1.0, r["scores"]) for r in state["replicates"]]
+    mixtures = sorted({m for m, _, _ in rows})
+    X = np.hstack([ctx.space.features([IngredientCounts(m) for m, _, _ in rows]), np.array([[f] for _, f, _ in rows])])
+    Y = np.array([[s.get(t, np.nan) for t in ctx.tasks] for _, _, s in rows], dtype=float)
+    mu, _ = leave_one_out(ctx.tasks, X, Y, [mixtures.index(m) for m, _, _ in rows])
+    parts = []
+    for f in sorted({f for _, f, _ in rows}):
+        at = [i for i, (_, g, _) in enumerate(rows) if g == f]
+        by_mix: dict[tuple, list[int]] = {}
+        for i in at:
+            by_mix.setdefault(rows[i][0], []).append(i)
+        if len(by_mix) >= 3:
+            measured = [float(np.nanmean(Y[ii])) for ii in by_mix.values()]
+            predicted = [float(np.nanmean(mu[ii])) for ii in by_mix.values()]
+            parts.append(f"{f:g}: {spearman(measured, predicted):.2f} ({len(by_mix)})")
+    return "; ".join(parts) or "–"
 
 
 def main() -> None:
@@ -100,7 +135,9 @@ def main() -> None:
                     "vs_single": fmt(row.diffs.get("best single-task")) if row else "–",
                     "vs_cocktail": fmt(row.diffs.get("best cocktail")) if row else "–",
                     "loo_search_metric": loo,
-                    "loo_likelihood": loo if race else likelihood_loo(args.sweep, args.out, ids, summary["tasks"])})
+                    "loo_likelihood": (race_rung_loo(args.sweep, args.out, json.loads((args.out / "mix" / name / "search.json")
+                                                                                       .read_text()), summary["tasks"])
+                                       if race else likelihood_loo(args.sweep, args.out, ids, summary["tasks"]))})
     if args.json:
         print(json.dumps(out, indent=2))
         return
