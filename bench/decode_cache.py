@@ -30,8 +30,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from transformers.cache_utils import Cache, DynamicLayer
 
-    import fincocktail.evaluation.forward as forward
-    from fincocktail.evaluation.forward import Scorer, prefill_rows
+    import fincocktail.models.forward as forward
+    from fincocktail.models.forward import Scorer, prefill_rows
     from fincocktail.evaluation.loading import load_for_eval
     from fincocktail.plumbing.paths import find_data_dir
     from fincocktail.tasks.prompts import render

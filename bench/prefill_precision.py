@@ -28,7 +28,7 @@ def main() -> None:
     from transformers import AttentionInterface
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from fincocktail.evaluation.forward import Scorer
+    from fincocktail.models.forward import Scorer
     from fincocktail.evaluation.loading import load_for_eval
     from fincocktail.models.precision import cast_weights
     from fincocktail.plumbing.paths import find_data_dir

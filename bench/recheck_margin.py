@@ -20,8 +20,8 @@ from pathlib import Path
 
 
 def margin(row: dict) -> float:
-    """The margin `auto` tests (`evaluation.choice.close_margin`), from a predictions row."""
-    from fincocktail.evaluation.choice import close_margin
+    """The margin `auto` tests (`models.choice.close_margin`), from a predictions row."""
+    from fincocktail.models.choice import close_margin
 
     return close_margin(list(row["choice_logprobs"].values()), list(row["choice_logprobs_norm"].values()))
 

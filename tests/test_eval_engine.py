@@ -11,9 +11,9 @@ from transformers import AutoModelForCausalLM
 
 from eval_fakes import FakeNumeric, FakeSentiment, lively_model_dir, resolver  # noqa: F401 (fixture)
 from fincocktail.errors import ConfigError
-from fincocktail.evaluation.choice import ChoiceItem, pick, score_choices
+from fincocktail.models.choice import ChoiceItem, pick, score_choices
 from fincocktail.evaluation.fewshot import build_pair, select_demos
-from fincocktail.evaluation.forward import Scorer
+from fincocktail.models.forward import Scorer
 from fincocktail.evaluation.generate import cut_at_stop, generate_greedy
 from fincocktail.evaluation.loading import load_for_eval
 from fincocktail.evaluation.runner import EvalConfig, run_eval
@@ -61,7 +61,7 @@ def test_shared_prompt_prefix_runs_once_and_gives_the_same_scores(lively):
     head = "Instruction: What is the sentiment of this news? Please choose an answer from {negative/neutral/positive}.\nInput: "
     texts = [head + t + "\nAnswer:" for t in ("Operating profit rose", "short", "Net sales decreased by 5 % to EUR 100 million.")]
     items = [ChoiceItem(tok(p)["input_ids"], [tok(c, add_special_tokens=False)["input_ids"] for c in CHOICES]) for p in texts]
-    from fincocktail.evaluation.forward import MIN_SHARED_PREFIX, common_prefix_length
+    from fincocktail.models.forward import MIN_SHARED_PREFIX, common_prefix_length
 
     assert common_prefix_length([it.prompt_ids for it in items]) >= MIN_SHARED_PREFIX
     assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # at least one token of each row left to run
@@ -114,7 +114,7 @@ def test_generation_with_a_shared_prefix_matches_plain_generation(lively, monkey
 
 @pytest.mark.parametrize("room", [8, 2])  # room for every step; too little (the cache grows)
 def test_the_decoding_cache_is_written_in_place_and_gives_a_full_forwards_states(lively, room):
-    from fincocktail.evaluation.forward import prefill_rows
+    from fincocktail.models.forward import prefill_rows
 
     tok, model = lively.tokenizer, lively.model
     rows = [tok(p)["input_ids"] for p in PROMPTS[:3]]
@@ -411,7 +411,7 @@ def test_the_eval_dtype_has_one_default_everywhere():
 
 
 def test_the_close_call_margin_is_the_smaller_top_two_gap_of_either_ranking():
-    from fincocktail.evaluation.choice import close_margin
+    from fincocktail.models.choice import close_margin
 
     # raw: best -1.0, runner-up -1.2 -> 0.2; normalised: -0.5 vs -0.6 -> 0.1 (the order differs from raw's)
     assert close_margin([-1.0, -3.0, -1.2], [-0.5, -0.6, -2.0]) == pytest.approx(0.1)

@@ -1,4 +1,4 @@
-"""An out-of-memory batch is split and retried, never a crash mid-sweep (evaluation.forward.split_on_oom).
+"""An out-of-memory batch is split and retried, never a crash mid-sweep (models.forward.split_on_oom).
 
 There is no GPU here, so the error is simulated: the scorer's forward raises
 `torch.OutOfMemoryError` for batches above a size, as a GPU would. The split run must give
@@ -13,8 +13,8 @@ import torch
 
 from eval_fakes import FakeSentiment, lively_model_dir, resolver  # noqa: F401 (fixture)
 from fincocktail.errors import ModelError
-from fincocktail.evaluation.choice import ChoiceItem, score_choices
-from fincocktail.evaluation.forward import OUT_OF_MEMORY, Scorer, split_on_oom
+from fincocktail.models.choice import ChoiceItem, score_choices
+from fincocktail.models.forward import OUT_OF_MEMORY, Scorer, split_on_oom
 from fincocktail.evaluation.generate import generate_greedy
 from fincocktail.evaluation.loading import load_for_eval
 from fincocktail.evaluation.runner import EvalConfig, run_eval
@@ -150,7 +150,7 @@ def test_an_evaluation_with_oom_batches_writes_the_unsplit_predictions(lively, l
     """Through run_eval (what a sweep calls): the run finishes, with the predictions of a run that never ran out."""
     import json
 
-    import fincocktail.evaluation.forward as forward
+    import fincocktail.models.forward as forward
 
     tasks = resolver(FakeSentiment())
 
@@ -188,7 +188,7 @@ def test_batched_prefill_gives_the_row_by_row_outputs(lively, share_prefix):
 
 
 def test_with_room_preallocates_the_batch_cache(lively):
-    from fincocktail.evaluation.forward import left_pad, run_prompts, with_room
+    from fincocktail.models.forward import left_pad, run_prompts, with_room
 
     tok, model = lively.tokenizer, lively.model
     scorer = Scorer(model)
@@ -206,7 +206,7 @@ def test_with_room_preallocates_the_batch_cache(lively):
 def test_tokens_that_fit_counts_the_cache_and_one_layers_activations():
     from types import SimpleNamespace
 
-    from fincocktail.evaluation.forward import tokens_that_fit
+    from fincocktail.models.forward import tokens_that_fit
 
     smollm2 = SimpleNamespace(hidden_size=576, num_attention_heads=9, num_key_value_heads=3, num_hidden_layers=30, intermediate_size=1536)
     per_token = (2 * 30 * 3 * 64 + 4 * 576 + 2 * 1536) * 4  # fp32: keys and values of 30 layers, one layer's activations
@@ -218,7 +218,7 @@ def test_tokens_that_fit_counts_the_cache_and_one_layers_activations():
 def test_memory_batch_tokens_is_none_on_the_cpu_and_reads_free_gpu_memory(lively, monkeypatch):
     from types import SimpleNamespace
 
-    from fincocktail.evaluation.forward import MEMORY_SHARE, memory_batch_tokens, tokens_that_fit
+    from fincocktail.models.forward import MEMORY_SHARE, memory_batch_tokens, tokens_that_fit
 
     assert memory_batch_tokens(lively.model) is None  # CPU batches: the batch size alone, as before
 

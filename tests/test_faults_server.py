@@ -141,7 +141,7 @@ def test_peer_closed_sees_a_hang_up_without_eating_data():
 
 
 def test_generate_stops_when_asked(loaded):
-    from fincocktail.evaluation.forward import Scorer
+    from fincocktail.models.forward import Scorer
 
     calls = {"n": 0}
 

@@ -181,7 +181,7 @@ def test_eval_of_a_nan_adapter_is_a_one_line_error(tiny_model_dir, tmp_path):
     from safetensors.torch import load_file, save_file
 
     from fincocktail.errors import ModelError
-    from fincocktail.evaluation.choice import pick
+    from fincocktail.models.choice import pick
     from fincocktail.evaluation.loading import load_for_eval
 
     result = run(config(tiny_model_dir, tmp_path, max_steps=2), tmp_path / "run")

@@ -15,7 +15,7 @@ import torch
 from eval_fakes import FakeNumeric, lively_model_dir, resolver  # noqa: F401 (fixture)
 from fincocktail.evaluation.adapters import parse_adapter_specs
 from fincocktail.serving.pool import ModelPool
-from fincocktail.evaluation.forward import Scorer
+from fincocktail.models.forward import Scorer
 from fincocktail.evaluation.generate import generate_greedy
 from fincocktail.evaluation.loading import load_for_eval
 from fincocktail.serving.server import ChatService, make_server

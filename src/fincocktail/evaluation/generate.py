@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from fincocktail.evaluation.forward import Scorer, left_pad, prefill_rows, run_prompts, shared_prefix_cache, split_on_oom, with_room
+from fincocktail.models.forward import Scorer, left_pad, prefill_rows, run_prompts, shared_prefix_cache, split_on_oom, with_room
 
 
 @dataclass(frozen=True)

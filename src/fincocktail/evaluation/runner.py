@@ -406,7 +406,7 @@ class LocalBackend(Backend):
     """A loaded local model (`evaluation.loading`): choice by answer log-likelihood, batched generation."""
 
     def __init__(self, loaded: Any, batch_size: int, max_prompt_tokens: int | None = None, tokens: TokenCache | None = None):
-        from fincocktail.evaluation.forward import Scorer, memory_batch_tokens
+        from fincocktail.models.forward import Scorer, memory_batch_tokens
 
         self.loaded = loaded
         self.tok = loaded.tokenizer
@@ -432,7 +432,7 @@ class LocalBackend(Backend):
         return pair.prompt, ids, False, target
 
     def choice(self, task, examples, demos, style, tick):
-        from fincocktail.evaluation.choice import ChoiceItem, close_margin, pick, score_choices
+        from fincocktail.models.choice import ChoiceItem, close_margin, pick, score_choices
 
         memo: dict[str, list[int]] = {}
 

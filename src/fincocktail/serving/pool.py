@@ -44,7 +44,7 @@ class ModelPool:
         for a in adapters:
             model = apply_adapter(model, a.path, a.name)
         self.model = model.eval()
-        from fincocktail.evaluation.forward import Scorer
+        from fincocktail.models.forward import Scorer
 
         self.scorer = Scorer(self.model)
         self.default = default or (adapters[0].name if adapters else base_name)
