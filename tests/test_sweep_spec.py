@@ -471,3 +471,11 @@ def test_one_precision_vocabulary_both_spellings_everywhere(tmp_path):
     assert TrainConfig(model="m", cocktail="fpb", precision="float32").precision == "fp32"
     with pytest.raises(ConfigError, match="eval.dtype"):
         plan_of(tmp_path, eval={"dtype": "fp8"})
+
+
+def test_reading_a_sweep_file_loads_no_numerics():
+    """`sweep plan` and every worker read sweep specs; the evaluation settings they share with `eval` must not
+    pull numpy (or torch) in with them (tasks.sampling imports numpy only where it draws a sample)."""
+    code = "import sys, fincocktail.sweep.spec; print(sorted({'numpy', 'torch'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

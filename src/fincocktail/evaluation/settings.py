@@ -8,9 +8,9 @@ written here only. Where one of them must differ (a narrower type, another defau
 redeclares the field with `inherited(name, ...)`, which keeps everything it does not change,
 and says why next to it.
 
-This module sits in `evaluation` (layer 6) and imports no torch, so the sweep (layer 7) and
-the command line can import it without loading a model stack (numpy comes with
-`tasks.sampling`'s `SampleMethod`).
+This module sits in `evaluation` (layer 5) and imports neither torch nor numpy, so the sweep
+(layer 6) can import it without loading a model stack (`tasks.sampling` imports numpy only
+where a sample is drawn).
 """
 
 from __future__ import annotations

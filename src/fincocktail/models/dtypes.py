@@ -37,6 +37,8 @@ LoadPrecision = Literal["float32", "bfloat16", "float16"]
 # `training.precision` (see the module docstring for why it is spelt differently).
 TrainPrecision = Literal["fp32", "bf16", "auto"]
 DEFAULT_EVAL_DTYPE: Precision = "float32"
+# The narrower ones are spelt out (a type checker needs the literals) but must stay within Precision.
+assert set(get_args(SweepPrecision)) <= set(PRECISIONS) and set(get_args(LoadPrecision)) <= set(PRECISIONS)
 
 # Both spellings are accepted everywhere a precision is named, and each field stores its own
 # (the one its run ids hash): `eval.dtype: fp32` is `float32`, `training.precision: bfloat16` is `bf16`.
@@ -52,6 +54,3 @@ def long_spelling(value: Any) -> Any:
 def short_spelling(value: Any) -> Any:
     """`float32` / `bfloat16` / `float16` as training spells them; anything else unchanged."""
     return _SHORT.get(value, value) if isinstance(value, str) else value
-
-# The narrower ones are spelt out (a type checker needs the literals) but must stay within Precision.
-assert set(get_args(SweepPrecision)) <= set(PRECISIONS) and set(get_args(LoadPrecision)) <= set(PRECISIONS)

@@ -23,11 +23,12 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Literal, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Literal, Sequence
 
 from fincocktail.tasks.base import Example
+
+if TYPE_CHECKING:  # numpy is imported where a sample is drawn: sweep plans and settings only name `SampleMethod`
+    import numpy as np
 
 SampleMethod = Literal["stratified", "random", "head"]
 SAMPLE_METHODS: tuple[str, ...] = ("stratified", "random", "head")
@@ -63,6 +64,8 @@ def sample_sha256(ids: Sequence[str]) -> str:
 
 
 def _rng(seed: int, task_id: str, split: str) -> np.random.Generator:
+    import numpy as np
+
     digest = hashlib.sha256(f"fincocktail-sample/{seed}/{task_id}/{split}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 

@@ -85,11 +85,6 @@ class TrainConfig(BaseModel):
         "auto: bf16 for LoRA where the hardware has native bf16 GEMMs (CUDA with bf16, CPU with AVX-512 BF16 "
         "or AMX), else fp32. The same idea as a sweep's eval.dtype, in training's own spelling (models/dtypes.py)",
     )
-    @field_validator("precision", mode="before")
-    @classmethod
-    def _short_spelling(cls, value: Any) -> Any:
-        return short_spelling(value)  # `bfloat16` as evaluation spells it is `bf16`
-
     attention: Literal["auto", "sdpa", "eager"] = Field(
         default="auto",
         description="attention implementation; auto: eager for bf16 on CPU with max_length <= 1024 (faster "
@@ -156,6 +151,11 @@ class TrainConfig(BaseModel):
     )
     contamination_check: bool = Field(default=True, description="record the n-gram overlap report in the run card")
     merge: bool = Field(default=False, description="also save the base model with the LoRA merged in")
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _short_spelling(cls, value: Any) -> Any:
+        return short_spelling(value)  # `bfloat16` as evaluation spells it is `bf16`
 
     @field_validator("prefix_sharing", mode="before")
     @classmethod
