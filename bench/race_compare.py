@@ -31,6 +31,10 @@ def fmt(diff) -> str:
     return "–" if diff is None else f"{diff.value:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]"
 
 
+def numbers(diff) -> dict | None:
+    return None if diff is None else {"value": diff.value, "low": diff.low, "high": diff.high}
+
+
 def likelihood_loo(sweep: Path, out: Path, run_ids: list[str], tasks: list[str]) -> float:
     """Leave-one-mixture-out Spearman of the mean validation gold-choice probability, a GP per task fitted on `run_ids`."""
     import numpy as np
@@ -117,6 +121,8 @@ def main() -> None:
                 "validation": row.recommended["validation"].value if row and row.recommended["validation"] else None,
                 "test": row.recommended["test"].value if row and row.recommended["test"] else None,
                 "vs_single": fmt(row.diffs.get("best single-task")) if row else "–", "vs_cocktail": "(itself)",
+                "vs_single_diff": numbers(row.diffs.get("best single-task")) if row else None,
+                "vs_cocktail_diff": {"value": 0.0, "low": 0.0, "high": 0.0} if row else None,
                 "loo_likelihood": None, "loo_search_metric": None})
     for name in args.search:
         summary = json.loads((args.out / "mix" / name / "summary.json").read_text())
@@ -135,6 +141,8 @@ def main() -> None:
                     "test": row.recommended["test"].value if row and row.recommended["test"] else None,
                     "vs_single": fmt(row.diffs.get("best single-task")) if row else "–",
                     "vs_cocktail": fmt(row.diffs.get("best cocktail")) if row else "–",
+                    "vs_single_diff": numbers(row.diffs.get("best single-task")) if row else None,
+                    "vs_cocktail_diff": numbers(row.diffs.get("best cocktail")) if row else None,
                     "loo_search_metric": loo,
                     "loo_likelihood": (race_rung_loo(args.sweep, args.out, json.loads((args.out / "mix" / name / "search.json")
                                                                                        .read_text()), summary["tasks"])

@@ -298,10 +298,42 @@ def test_cli_race_prints_a_plan_and_writes_the_race(tmp_path):
     assert f"Racing: {summary['proposed']} mixtures proposed" in md and f"{stopped} stopped early at rungs 0.25, 0.5" in md
 
 
+def test_a_plain_search_spends_its_hours_budget(tmp_path):
+    """`mix search --budget-hours` without racing: rounds start while half a round's cost is left, the hours are
+    the proposals' measured wall time x the cores each held (read back from the store here), and a rerun with a
+    larger budget goes on from the state."""
+    from fincocktail.cli import app
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({**SWEEP, "out": str(tmp_path / "out")}), encoding="utf-8")
+    base = ["mix", "search", str(path), "--fresh", "--batch", "2", "--workers", "1", "--runner",
+            "fincocktail.search.synthetic:run", "-q"]
+    result = CliRunner().invoke(app, [*base, "--budget-hours", "0.2"])
+    assert result.exit_code == 0, result.output
+    assert "search mean__fresh: budget 0.2 CPU-hours" in result.output and "proposals in rounds of 2" in result.output
+    summary = json.loads((tmp_path / "out" / "mix" / "mean__fresh" / "summary.json").read_text())
+    state = json.loads((tmp_path / "out" / "mix" / "mean__fresh" / "search.json").read_text())
+    ids = [p["run_id"] for r in state["rounds"] for p in r["proposals"]]
+    store = ResultsStore.in_dir(tmp_path / "out")
+    per_round = [sum(store.run(p["run_id"]).wall_time_s for p in r["proposals"]) * summary["spent"]["per_job"] / 3600
+                 for r in state["rounds"]]
+    assert summary["spent"]["hours"] == pytest.approx(sum(per_round)) and len(ids) == summary["proposed"] >= 2
+    mean_round = sum(per_round) / len(per_round)
+    # stopped because less than half a round was left, and not before
+    assert 0.2 - sum(per_round) < 0.5 * mean_round
+    before_last = sum(per_round[:-1])
+    assert 0.2 - before_last >= 0.5 * (before_last / (len(per_round) - 1) if len(per_round) > 1 else 0)
+    assert f"spent {summary['spent']['hours']:.2f} of 0.2 CPU-hours" in result.output
+    more = CliRunner().invoke(app, [*base, "--budget-hours", "0.4"])
+    assert more.exit_code == 0, more.output
+    again = json.loads((tmp_path / "out" / "mix" / "mean__fresh" / "summary.json").read_text())
+    assert again["proposed"] > summary["proposed"] and again["spent"]["hours"] > summary["spent"]["hours"]
+    assert f"{summary['proposed']} proposed" not in more.output
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["--race"], "--race: give --budget-hours"),
-    (["--budget-hours", "1"], "--budget: how many mixtures"),
-    (["--budget", "3", "--budget-hours", "1"], "--budget-hours: only with --race"),
+    ([], "--budget N (mixtures to propose) or --budget-hours H"),
     (["--race", "--budget-hours", "1", "--rungs", "4"], "the rung at 0.5 of the steps falls in the decay"),
 ])
 def test_cli_race_refuses_what_cannot_run(tmp_path, extra, message):

@@ -30,7 +30,7 @@ def search(
     sweep_file: Path = typer.Argument(..., help="Sweep YAML: its tasks, training config, evaluation samples and store."),
     budget: int | None = typer.Option(None, "--budget", "-n", help="Mixtures to propose and train in all (a rerun with a larger budget extends); with --race, an optional cap."),
     race: bool = typer.Option(False, "--race", help="Race proposals: read them at rungs of their steps, stop the weakest (optuna successive halving); needs --budget-hours."),
-    budget_hours: float | None = typer.Option(None, "--budget-hours", help="--race: CPU- or GPU-hours to spend (the jobs' measured time x cores or GPUs each holds)."),
+    budget_hours: float | None = typer.Option(None, "--budget-hours", help="CPU- or GPU-hours to spend (the jobs' measured time x cores or GPUs each holds); with --budget, whichever ends first."),
     reduction: int = typer.Option(2, "--reduction", help="--race: keep the best 1/N at each rung."),
     rungs: int = typer.Option(3, "--rungs", help="--race: rungs per proposal, the last at full length (3 with reduction 2: 1/4, 1/2, 1)."),
     replicates: int = typer.Option(2, "--replicates", help="--race: extra seeds of the winner before it is recommended."),
@@ -67,16 +67,15 @@ def search(
         raise ConfigError("--simulate and --runner: give one of them")
     if race and budget_hours is None:
         raise ConfigError("--race: give --budget-hours (e.g. --budget-hours 1 for one CPU-hour)")
-    if not race and budget is None:
-        raise ConfigError("--budget: how many mixtures to propose (or --race --budget-hours H)")
-    if not race and budget_hours is not None:
-        raise ConfigError("--budget-hours: only with --race (a plain search's budget is --budget, a count of runs)")
+    if not race and budget is None and budget_hours is None:
+        raise ConfigError("--budget N (mixtures to propose) or --budget-hours H (CPU- or GPU-hours to spend)")
     device = check_device(device) if device is not None else None
     plan = load_plan(sweep_file)
     chosen = runner or ("simulate" if simulate else "real")
     out = out or (plan.out_dir / SIMULATED_DIR if chosen == "simulate" else plan.out_dir)
     resolved = str(find_data_dir(data_dir or plan.spec.data_dir)) if chosen == "real" else None
-    options = SearchOptions(tuple(objective), tuple(constraint), budget or 0, batch, seed, model, _total(total), name, fresh)
+    options = SearchOptions(tuple(objective), tuple(constraint), budget or 0, batch, seed, model, _total(total), name, fresh,
+                            None if race else budget_hours)
     ex = make_executor(executor, workers=workers, address=address, device=device or plan.spec.resources.device)
     if race:
         from fincocktail.search.race import RaceOptions, run_race
@@ -94,8 +93,12 @@ def search(
             console.print(f"winner over {len(r['recommended_seeds'])} seeds: {r['recommended_mean']:.4f} "
                           f"(sd {r['recommended_sd']:.4f})", highlight=False)
     else:
-        result = run_search(plan, options, out, ex, chosen, resolved, progress=not quiet)
+        result = run_search(plan, options, out, ex, chosen, resolved, progress=not quiet,
+                            say=lambda text: console.print(text, highlight=False))
         summary = write_outputs(result)
+        spent = summary.get("spent") or {}
+        if spent.get("budget_hours") is not None:
+            console.print(f"spent {spent['hours']:.2f} of {spent['budget_hours']:g} {spent['unit']}", highlight=False)
     rec = summary.get("recommended")
     main = summary["objectives"][0]
     if result.ctx.store is not None and result.ctx.store.simulated():

@@ -124,6 +124,7 @@ def analyse(sr: SearchRun) -> dict[str, Any]:
         "constraints": sr.state.data["constraints"],
         "floors": [{"task": f.task, "value": f.value, "why": f.why} for f in sr.floors], "notes": sr.notes,
         "proposed": len(sr.state.proposals), "rounds": len(sr.state.data["rounds"]),
+        "spent": sr.state.data.get("spent"),  # {unit, per_job, hours, budget_hours} of the search's own runs
         "ingredients": list(sr.ctx.space.names), "tasks": tasks,
         "surrogate": {"tasks": per_task, "objectives": objectives, "runs": len(sr.runs), "mixtures": len(gs)},
         "mixtures": rows,

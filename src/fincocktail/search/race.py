@@ -34,12 +34,13 @@ import numpy as np
 
 from fincocktail.errors import ConfigError, FincocktailError
 from fincocktail.plumbing.paths import check_name
+from fincocktail.search.budget import hours_unit, job_costs, round_fits
 from fincocktail.search.mixture import IngredientCounts, proposal_run
 from fincocktail.search.objective import floors, parse_constraints, parse_objective
 from fincocktail.search.propose import Observed, propose
 from fincocktail.search.rungs import RungReport, check_rungs_before_decay, expected_cost, pruning_decisions, rung_fractions
 from fincocktail.search.search import STATE_FILE, SEARCH_DIR, Context, RunObs, SearchOptions, SearchRun, context, load_state, search_name
-from fincocktail.sweep.spec import Plan, RunSpec, rates
+from fincocktail.sweep.spec import Plan, RunSpec
 from fincocktail.sweep.store import ResultsStore
 
 RACE_PREFIX = "race__"
@@ -79,36 +80,6 @@ def race_plan(plan: Plan, tasks: list[str]) -> Plan:
     training.setdefault("eval_every", CURVES_ONLY_AT_RUNGS)
     training["eval_tasks"] = list(tasks)
     return Plan(plan.spec.model_copy(update={"training": training}), plan.source, plan.runs)
-
-
-def hours_unit(executor: Any) -> tuple[str, float]:
-    """('GPU-hours', GPUs per job) when runs go to GPUs, else ('CPU-hours', cores per job)."""
-    from fincocktail.models.device import gpu_count, wants_gpu
-    from fincocktail.sweep.executors import cpu_count
-
-    if wants_gpu(getattr(executor, "device", "cpu")) and gpu_count() > 0:
-        return "GPU-hours", 1.0
-    return "CPU-hours", float(getattr(executor, "threads", None) or cpu_count())
-
-
-def job_costs(ctx: Context, store: ResultsStore | None) -> tuple[dict[str, float], str]:
-    """Seconds of a typical full proposal (overhead, training, full evaluation, one curve point), from the sweep's
-    rates scaled by what its finished runs measured against their estimates."""
-    spec = ctx.plan.spec
-    probe = proposal_run(ctx.plan, ctx.space, ctx.space.make(np.ones(len(ctx.space.names)),  # type: ignore[arg-type]
-                         math.sqrt(ctx.space.total_min * ctx.space.total_max)), ctx.model_index, 0, "probe", ctx.settings)
-    token_rate, eval_rate = rates(spec, spec.models[ctx.model_index])
-    train_s = probe.est_tokens / (token_rate or 300.0)
-    overhead = spec.estimates.overhead_s
-    eval_s = max(0.0, probe.est_seconds - overhead - train_s)
-    curve_rows = int(spec.training.get("eval_examples", 64)) * len(ctx.tasks)
-    curve_s = curve_rows / (eval_rate or 10.0) / 3  # a curve point scores choices (likelihood only): ~3x eval's rate
-    scale, why = 1.0, "the sweep's estimates"
-    done = [r for r in (store.runs(status="done") if store else []) if r.wall_time_s and r.est_seconds]
-    if done:
-        scale = sum(r.wall_time_s or 0 for r in done) / sum(r.est_seconds for r in done)
-        why = f"the sweep's estimates x {scale:.2f}, as its {len(done)} finished run(s) measured"
-    return {"overhead": overhead * scale, "train": train_s * scale, "eval": eval_s * scale, "curve": curve_s * scale}, why
 
 
 def _fmt_h(hours: float) -> str:
@@ -299,11 +270,10 @@ class _Racer:
     def new_round(self) -> dict[str, Any] | None:
         """Propose the next round while the budget lasts (None when it is spent or nothing is left to propose)."""
         options, ctx = self.options, self.ctx
-        left = self.race.budget_hours - self.reserve_h - self.spent()
         rounds = len(self.state.data["rounds"])
         round_h = (sum(r["seconds"] for r in self.state.data["reports"]) * self.per_job / 3600 / rounds if rounds
                    else options.batch * self.expected_s * self.per_job / 3600)  # what a round measured, once one has run
-        if left < 0.5 * round_h:  # not even half a round's cost left
+        if not round_fits(self.race.budget_hours - self.reserve_h, self.spent(), round_h):
             return None
         if options.budget and len(self.state.proposals) >= options.budget:
             return None
@@ -402,4 +372,4 @@ def best_so_far(data: dict[str, Any], fractions: tuple[float, ...], per_job: flo
     return rows
 
 
-__all__ = ["RaceOptions", "RaceRun", "best_so_far", "final_scores", "final_value", "incumbents", "hours_unit", "race_plan", "run_race"]
+__all__ = ["RaceOptions", "RaceRun", "best_so_far", "final_scores", "final_value", "incumbents", "race_plan", "run_race"]

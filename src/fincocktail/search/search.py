@@ -54,6 +54,7 @@ class SearchOptions:
     total: tuple[int, int] | None = None
     name: str | None = None
     fresh: bool = False  # learn only from this search's own proposals (not the sweep's runs): a search from scratch
+    budget_hours: float | None = None  # stop proposing when these CPU- or GPU-hours are spent (`search.budget`)
 
 
 @dataclass
@@ -237,12 +238,15 @@ class SearchRun:
 
 
 def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | None = None, executor: Any = None,
-               runner: Any = "real", data_dir: str | None = None, progress: bool = True) -> SearchRun:
-    """Propose, train and refit until `options.budget` mixtures have been proposed; resumable (module docstring)."""
+               runner: Any = "real", data_dir: str | None = None, progress: bool = True, say: Any = None) -> SearchRun:
+    """Propose, train and refit until `options.budget` mixtures have been proposed or `options.budget_hours` spent
+    (whichever comes first, when both are given); resumable (module docstring)."""
+    from fincocktail.search.budget import hours_unit, job_costs, round_fits
     from fincocktail.sweep.executors import run_sweep
 
-    if options.budget < 0 or options.batch < 1:
-        raise ConfigError(f"--budget {options.budget} / --batch {options.batch}: expected budget >= 0 and batch >= 1")
+    if options.budget < 0 or options.batch < 1 or (options.budget_hours is not None and options.budget_hours <= 0):
+        raise ConfigError(f"--budget {options.budget} / --budget-hours {options.budget_hours} / --batch {options.batch}: "
+                          "expected budget >= 0, budget-hours > 0 and batch >= 1")
     ctx = context(plan, out_dir, options.model, options.total)
     objectives = [parse_objective(o, ctx.tasks) for o in options.objectives]
     constraints = parse_constraints(options.constraints, ctx.tasks)
@@ -257,6 +261,15 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
               "total": [ctx.space.total_min, ctx.space.total_max], "ingredients": list(ctx.space.names),
               **({"fresh": True} if options.fresh else {})}
     state = load_state(sdir / STATE_FILE, header)
+    unit, per_job = hours_unit(executor)
+    if options.budget_hours is not None:
+        existing = ResultsStore.in_dir(ctx.out_dir, create=False) if (ctx.out_dir / "results.sqlite").is_file() else None
+        costs, why = job_costs(ctx, existing)
+        proposal_s = costs["overhead"] + costs["train"] + costs["eval"]  # a plain run draws no curve unless the sweep asks
+        if say:
+            say(f"search {name}: budget {options.budget_hours:g} {unit} ({per_job:g} per job); a proposal ~"
+                f"{proposal_s / 60:.1f} min ({why}) -> about {int(options.budget_hours * 3600 / per_job / proposal_s)} "
+                f"proposals in rounds of {options.batch}")
 
     def known_runs() -> list[RunObs]:
         own = {p["run_id"] for p in state.proposals}
@@ -288,12 +301,20 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
                 first = next(iter(summary.failed.items()))
                 raise FincocktailError(f"mix search: {len(summary.failed)} proposed run(s) failed ({first[0]}: {first[1]}); "
                                        "rerun the same command to retry them")
-        if len(runs) >= options.budget:
+        if options.budget and len(runs) >= options.budget:
+            break
+        if options.budget_hours is not None:
+            spent = spent_hours(store, runs, per_job)
+            rounds = len(state.data["rounds"])
+            round_h = spent / rounds if rounds else options.batch * proposal_s * per_job / 3600
+            if not round_fits(options.budget_hours, spent, round_h):
+                break
+        elif len(runs) >= options.budget:
             break
         obs_runs = known_runs()
         fl, _ = floors(constraints, objectives, single_scores(obs_runs))
         X, Y, _ = matrix(ctx, obs_runs)
-        k = min(options.batch, options.budget - len(runs))
+        k = min(options.batch, options.budget - len(runs)) if options.budget else options.batch
         exclude = {o.mixture for o in obs_runs} | {IngredientCounts(tuple(p["counts"])) for p in state.proposals}
         round_no = len(state.data["rounds"]) + 1
         picks = propose(ctx.space, ctx.tasks, observed(obs_runs), X, Y, objectives, fl, k,
@@ -311,4 +332,15 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
         state.save()  # before the runs start: a kill from here on resumes this round
     final = known_runs()
     fl, notes = floors(constraints, objectives, single_scores(final))
+    state.data["spent"] = {"unit": unit, "per_job": per_job, "hours": spent_hours(ctx.store, recorded_runs(), per_job),
+                           "budget_hours": options.budget_hours}
+    state.save()
     return SearchRun(ctx, state, objectives, fl, notes, final, sdir, executed)
+
+
+def spent_hours(store: ResultsStore | None, runs: list[RunSpec], per_job: float) -> float:
+    """CPU- or GPU-hours the search's runs took: their measured wall time x what each job held."""
+    if store is None:
+        return 0.0
+    ids = {r.run_id for r in runs}
+    return sum(r.wall_time_s or 0.0 for r in store.runs() if r.run_id in ids) * per_job / 3600
