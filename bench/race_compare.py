@@ -123,7 +123,9 @@ def main() -> None:
                 "vs_single": fmt(row.diffs.get("best single-task")) if row else "–", "vs_cocktail": "(itself)",
                 "vs_single_diff": numbers(row.diffs.get("best single-task")) if row else None,
                 "vs_cocktail_diff": {"value": 0.0, "low": 0.0, "high": 0.0} if row else None,
-                "loo_likelihood": None, "loo_search_metric": None})
+                "loo_search_metric": None,  # the design chose nothing by a surrogate; how well one fitted on it ranks:
+                "loo_likelihood": likelihood_loo(args.sweep, args.out, [r.run_id for r in design], tasks)
+                if len(design) >= 3 else None})
     for name in args.search:
         summary = json.loads((args.out / "mix" / name / "summary.json").read_text())
         rec = summary.get("recommended") or {}
