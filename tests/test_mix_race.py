@@ -330,6 +330,46 @@ def test_a_plain_search_spends_its_hours_budget(tmp_path):
     assert again["proposed"] > summary["proposed"] and again["spent"]["hours"] > summary["spent"]["hours"]
 
 
+def test_a_plain_search_replicates_its_winner_before_recommending(tmp_path):
+    """`mix search --replicates 2` without racing: the mixture with the best seed-0 validation objective (found here
+    from the store) is trained with seeds 1 and 2; if its mean over seeds falls below the runner-up's single
+    seed, the runner-up is replicated too; the recommendation is the best mean, and a rerun trains nothing."""
+    from fincocktail.cli import app
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({**SWEEP, "out": str(tmp_path / "out")}), encoding="utf-8")
+    args = ["mix", "search", str(path), "--fresh", "--budget", "6", "--batch", "3", "--replicates", "2", "--runner",
+            "fincocktail.search.synthetic:run", "-q"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    sdir = tmp_path / "out" / "mix" / "mean__fresh"
+    state = json.loads((sdir / "search.json").read_text())
+    summary = json.loads((sdir / "summary.json").read_text())
+    store = ResultsStore.in_dir(tmp_path / "out")
+
+    def objective(rid: str) -> float:
+        return float(np.mean([m.value for m in store.metrics(run_id=rid, split="validation", headline_only=True)]))
+    first = {p["run_id"]: tuple(p["counts"]) for r in state["rounds"] for p in r["proposals"]}
+    ranked = sorted(first, key=lambda rid: -objective(rid))
+    best, runner_up = first[ranked[0]], first[ranked[1]]
+    reps = state["replicates"]
+    assert [tuple(r["counts"]) for r in reps[:2]] == [best, best] and [r["seed"] for r in reps[:2]] == [1, 2]
+    best_mean = np.mean([objective(ranked[0])] + [objective(r["run_id"]) for r in reps[:2]])
+    if best_mean >= objective(ranked[1]):
+        assert len(reps) == 2
+    else:  # fell below the runner-up: it is replicated too
+        assert [tuple(r["counts"]) for r in reps[2:]] == [runner_up, runner_up]
+    means = {}
+    for rid, counts in first.items():
+        means[counts] = np.mean([objective(rid)] + [objective(r["run_id"]) for r in reps if tuple(r["counts"]) == counts])
+    rec = summary["recommended"]
+    assert tuple(rec["counts"][t] for t in summary["ingredients"]) == max(means, key=means.__getitem__)
+    assert rec["objectives"]["mean"]["measured"] == pytest.approx(max(means.values()))
+    assert f"winner over {len(rec['seeds'])} seeds" in result.output or len(rec["seeds"]) == 1
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "0 run(s) trained now" in again.output
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["--race"], "--race: give --budget-hours"),
     ([], "--budget N (mixtures to propose) or --budget-hours H"),

@@ -33,7 +33,7 @@ def search(
     budget_hours: float | None = typer.Option(None, "--budget-hours", help="CPU- or GPU-hours to spend (the jobs' measured time x cores or GPUs each holds); with --budget, whichever ends first."),
     reduction: int = typer.Option(2, "--reduction", help="--race: keep the best 1/N at each rung."),
     rungs: int = typer.Option(3, "--rungs", help="--race: rungs per proposal, the last at full length (3 with reduction 2: 1/4, 1/2, 1)."),
-    replicates: int = typer.Option(2, "--replicates", help="--race: extra seeds of the winner before it is recommended."),
+    replicates: int | None = typer.Option(None, "--replicates", help="Extra seeds of the winner (and of the runner-up if the winner's mean falls below it) before it is recommended (default: 2 with --race, 0 without)."),
     fresh: bool = typer.Option(False, "--fresh", help="Learn only from this search's own proposals, not the sweep's runs (a search from scratch)."),
     objective: list[str] = typer.Option(["mean"], "--objective", help="mean | TASK | weights:fpb=2,tfns=1 (repeat for a Pareto front; the first decides)."),
     constraint: list[str] = typer.Option([], "--constraint", help="no-task-below-single | min:TASK=VALUE (repeatable; on validation scores)."),
@@ -75,13 +75,13 @@ def search(
     out = out or (plan.out_dir / SIMULATED_DIR if chosen == "simulate" else plan.out_dir)
     resolved = str(find_data_dir(data_dir or plan.spec.data_dir)) if chosen == "real" else None
     options = SearchOptions(tuple(objective), tuple(constraint), budget or 0, batch, seed, model, _total(total), name, fresh,
-                            None if race else budget_hours)
+                            None if race else budget_hours, 0 if race else (replicates or 0))
     ex = make_executor(executor, workers=workers, address=address, device=device or plan.spec.resources.device)
     if race:
         from fincocktail.search.race import RaceOptions, run_race
         from fincocktail.search.race_outputs import write_race_outputs
 
-        raced = run_race(plan, options, RaceOptions(budget_hours or 0.0, reduction, rungs, replicates), out, ex, chosen,
+        raced = run_race(plan, options, RaceOptions(budget_hours or 0.0, reduction, rungs, 2 if replicates is None else replicates), out, ex, chosen,
                          resolved, progress=not quiet, say=lambda text: console.print(text, highlight=False))
         result = raced.search
         summary = write_race_outputs(raced)
@@ -99,6 +99,10 @@ def search(
         spent = summary.get("spent") or {}
         if spent.get("budget_hours") is not None:
             console.print(f"spent {spent['hours']:.2f} of {spent['budget_hours']:g} {spent['unit']}", highlight=False)
+        seeds = [s for s in (summary.get("recommended") or {}).get("seeds", []) if s["objective"] is not None]
+        if len(seeds) > 1:
+            console.print(f"winner over {len(seeds)} seeds: " + ", ".join(f"{s['objective']:.4f} (seed {s['seed']})"
+                                                                         for s in seeds), highlight=False)
     rec = summary.get("recommended")
     main = summary["objectives"][0]
     if result.ctx.store is not None and result.ctx.store.simulated():

@@ -113,6 +113,9 @@ def analyse(sr: SearchRun) -> dict[str, Any]:
     ok_rows = [r for r in eligible if r["feasible"] is True]
     pool = ok_rows or eligible
     recommended = max(pool, key=lambda r: r["objectives"][main.text]["measured"]) if pool else None
+    if recommended is not None:  # its seeds one by one: a replicated winner's spread
+        recommended = {**recommended, "seeds": [{"run_id": r.run_id, "seed": r.seed, "objective": main.value(r.scores)}
+                                                for r in sr.runs if r.run_id in recommended["run_ids"]]}
     pareto = None
     if len(sr.objectives) > 1:
         names = [o.text for o in sr.objectives]

@@ -34,12 +34,13 @@ import numpy as np
 
 from fincocktail.errors import ConfigError, FincocktailError
 from fincocktail.plumbing.paths import check_name
-from fincocktail.search.budget import hours_unit, job_costs, round_fits
+from fincocktail.search.budget import hours_unit, round_fits
 from fincocktail.search.mixture import IngredientCounts, proposal_run
 from fincocktail.search.objective import floors, parse_constraints, parse_objective
 from fincocktail.search.propose import Observed, propose
 from fincocktail.search.rungs import RungReport, check_rungs_before_decay, expected_cost, pruning_decisions, rung_fractions
-from fincocktail.search.search import STATE_FILE, SEARCH_DIR, Context, RunObs, SearchOptions, SearchRun, context, load_state, search_name
+from fincocktail.search.search import (STATE_FILE, SEARCH_DIR, Context, RunObs, SearchOptions, SearchRun, context, job_costs,
+                                        load_state, search_name)
 from fincocktail.sweep.spec import Plan, RunSpec
 from fincocktail.sweep.store import ResultsStore
 

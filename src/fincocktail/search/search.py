@@ -17,6 +17,7 @@ mixtures and are left out.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from fincocktail.plumbing.paths import check_name
 from fincocktail.search.mixture import IngredientCounts, Space, make_space, proposal_run
 from fincocktail.search.objective import Floor, Objective, floors, parse_constraints, parse_objective
 from fincocktail.search.propose import Observed, propose
-from fincocktail.sweep.spec import Plan, RunSpec, eval_settings
+from fincocktail.sweep.spec import Plan, RunSpec, eval_settings, rates
 from fincocktail.sweep.store import ResultsStore, check_same_samples
 
 SEARCH_DIR = "mix"
@@ -55,6 +56,7 @@ class SearchOptions:
     name: str | None = None
     fresh: bool = False  # learn only from this search's own proposals (not the sweep's runs): a search from scratch
     budget_hours: float | None = None  # stop proposing when these CPU- or GPU-hours are spent (`search.budget`)
+    replicates: int = 0  # extra seeds of the incumbent (and the runner-up, if the incumbent falls) before recommending
 
 
 @dataclass
@@ -240,13 +242,15 @@ class SearchRun:
 def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | None = None, executor: Any = None,
                runner: Any = "real", data_dir: str | None = None, progress: bool = True, say: Any = None) -> SearchRun:
     """Propose, train and refit until `options.budget` mixtures have been proposed or `options.budget_hours` spent
-    (whichever comes first, when both are given); resumable (module docstring)."""
-    from fincocktail.search.budget import hours_unit, job_costs, round_fits
-    from fincocktail.sweep.executors import run_sweep
+    (whichever comes first, when both are given), then replicate the incumbent (`options.replicates`); resumable
+    (module docstring)."""
+    from fincocktail.search.budget import hours_unit, round_fits
 
-    if options.budget < 0 or options.batch < 1 or (options.budget_hours is not None and options.budget_hours <= 0):
-        raise ConfigError(f"--budget {options.budget} / --budget-hours {options.budget_hours} / --batch {options.batch}: "
-                          "expected budget >= 0, budget-hours > 0 and batch >= 1")
+    if (options.budget < 0 or options.batch < 1 or options.replicates < 0
+            or (options.budget_hours is not None and options.budget_hours <= 0)):
+        raise ConfigError(f"--budget {options.budget} / --budget-hours {options.budget_hours} / --batch {options.batch} / "
+                          f"--replicates {options.replicates}: expected budget >= 0, budget-hours > 0, batch >= 1 and "
+                          "replicates >= 0")
     ctx = context(plan, out_dir, options.model, options.total)
     objectives = [parse_objective(o, ctx.tasks) for o in options.objectives]
     constraints = parse_constraints(options.constraints, ctx.tasks)
@@ -261,60 +265,47 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
               "total": [ctx.space.total_min, ctx.space.total_max], "ingredients": list(ctx.space.names),
               **({"fresh": True} if options.fresh else {})}
     state = load_state(sdir / STATE_FILE, header)
+    state.data.setdefault("replicates", [])
     unit, per_job = hours_unit(executor)
+    proposal_s = 0.0
     if options.budget_hours is not None:
         existing = ResultsStore.in_dir(ctx.out_dir, create=False) if (ctx.out_dir / "results.sqlite").is_file() else None
         costs, why = job_costs(ctx, existing)
         proposal_s = costs["overhead"] + costs["train"] + costs["eval"]  # a plain run draws no curve unless the sweep asks
+        reserve = options.replicates * proposal_s * per_job / 3600
         if say:
             say(f"search {name}: budget {options.budget_hours:g} {unit} ({per_job:g} per job); a proposal ~"
-                f"{proposal_s / 60:.1f} min ({why}) -> about {int(options.budget_hours * 3600 / per_job / proposal_s)} "
-                f"proposals in rounds of {options.batch}")
+                f"{proposal_s / 60:.1f} min ({why}) -> about "
+                f"{max(0, int((options.budget_hours - reserve) * 3600 / per_job / proposal_s))} proposals in rounds of "
+                f"{options.batch}" + (f", then {options.replicates} replicate run(s) of the winner" if options.replicates else ""))
+    seed0 = plan.spec.seeds[0]
 
     def known_runs() -> list[RunObs]:
-        own = {p["run_id"] for p in state.proposals}
+        own = {p["run_id"] for p in state.proposals} | {r["run_id"] for r in state.data["replicates"]}
         return [r for r in ctx.runs() if not options.fresh or r.run_id in own]
-    executed: list[str] = []
 
     def recorded_runs() -> list[RunSpec]:
-        out = []
-        for p in state.proposals:
-            run = proposal_run(plan, ctx.space, IngredientCounts(tuple(p["counts"])), ctx.model_index, plan.spec.seeds[0],
-                               p["origin"], ctx.settings)
-            if run.run_id != p["run_id"]:
-                raise ConfigError(f"{state.path}: proposal {p['run_id']} would now be run {run.run_id}: the sweep's training "
-                                  f"or evaluation settings changed since the search started; use another --name or --out")
-            out.append(run)
-        return out
+        recorded = [(p, seed0) for p in state.proposals] + [(r, r["seed"]) for r in state.data["replicates"]]
+        return [_recorded_run(plan, ctx, p, seed, state.path) for p, seed in recorded]
+    executed: list[str] = []
 
     while True:
         runs = recorded_runs()
-        store = ResultsStore.in_dir(ctx.out_dir)  # created on the first round when the sweep never ran
-        ctx.store = store
-        status = {r.run_id: r.status for r in store.runs()}
-        todo = [r.run_id for r in runs if status.get(r.run_id) != "done"]
-        if todo:
-            summary = run_sweep(Plan(plan.spec, plan.source, plan.runs + runs), ctx.out_dir, executor, runner, data_dir,
-                                progress, only=todo)
-            executed += summary.executed
-            if summary.failed:
-                first = next(iter(summary.failed.items()))
-                raise FincocktailError(f"mix search: {len(summary.failed)} proposed run(s) failed ({first[0]}: {first[1]}); "
-                                       "rerun the same command to retry them")
-        if options.budget and len(runs) >= options.budget:
+        executed += _train(plan, ctx, runs, executor, runner, data_dir, progress)
+        if options.budget and len(state.proposals) >= options.budget:
             break
         if options.budget_hours is not None:
-            spent = spent_hours(store, runs, per_job)
+            spent = spent_hours(ctx.store, runs, per_job)
             rounds = len(state.data["rounds"])
             round_h = spent / rounds if rounds else options.batch * proposal_s * per_job / 3600
-            if not round_fits(options.budget_hours, spent, round_h):
+            if not round_fits(options.budget_hours - options.replicates * proposal_s * per_job / 3600, spent, round_h):
                 break
-        elif len(runs) >= options.budget:
+        elif len(state.proposals) >= options.budget:
             break
         obs_runs = known_runs()
         fl, _ = floors(constraints, objectives, single_scores(obs_runs))
         X, Y, _ = matrix(ctx, obs_runs)
-        k = min(options.batch, options.budget - len(runs)) if options.budget else options.batch
+        k = min(options.batch, options.budget - len(state.proposals)) if options.budget else options.batch
         exclude = {o.mixture for o in obs_runs} | {IngredientCounts(tuple(p["counts"])) for p in state.proposals}
         round_no = len(state.data["rounds"]) + 1
         picks = propose(ctx.space, ctx.tasks, observed(obs_runs), X, Y, objectives, fl, k,
@@ -324,18 +315,98 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
         proposals = []
         for p in picks:
             origin = f"mix search {name}, round {round_no} ({p.how})"
-            run = proposal_run(plan, ctx.space, p.mixture, ctx.model_index, plan.spec.seeds[0], origin, ctx.settings)
+            run = proposal_run(plan, ctx.space, p.mixture, ctx.model_index, seed0, origin, ctx.settings)
             proposals.append({"run_id": run.run_id, "counts": list(p.mixture.counts), "origin": origin, "how": p.how,
                               "acquisition": None if np.isnan(p.acquisition) else p.acquisition,
                               "predicted": {t: list(v) for t, v in p.predicted.items()}, "weights": p.weights})
         state.data["rounds"].append({"round": round_no, "proposals": proposals})
         state.save()  # before the runs start: a kill from here on resumes this round
+    for position in range(2 if options.replicates else 0):
+        ranked = _ranked_mixtures(known_runs(), objectives[0])
+        if position >= len(ranked):
+            break
+        mixture = ranked[position][0]
+        have = {r.seed for r in known_runs() if r.mixture == mixture} | {
+            r["seed"] for r in state.data["replicates"] if tuple(r["counts"]) == mixture.counts}
+        seed = seed0
+        while len(have) < 1 + options.replicates:
+            seed += 1
+            if seed not in have:
+                origin = f"mix search {name}, replicate"
+                run = proposal_run(plan, ctx.space, mixture, ctx.model_index, seed, origin, ctx.settings)
+                state.data["replicates"].append({"run_id": run.run_id, "counts": list(mixture.counts), "seed": seed,
+                                                 "origin": origin})
+                have.add(seed)
+        state.save()
+        executed += _train(plan, ctx, recorded_runs(), executor, runner, data_dir, progress)
+        ranked = _ranked_mixtures(known_runs(), objectives[0])
+        if position == 1 or ranked[0][0] == mixture:  # still the best on its mean over seeds: confirmed
+            break
     final = known_runs()
     fl, notes = floors(constraints, objectives, single_scores(final))
     state.data["spent"] = {"unit": unit, "per_job": per_job, "hours": spent_hours(ctx.store, recorded_runs(), per_job),
                            "budget_hours": options.budget_hours}
     state.save()
     return SearchRun(ctx, state, objectives, fl, notes, final, sdir, executed)
+
+
+def job_costs(ctx: Context, store: ResultsStore | None) -> tuple[dict[str, float], str]:
+    """Seconds of a typical full proposal (overhead, training, full evaluation, one curve point), from the sweep's
+    rates scaled by what its finished runs measured against their estimates."""
+    spec = ctx.plan.spec
+    probe = proposal_run(ctx.plan, ctx.space, ctx.space.make(np.ones(len(ctx.space.names)),  # type: ignore[arg-type]
+                         math.sqrt(ctx.space.total_min * ctx.space.total_max)), ctx.model_index, 0, "probe", ctx.settings)
+    token_rate, eval_rate = rates(spec, spec.models[ctx.model_index])
+    train_s = probe.est_tokens / (token_rate or 300.0)
+    overhead = spec.estimates.overhead_s
+    eval_s = max(0.0, probe.est_seconds - overhead - train_s)
+    curve_rows = int(spec.training.get("eval_examples", 64)) * len(ctx.tasks)
+    curve_s = curve_rows / (eval_rate or 10.0) / 3  # a curve point scores choices (likelihood only): ~3x eval's rate
+    scale, why = 1.0, "the sweep's estimates"
+    done = [r for r in (store.runs(status="done") if store else []) if r.wall_time_s and r.est_seconds]
+    if done:
+        scale = sum(r.wall_time_s or 0 for r in done) / sum(r.est_seconds for r in done)
+        why = f"the sweep's estimates x {scale:.2f}, as its {len(done)} finished run(s) measured"
+    return {"overhead": overhead * scale, "train": train_s * scale, "eval": eval_s * scale, "curve": curve_s * scale}, why
+
+
+def _recorded_run(plan: Plan, ctx: Context, p: dict[str, Any], seed: int, path: Path) -> RunSpec:
+    """A proposal (or replicate) of the state as a run of the sweep; refused when the sweep would now plan another."""
+    run = proposal_run(plan, ctx.space, IngredientCounts(tuple(p["counts"])), ctx.model_index, seed, p["origin"], ctx.settings)
+    if run.run_id != p["run_id"]:
+        raise ConfigError(f"{path}: proposal {p['run_id']} would now be run {run.run_id}: the sweep's training "
+                          f"or evaluation settings changed since the search started; use another --name or --out")
+    return run
+
+
+def _train(plan: Plan, ctx: Context, runs: list[RunSpec], executor: Any, runner: Any, data_dir: str | None,
+           progress: bool) -> list[str]:
+    """Train and evaluate those of `runs` the store has not finished; the ids executed now."""
+    from fincocktail.sweep.executors import run_sweep
+
+    store = ResultsStore.in_dir(ctx.out_dir)  # created on the first round when the sweep never ran
+    ctx.store = store
+    status = {r.run_id: r.status for r in store.runs()}
+    todo = [r.run_id for r in runs if status.get(r.run_id) != "done"]
+    if not todo:
+        return []
+    summary = run_sweep(Plan(plan.spec, plan.source, plan.runs + runs), ctx.out_dir, executor, runner, data_dir,
+                        progress, only=todo)
+    if summary.failed:
+        first = next(iter(summary.failed.items()))
+        raise FincocktailError(f"mix search: {len(summary.failed)} proposed run(s) failed ({first[0]}: {first[1]}); "
+                               "rerun the same command to retry them")
+    return list(summary.executed)
+
+
+def _ranked_mixtures(runs: list[RunObs], objective: Objective) -> list[tuple[IngredientCounts, float]]:
+    """Mixtures by their measured objective, the mean over their seeds (what the recommendation reads), best first."""
+    by: dict[IngredientCounts, list[float]] = defaultdict(list)
+    for r in runs:
+        v = objective.value(r.scores)
+        if v is not None:
+            by[r.mixture].append(float(v))
+    return sorted(((m, float(np.mean(v))) for m, v in by.items()), key=lambda mv: -mv[1])
 
 
 def spent_hours(store: ResultsStore | None, runs: list[RunSpec], per_job: float) -> float:
