@@ -5,6 +5,8 @@ Per seed s, in OUT/seed{s}/ (its own store, so every arm's baselines are that se
 2. today's search from scratch, `mix search --fresh --budget-hours H --seed s`, H = the CPU-hours the
    design's runs took (measured wall time x the cores each job held);
 3. the racing search, `mix search --race --budget-hours H --seed s` (its winner's replicates inside H);
+   with `--arms ... replicated`, also today's search confirming its winner over 2 more seeds inside H
+   (`--fresh --replicates 2 --name replicated__fresh`);
 4. `bench/race_compare.py` on that store: each arm's recommendation on test, paired against the best
    single-task run per task and the best hand-built cocktail (both chosen on validation), and the
    surrogates' leave-one-mixture-out Spearman.
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-ARMS = ("hand-built design", "mean__fresh", "race__mean")
+ARMS = {"fresh": "mean__fresh", "race": "race__mean", "replicated": "replicated__fresh"}  # arm -> search folder
 
 
 def seed_sweep(sweep: Path, seed: int, out: Path) -> Path:
@@ -81,7 +83,7 @@ def aggregate(per_seed: dict[int, list[dict]]) -> str:
                          f"{num(o['loo_search_metric'])} / {num(o['loo_likelihood'])} |")
     lines += ["", f"Across {len(per_seed)} seeds (mean, t 95% interval over seeds):", "",
               "| arm | CPU-hours | test | minus best single-task | minus best hand-built | won on test |", "|---|---|---|---|---|---|"]
-    for arm in ARMS:
+    for arm in ["hand-built design", *ARMS.values()]:
         got = [next((o for o in rows if o["method"] == arm), None) for rows in per_seed.values()]
         got = [o for o in got if o and o["test"] is not None]
         if not got:
@@ -104,6 +106,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--race-batch", type=int, default=4)
     p.add_argument("--plain-batch", type=int, default=2)
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=["fresh", "race"], help="searches beside the design")
     p.add_argument("--compare-only", action="store_true", help="only read what the stores hold")
     args = p.parse_args()
     cores = max(1, (os.cpu_count() or 1) // args.workers)
@@ -116,12 +119,17 @@ def main() -> None:
             fincocktail("sweep", "run", str(sweep), *common)
             hours = round(design_hours(out, cores), 3)
             print(f"seed {s}: the hand-built design took {hours} CPU-hours; each search gets as much", flush=True)
-            fincocktail("mix", "search", str(sweep), "--fresh", "--budget-hours", str(hours), "--batch",
-                        str(args.plain_batch), "--seed", str(s), *common)
-            fincocktail("mix", "search", str(sweep), "--race", "--budget-hours", str(hours), "--batch",
-                        str(args.race_batch), "--seed", str(s), *common)
+            plain = ["--fresh", "--budget-hours", str(hours), "--batch", str(args.plain_batch), "--seed", str(s), *common]
+            if "fresh" in args.arms:
+                fincocktail("mix", "search", str(sweep), *plain)
+            if "race" in args.arms:
+                fincocktail("mix", "search", str(sweep), "--race", "--budget-hours", str(hours), "--batch",
+                            str(args.race_batch), "--seed", str(s), *common)
+            if "replicated" in args.arms:
+                fincocktail("mix", "search", str(sweep), *plain, "--replicates", "2", "--name", ARMS["replicated"])
+        searches = [x for a in args.arms for x in ("--search", ARMS[a])]
         got = subprocess.run([sys.executable, str(Path(__file__).with_name("race_compare.py")), str(sweep), "--out", str(out),
-                              "--search", "mean__fresh", "--search", "race__mean", "--cores", str(cores), "--json"],
+                              *searches, "--cores", str(cores), "--json"],
                              check=True, capture_output=True, text=True).stdout
         per_seed[s] = json.loads(got)
         (args.out / "race_seeds.json").write_text(json.dumps(per_seed, indent=2), encoding="utf-8")
