@@ -23,6 +23,6 @@ def hours_unit(executor: Any) -> tuple[str, float]:
 
 
 def round_fits(budget_hours: float, spent_hours: float, round_hours: float) -> bool:
-    """Start another round while at least half a round's cost is left: the budget is met on average, overshooting
-    by at most half a round, rather than always under-spent by up to a whole one."""
+    """Start another round while at least half a round's cost is left: the budget is met on average, overshot by
+    about half an average round at most, rather than always under-spent by up to a whole one."""
     return budget_hours - spent_hours >= 0.5 * round_hours
