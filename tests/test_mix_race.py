@@ -189,6 +189,15 @@ def test_hours_are_the_jobs_seconds_and_the_budget_holds(tmp_path):
     assert summary["race"]["spent_hours"] < 0.5 + 4 * 3 * 60 / 3600 + 0.1
 
 
+def test_the_replicates_reserve_is_measured_once_a_proposal_finished():
+    from fincocktail.search.race import replicate_reserve
+
+    reports = [{"run_id": "a", "rung": 0, "seconds": 60}, {"run_id": "a", "rung": 1, "seconds": 60},
+               {"run_id": "b", "rung": 0, "seconds": 50}, {"run_id": "a", "rung": 2, "seconds": 120}]
+    assert replicate_reserve(reports[:3], 2, 2, 1.0, 0.05) == 0.05          # nothing finished: the estimate
+    assert replicate_reserve(reports, 2, 2, 2.0, 0.05) == pytest.approx(2 * (60 + 60 + 120) * 2.0 / 3600)
+
+
 def test_the_winner_is_replicated_before_it_is_recommended(tmp_path):
     rr = _race(tmp_path, hours=0.4, replicates=2, seed=1)  # search seed 1: the proposals still train with seed 0
     summary = write_race_outputs(rr)

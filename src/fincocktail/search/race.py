@@ -92,6 +92,16 @@ def reserve_hours(race: RaceOptions, costs: dict[str, float], per_job: float) ->
     return race.replicates * sum(costs.values()) * per_job / 3600
 
 
+def replicate_reserve(reports: list[dict[str, Any]], last: int, replicates: int, per_job: float, estimate: float) -> float:
+    """Hours kept for the winner's replicates: `estimate` until a proposal has finished, then what finished
+    proposals measured (all their rung jobs: the estimate erred 1.5x short on the real runs here)."""
+    finished = {r["run_id"] for r in reports if r["rung"] == last}
+    if not finished:
+        return estimate
+    per_run = sum(r["seconds"] for r in reports if r["run_id"] in finished) / len(finished)
+    return replicates * per_run * per_job / 3600
+
+
 def plan_text(name: str, race: RaceOptions, fractions: tuple[float, ...], unit: str, per_job: float, costs: dict[str, float],
               why: str, batch: int) -> str:
     expected, worst = expected_cost(fractions, race.reduction, costs["overhead"], costs["train"], costs["eval"], costs["curve"])
@@ -169,6 +179,10 @@ class _Racer:
 
     def spent(self) -> float:
         return sum(r["seconds"] for r in self.state.data["reports"] + self.state.data["replicates"]) * self.per_job / 3600
+
+    def reserve(self) -> float:
+        return replicate_reserve(self.state.data["reports"], len(self.fractions) - 1, self.race.replicates, self.per_job,
+                                 self.reserve_h)
 
     def run_of(self, p: dict[str, Any], seed: int | None = None) -> RunSpec:
         seed = self.seed0 if seed is None else seed
@@ -274,7 +288,7 @@ class _Racer:
         rounds = len(self.state.data["rounds"])
         round_h = (sum(r["seconds"] for r in self.state.data["reports"]) * self.per_job / 3600 / rounds if rounds
                    else options.batch * self.expected_s * self.per_job / 3600)  # what a round measured, once one has run
-        if not round_fits(self.race.budget_hours - self.reserve_h, self.spent(), round_h):
+        if not round_fits(self.race.budget_hours - self.reserve(), self.spent(), round_h):
             return None
         if options.budget and len(self.state.proposals) >= options.budget:
             return None

@@ -298,7 +298,8 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
             spent = spent_hours(ctx.store, runs, per_job)
             rounds = len(state.data["rounds"])
             round_h = spent / rounds if rounds else options.batch * proposal_s * per_job / 3600
-            if not round_fits(options.budget_hours - options.replicates * proposal_s * per_job / 3600, spent, round_h):
+            per_run = spent / len(runs) if runs else proposal_s * per_job / 3600  # a replicate: as measured, once runs have
+            if not round_fits(options.budget_hours - options.replicates * per_run, spent, round_h):
                 break
         elif len(state.proposals) >= options.budget:
             break
