@@ -342,7 +342,8 @@ def test_a_plain_search_spends_its_hours_budget(tmp_path):
 def test_a_plain_search_replicates_its_winner_before_recommending(tmp_path):
     """`mix search --replicates 2` without racing: the mixture with the best seed-0 validation objective (found here
     from the store) is trained with seeds 1 and 2; if its mean over seeds falls below the runner-up's single
-    seed, the runner-up is replicated too; the recommendation is the best mean, and a rerun trains nothing."""
+    seed, the runner-up is replicated too; the recommendation is the best mean among the replicated mixtures, its test
+    comparison reads all its seeds, and a rerun trains nothing."""
     from fincocktail.cli import app
 
     path = tmp_path / "sweep.yaml"
@@ -368,13 +369,21 @@ def test_a_plain_search_replicates_its_winner_before_recommending(tmp_path):
         assert len(reps) == 2
     else:  # fell below the runner-up: it is replicated too
         assert [tuple(r["counts"]) for r in reps[2:]] == [runner_up, runner_up]
-    means = {}
+    means = {}  # only a replicated mixture can be recommended: confirmed before recommended
     for rid, counts in first.items():
-        means[counts] = np.mean([objective(rid)] + [objective(r["run_id"]) for r in reps if tuple(r["counts"]) == counts])
+        if any(tuple(r["counts"]) == counts for r in reps):
+            means[counts] = np.mean([objective(rid)] + [objective(r["run_id"]) for r in reps if tuple(r["counts"]) == counts])
     rec = summary["recommended"]
     assert tuple(rec["counts"][t] for t in summary["ingredients"]) == max(means, key=means.__getitem__)
     assert rec["objectives"]["mean"]["measured"] == pytest.approx(max(means.values()))
-    assert f"winner over {len(rec['seeds'])} seeds" in result.output or len(rec["seeds"]) == 1
+    assert f"winner over {len(rec['seeds'])} seeds" in result.output and len(rec["seeds"]) == 3
+    # the report reads the recommendation's seeds as repeats of one recipe
+    from fincocktail.report.analysis import Analysis
+    from fincocktail.report.records import from_store
+
+    an = Analysis(from_store(store))
+    recipe = next(r.recipe for r in an.data.runs if r.run_id == rec["run_ids"][0])
+    assert sorted(r.run_id for r in an.recipes[recipe]) == sorted(s["run_id"] for s in rec["seeds"])
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "0 run(s) trained now" in again.output
 

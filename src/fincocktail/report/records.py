@@ -7,6 +7,8 @@ the report).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +39,8 @@ class RunRecord:
     # single-task run matches, e.g. "fpb+fiqa_sa+tfns"; None for every other run
     matched_to: str | None = None
     run_dir: Path | None = None  # the run's folder (its train/train_log.jsonl holds the learning curves)
+    # kind "mixture": what its seeds share (a hash of its training config without the seed); None elsewhere
+    mixture_key: str | None = None
 
     @property
     def steps_matched(self) -> bool:
@@ -59,9 +63,10 @@ class RunRecord:
     @property
     def recipe(self) -> tuple:
         """Everything but the seed: runs with the same recipe are repeats. Proposed mixtures that share their
-        tasks and booster fractions still differ in counts, so each mixture run is its own recipe."""
+        tasks and booster fractions still differ in counts (and a raced one in its schedule), so a mixture's
+        recipe is its training config without the seed: a search's replicates of its winner are its repeats."""
         recipe = (self.kind, self.model, self.train_tasks, self.general, self.math)
-        return recipe + (self.run_id,) if self.kind == "mixture" else recipe
+        return recipe + (self.mixture_key or self.run_id,) if self.kind == "mixture" else recipe
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,15 @@ class ReportData:
         return next(r for r in self.runs if r.run_id == run_id)
 
 
+def mixture_key(config: dict) -> str:
+    """What seeds of one proposed mixture share: its training config (counts, schedule, ...) without the seed."""
+    train = dict(config.get("train") or {})
+    train.pop("seed", None)
+    if isinstance(train.get("cocktail"), dict):
+        train["cocktail"] = {k: v for k, v in train["cocktail"].items() if k != "seed"}
+    return hashlib.sha256(json.dumps(train, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def from_store(store: "ResultsStore", split: str | None = None, title: str | None = None) -> ReportData:
     """The finished runs of a results store and their headline metrics.
 
@@ -105,6 +119,7 @@ def from_store(store: "ResultsStore", split: str | None = None, title: str | Non
             general=r.general, math=r.math, seed=r.seed, tokens_trained=r.tokens_trained,
             wall_time_s=r.wall_time_s or 0.0, peak_rss_mb=r.peak_rss_mb, matched_to=r.config.get("matched_to"),
             run_dir=Path(r.run_dir) if r.run_dir else None,
+            mixture_key=mixture_key(r.config) if r.kind == "mixture" else None,
         )
         for r in runs
     ]

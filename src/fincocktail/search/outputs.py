@@ -112,6 +112,10 @@ def analyse(sr: SearchRun) -> dict[str, Any]:
     eligible = [r for r in rows if r["objectives"][main.text]["measured"] is not None]
     ok_rows = [r for r in eligible if r["feasible"] is True]
     pool = ok_rows or eligible
+    replicated = {r["run_id"] for r in sr.state.data.get("replicates", [])}
+    # confirmed before recommended: when the search replicated, only a mixture it replicated can be recommended
+    # (an unreplicated one above a replicated mean is usually a lucky seed, not a better mixture)
+    pool = [r for r in pool if replicated & set(r["run_ids"])] or pool
     recommended = max(pool, key=lambda r: r["objectives"][main.text]["measured"]) if pool else None
     if recommended is not None:  # its seeds one by one: a replicated winner's spread
         recommended = {**recommended, "seeds": [{"run_id": r.run_id, "seed": r.seed, "objective": main.value(r.scores)}

@@ -322,7 +322,8 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
                               "predicted": {t: list(v) for t, v in p.predicted.items()}, "weights": p.weights})
         state.data["rounds"].append({"round": round_no, "proposals": proposals})
         state.save()  # before the runs start: a kill from here on resumes this round
-    for position in range(2 if options.replicates else 0):
+    confirming = options.replicates and state.data.get("confirmed") != options.replicates  # a rerun does not go again
+    for position in range(2 if confirming else 0):
         ranked = _ranked_mixtures(known_runs(), objectives[0])
         if position >= len(ranked):
             break
@@ -343,6 +344,8 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
         ranked = _ranked_mixtures(known_runs(), objectives[0])
         if position == 1 or ranked[0][0] == mixture:  # still the best on its mean over seeds: confirmed
             break
+    if confirming:
+        state.data["confirmed"] = options.replicates
     final = known_runs()
     fl, notes = floors(constraints, objectives, single_scores(final))
     state.data["spent"] = {"unit": unit, "per_job": per_job, "hours": spent_hours(ctx.store, recorded_runs(), per_job),
