@@ -322,30 +322,9 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
                               "predicted": {t: list(v) for t, v in p.predicted.items()}, "weights": p.weights})
         state.data["rounds"].append({"round": round_no, "proposals": proposals})
         state.save()  # before the runs start: a kill from here on resumes this round
-    confirming = options.replicates and state.data.get("confirmed") != options.replicates  # a rerun does not go again
-    for position in range(2 if confirming else 0):
-        ranked = _ranked_mixtures(known_runs(), objectives[0])
-        if position >= len(ranked):
-            break
-        mixture = ranked[position][0]
-        have = {r.seed for r in known_runs() if r.mixture == mixture} | {
-            r["seed"] for r in state.data["replicates"] if tuple(r["counts"]) == mixture.counts}
-        seed = seed0
-        while len(have) < 1 + options.replicates:
-            seed += 1
-            if seed not in have:
-                origin = f"mix search {name}, replicate"
-                run = proposal_run(plan, ctx.space, mixture, ctx.model_index, seed, origin, ctx.settings)
-                state.data["replicates"].append({"run_id": run.run_id, "counts": list(mixture.counts), "seed": seed,
-                                                 "origin": origin})
-                have.add(seed)
-        state.save()
-        executed += _train(plan, ctx, recorded_runs(), executor, runner, data_dir, progress)
-        ranked = _ranked_mixtures(known_runs(), objectives[0])
-        if position == 1 or ranked[0][0] == mixture:  # still the best on its mean over seeds: confirmed
-            break
-    if confirming:
-        state.data["confirmed"] = options.replicates
+    if options.replicates and state.data.get("confirmed") != options.replicates:  # a rerun does not go again
+        executed += _confirm(plan, ctx, state, options.replicates, objectives[0], name, known_runs,
+                             lambda: _train(plan, ctx, recorded_runs(), executor, runner, data_dir, progress))
     final = known_runs()
     fl, notes = floors(constraints, objectives, single_scores(final))
     state.data["spent"] = {"unit": unit, "per_job": per_job, "hours": spent_hours(ctx.store, recorded_runs(), per_job),
@@ -372,6 +351,35 @@ def job_costs(ctx: Context, store: ResultsStore | None) -> tuple[dict[str, float
         scale = sum(r.wall_time_s or 0 for r in done) / sum(r.est_seconds for r in done)
         why = f"the sweep's estimates x {scale:.2f}, as its {len(done)} finished run(s) measured"
     return {"overhead": overhead * scale, "train": train_s * scale, "eval": eval_s * scale, "curve": curve_s * scale}, why
+
+
+def _confirm(plan: Plan, ctx: Context, state: State, replicates: int, objective: Objective, name: str,
+             known_runs: Any, train: Any) -> list[str]:
+    """Train the incumbent with `replicates` more seeds; if its mean over seeds is no longer the best, the runner-up
+    too (and stop there). Recorded in the state before training, so a kill resumes the same replicates."""
+    seed0, executed = plan.spec.seeds[0], []
+    for position in range(2):
+        ranked = _ranked_mixtures(known_runs(), objective)
+        if position >= len(ranked):
+            break
+        mixture = ranked[position][0]
+        have = {r.seed for r in known_runs() if r.mixture == mixture} | {
+            r["seed"] for r in state.data["replicates"] if tuple(r["counts"]) == mixture.counts}
+        seed = seed0
+        while len(have) < 1 + replicates:
+            seed += 1
+            if seed not in have:
+                origin = f"mix search {name}, replicate"
+                run = proposal_run(plan, ctx.space, mixture, ctx.model_index, seed, origin, ctx.settings)
+                state.data["replicates"].append({"run_id": run.run_id, "counts": list(mixture.counts), "seed": seed,
+                                                 "origin": origin})
+                have.add(seed)
+        state.save()
+        executed += train()
+        if position == 1 or _ranked_mixtures(known_runs(), objective)[0][0] == mixture:  # still the best: confirmed
+            break
+    state.data["confirmed"] = replicates
+    return executed
 
 
 def _recorded_run(plan: Plan, ctx: Context, p: dict[str, Any], seed: int, path: Path) -> RunSpec:
