@@ -81,8 +81,9 @@ def search(
         from fincocktail.search.race import RaceOptions, run_race
         from fincocktail.search.race_outputs import write_race_outputs
 
-        raced = run_race(plan, options, RaceOptions(budget_hours or 0.0, reduction, rungs, 2 if replicates is None else replicates), out, ex, chosen,
-                         resolved, progress=not quiet, say=lambda text: console.print(text, highlight=False))
+        race_options = RaceOptions(budget_hours or 0.0, reduction, rungs, 2 if replicates is None else replicates)
+        raced = run_race(plan, options, race_options, out, ex, chosen, resolved, progress=not quiet,
+                         say=lambda text: console.print(text, highlight=False))
         result = raced.search
         summary = write_race_outputs(raced)
         r = summary["race"]
