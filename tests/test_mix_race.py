@@ -190,12 +190,13 @@ def test_hours_are_the_jobs_seconds_and_the_budget_holds(tmp_path):
 
 
 def test_the_replicates_reserve_is_measured_once_a_proposal_finished():
-    from fincocktail.search.race import replicate_reserve
+    from fincocktail.search.budget import replicates_hours
+    from fincocktail.search.race import finished_seconds
 
     reports = [{"run_id": "a", "rung": 0, "seconds": 60}, {"run_id": "a", "rung": 1, "seconds": 60},
                {"run_id": "b", "rung": 0, "seconds": 50}, {"run_id": "a", "rung": 2, "seconds": 120}]
-    assert replicate_reserve(reports[:3], 2, 2, 1.0, 0.05) == 0.05          # nothing finished: the estimate
-    assert replicate_reserve(reports, 2, 2, 2.0, 0.05) == pytest.approx(2 * (60 + 60 + 120) * 2.0 / 3600)
+    assert replicates_hours(2, finished_seconds(reports[:3], 2), 180.0, 1.0) == 2 * 180.0 / 3600  # nothing finished: the estimate
+    assert replicates_hours(2, finished_seconds(reports, 2), 180.0, 2.0) == pytest.approx(2 * (60 + 60 + 120) * 2.0 / 3600)
 
 
 def test_the_winner_is_replicated_before_it_is_recommended(tmp_path):

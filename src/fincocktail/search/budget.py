@@ -9,7 +9,7 @@ own rounds measured.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 
 def hours_unit(executor: Any) -> tuple[str, float]:
@@ -26,3 +26,10 @@ def round_fits(budget_hours: float, spent_hours: float, round_hours: float) -> b
     """Start another round while at least half a round's cost is left: the budget is met on average, overshot by
     about half an average round at most, rather than always under-spent by up to a whole one."""
     return budget_hours - spent_hours >= 0.5 * round_hours
+
+
+def replicates_hours(replicates: int, run_seconds: Sequence[float], estimate_s: float, per_job: float) -> float:
+    """Hours kept for the winner's replicates, one full run per extra seed: the mean of what the search's full runs
+    measured, `estimate_s` until one has finished (the estimate erred 1.5x short on the real runs of race-seeds)."""
+    per_run = sum(run_seconds) / len(run_seconds) if run_seconds else estimate_s
+    return replicates * per_run * per_job / 3600

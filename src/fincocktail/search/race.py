@@ -34,7 +34,7 @@ import numpy as np
 
 from fincocktail.errors import ConfigError, FincocktailError
 from fincocktail.plumbing.paths import check_name
-from fincocktail.search.budget import hours_unit, round_fits
+from fincocktail.search.budget import hours_unit, replicates_hours, round_fits
 from fincocktail.search.mixture import IngredientCounts, proposal_run
 from fincocktail.search.objective import floors, parse_constraints, parse_objective
 from fincocktail.search.propose import Observed, propose
@@ -87,19 +87,10 @@ def _fmt_h(hours: float) -> str:
     return f"{hours:.2f}"
 
 
-def reserve_hours(race: RaceOptions, costs: dict[str, float], per_job: float) -> float:
-    """The hours kept for the winner's replicates: a full run (all four parts of `costs`) per extra seed."""
-    return race.replicates * sum(costs.values()) * per_job / 3600
-
-
-def replicate_reserve(reports: list[dict[str, Any]], last: int, replicates: int, per_job: float, estimate: float) -> float:
-    """Hours kept for the winner's replicates: `estimate` until a proposal has finished, then what finished
-    proposals measured (all their rung jobs: the estimate erred 1.5x short on the real runs here)."""
+def finished_seconds(reports: list[dict[str, Any]], last: int) -> list[float]:
+    """What each proposal that reached the last rung cost in all (its rung jobs' seconds together)."""
     finished = {r["run_id"] for r in reports if r["rung"] == last}
-    if not finished:
-        return estimate
-    per_run = sum(r["seconds"] for r in reports if r["run_id"] in finished) / len(finished)
-    return replicates * per_run * per_job / 3600
+    return [sum(r["seconds"] for r in reports if r["run_id"] == rid) for rid in finished]
 
 
 def plan_text(name: str, race: RaceOptions, fractions: tuple[float, ...], unit: str, per_job: float, costs: dict[str, float],
@@ -107,7 +98,7 @@ def plan_text(name: str, race: RaceOptions, fractions: tuple[float, ...], unit: 
     expected, worst = expected_cost(fractions, race.reduction, costs["overhead"], costs["train"], costs["eval"], costs["curve"])
     full = sum(costs.values())
     to_h = per_job / 3600
-    reserve = reserve_hours(race, costs, per_job)
+    reserve = replicates_hours(race.replicates, (), sum(costs.values()), per_job)  # a full run: all four parts of `costs`
     n = max(0, int((race.budget_hours - reserve) / max(expected * to_h, 1e-9)))
     rungs = ", ".join(f"{f:g}" for f in fractions)
     return (f"racing search {name}: budget {race.budget_hours:g} {unit} ({per_job:g} per job)\n"
@@ -173,7 +164,7 @@ class _Racer:
         self.text = plan_text(self.name, race, self.fractions, self.unit, self.per_job, costs, why, options.batch)
         self.expected_s, _ = expected_cost(self.fractions, race.reduction, costs["overhead"], costs["train"], costs["eval"],
                                            costs["curve"])
-        self.reserve_h = reserve_hours(race, costs, self.per_job)
+        self.full_s = sum(costs.values())  # a full proposal's estimated seconds
         self.seed0 = plan.spec.seeds[0]
         self.executed: list[str] = []
 
@@ -181,8 +172,8 @@ class _Racer:
         return sum(r["seconds"] for r in self.state.data["reports"] + self.state.data["replicates"]) * self.per_job / 3600
 
     def reserve(self) -> float:
-        return replicate_reserve(self.state.data["reports"], len(self.fractions) - 1, self.race.replicates, self.per_job,
-                                 self.reserve_h)
+        return replicates_hours(self.race.replicates, finished_seconds(self.state.data["reports"], len(self.fractions) - 1),
+                                self.full_s, self.per_job)
 
     def run_of(self, p: dict[str, Any], seed: int | None = None) -> RunSpec:
         seed = self.seed0 if seed is None else seed

@@ -244,7 +244,7 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
     """Propose, train and refit until `options.budget` mixtures have been proposed or `options.budget_hours` spent
     (whichever comes first, when both are given), then replicate the incumbent (`options.replicates`); resumable
     (module docstring)."""
-    from fincocktail.search.budget import hours_unit, round_fits
+    from fincocktail.search.budget import hours_unit, replicates_hours, round_fits
 
     if (options.budget < 0 or options.batch < 1 or options.replicates < 0
             or (options.budget_hours is not None and options.budget_hours <= 0)):
@@ -272,7 +272,7 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
         existing = ResultsStore.in_dir(ctx.out_dir, create=False) if (ctx.out_dir / "results.sqlite").is_file() else None
         costs, why = job_costs(ctx, existing)
         proposal_s = costs["overhead"] + costs["train"] + costs["eval"]  # a plain run draws no curve unless the sweep asks
-        reserve = options.replicates * proposal_s * per_job / 3600
+        reserve = replicates_hours(options.replicates, (), proposal_s, per_job)
         if say:
             say(f"search {name}: budget {options.budget_hours:g} {unit} ({per_job:g} per job); a proposal ~"
                 f"{proposal_s / 60:.1f} min ({why}) -> about "
@@ -295,11 +295,12 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
         if options.budget and len(state.proposals) >= options.budget:
             break
         if options.budget_hours is not None:
-            spent = spent_hours(ctx.store, runs, per_job)
+            seconds = wall_seconds(ctx.store, runs)
+            spent = sum(seconds) * per_job / 3600
             rounds = len(state.data["rounds"])
             round_h = spent / rounds if rounds else options.batch * proposal_s * per_job / 3600
-            per_run = spent / len(runs) if runs else proposal_s * per_job / 3600  # a replicate: as measured, once runs have
-            if not round_fits(options.budget_hours - options.replicates * per_run, spent, round_h):
+            if not round_fits(options.budget_hours - replicates_hours(options.replicates, seconds, proposal_s, per_job), spent,
+                              round_h):
                 break
         elif len(state.proposals) >= options.budget:
             break
@@ -327,8 +328,8 @@ def run_search(plan: Plan, options: SearchOptions, out_dir: str | os.PathLike | 
                              lambda: _train(plan, ctx, recorded_runs(), executor, runner, data_dir, progress))
     final = known_runs()
     fl, notes = floors(constraints, objectives, single_scores(final))
-    state.data["spent"] = {"unit": unit, "per_job": per_job, "hours": spent_hours(ctx.store, recorded_runs(), per_job),
-                           "budget_hours": options.budget_hours}
+    hours = sum(wall_seconds(ctx.store, recorded_runs())) * per_job / 3600
+    state.data["spent"] = {"unit": unit, "per_job": per_job, "hours": hours, "budget_hours": options.budget_hours}
     state.save()
     return SearchRun(ctx, state, objectives, fl, notes, final, sdir, executed)
 
@@ -359,11 +360,12 @@ def _confirm(plan: Plan, ctx: Context, state: State, replicates: int, objective:
     too (and stop there). Recorded in the state before training, so a kill resumes the same replicates."""
     seed0, executed = plan.spec.seeds[0], []
     for position in range(2):
-        ranked = _ranked_mixtures(known_runs(), objective)
+        runs = known_runs()
+        ranked = _ranked_mixtures(runs, objective)
         if position >= len(ranked):
             break
         mixture = ranked[position][0]
-        have = {r.seed for r in known_runs() if r.mixture == mixture} | {
+        have = {r.seed for r in runs if r.mixture == mixture} | {
             r["seed"] for r in state.data["replicates"] if tuple(r["counts"]) == mixture.counts}
         seed = seed0
         while len(have) < 1 + replicates:
@@ -421,9 +423,9 @@ def _ranked_mixtures(runs: list[RunObs], objective: Objective) -> list[tuple[Ing
     return sorted(((m, float(np.mean(v))) for m, v in by.items()), key=lambda mv: -mv[1])
 
 
-def spent_hours(store: ResultsStore | None, runs: list[RunSpec], per_job: float) -> float:
-    """CPU- or GPU-hours the search's runs took: their measured wall time x what each job held."""
+def wall_seconds(store: ResultsStore | None, runs: list[RunSpec]) -> list[float]:
+    """The measured wall time of each of `runs` the store holds (x the cores or GPUs a job held: the hours spent)."""
     if store is None:
-        return 0.0
+        return []
     ids = {r.run_id for r in runs}
-    return sum(r.wall_time_s or 0.0 for r in store.runs() if r.run_id in ids) * per_job / 3600
+    return [r.wall_time_s or 0.0 for r in store.runs() if r.run_id in ids]
