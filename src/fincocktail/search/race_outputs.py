@@ -15,7 +15,7 @@ from fincocktail.plumbing.fileio import write_json_atomic
 from fincocktail.report.mixture_section import SUMMARY_FILE
 from fincocktail.report.tables import md_table
 from fincocktail.search.outputs import write_outputs
-from fincocktail.search.race import RaceRun, best_so_far, final_value
+from fincocktail.search.race import RaceRun, best_so_far
 
 
 def race_summary(rr: RaceRun, summary: dict[str, Any]) -> dict[str, Any]:
@@ -34,14 +34,9 @@ def race_summary(rr: RaceRun, summary: dict[str, Any]) -> dict[str, Any]:
             proposals.append({"round": round_["round"], "run_id": p["run_id"], "how": p["how"], "counts": p["counts"],
                               "objective_at": {f"{fractions[k]:g}": v for k, v in sorted(values.items())},
                               "stopped_at": stopped_at.get(p["run_id"]), "finished": last in values})
-    rec = summary.get("recommended") or {}
-    seeds = []
-    if rec:
-        ids = set(rec["run_ids"])
-        main = [r for r in data["reports"] if r["run_id"] in ids and r["rung"] == last]
-        seeds = [{"run_id": r["run_id"], "seed": rr.train_seed if r in main else r["seed"], "objective": final_value(r),
-                  "curve_objective": r["objective"]}
-                 for r in main + [r for r in data["replicates"] if r["run_id"] in ids]]
+    curve = {rid: v[last] for rid, v in by_run.items() if last in v} | {r["run_id"]: r["objective"] for r in data["replicates"]}
+    seeds = [{**s, "objective": math.nan if s["objective"] is None else s["objective"], "curve_objective": curve[s["run_id"]]}
+             for s in (summary.get("recommended") or {}).get("seeds", [])]  # NaN as `final_value` gives a run without scores
     values = [s["objective"] for s in seeds]
     spent = sum(r["seconds"] for r in data["reports"] + data["replicates"]) * rr.per_job / 3600
     return {
