@@ -52,3 +52,19 @@ def isolated_home(tmp_path, monkeypatch) -> Path:
 
 
 from real_model import smollm2_dir_fixture  # noqa: E402,F401  (session fixture `smollm2_dir`: the real SmolLM2)
+
+
+@pytest.fixture(scope="session")
+def load_bench():
+    """Import a script of bench/ as a module by its name (bench/ is not a package)."""
+    import importlib.util
+    import sys
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    return load

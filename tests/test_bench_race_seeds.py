@@ -3,8 +3,6 @@ over search seeds (checked against scipy's), the per-seed sweep file, and which 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,12 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def race_seeds():
-    spec = importlib.util.spec_from_file_location("race_seeds", REPO / "bench" / "race_seeds.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["race_seeds"] = module
-    spec.loader.exec_module(module)
-    return module
+def race_seeds(load_bench):
+    return load_bench("race_seeds")
 
 
 def test_the_interval_over_seeds_is_scipys_t_interval(race_seeds):

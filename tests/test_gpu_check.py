@@ -3,24 +3,15 @@ GPU-vs-CPU comparison, the wheel handling, and the clear refusal when there is n
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "bench" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module
-    spec.loader.exec_module(module)
-    return module
+def gpu_check(load_bench):
+    return load_bench("gpu_check")
 
 
 def test_arguments_default_to_the_cpu_study_slice(gpu_check):
